@@ -1,0 +1,1 @@
+"""backbone (filled by later issues; each module registers itself on import)."""

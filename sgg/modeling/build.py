@@ -1,0 +1,51 @@
+"""Model registries and ``build_model``."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from sgg.utils.registry import Registry
+
+__all__ = ["META_ARCH_REGISTRY", "BACKBONE_REGISTRY", "MATCHER_REGISTRY", "build_model", "build_backbone",
+           "build_matcher", "resolve_device"]
+
+logger = logging.getLogger(__name__)
+
+META_ARCH_REGISTRY = Registry("META_ARCH")
+META_ARCH_REGISTRY.__doc__ = """Whole models. Called as ``cls(cfg)``; ``model(batched_inputs)`` returns a dict of losses
+in training mode and a list of per-input prediction dicts in eval mode."""
+
+BACKBONE_REGISTRY = Registry("BACKBONE")
+BACKBONE_REGISTRY.__doc__ = """Feature extractors, built as ``cls(cfg)`` (``MODEL.BACKBONE.NAME``)."""
+
+MATCHER_REGISTRY = Registry("MATCHER")
+MATCHER_REGISTRY.__doc__ = """Prediction/target assignment (``MODEL.MATCHER.NAME``), built as ``cls(cfg)``."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``MODEL.DEVICE`` -> torch.device, falling back to CPU with a warning when CUDA is unavailable."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE=%s but CUDA is not available; using CPU.", name)
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def build_model(cfg) -> torch.nn.Module:
+    """Build ``cfg.MODEL.META_ARCHITECTURE`` and move it to ``cfg.MODEL.DEVICE`` (weights are not loaded here)."""
+    if not cfg.MODEL.META_ARCHITECTURE:
+        raise ValueError("MODEL.META_ARCHITECTURE is empty; set it in the config (see tools/train_net.py --list).")
+    model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+    model.to(resolve_device(cfg.MODEL.DEVICE))
+    return model
+
+
+def build_backbone(cfg) -> torch.nn.Module:
+    """Build ``cfg.MODEL.BACKBONE.NAME``."""
+    return BACKBONE_REGISTRY.get(cfg.MODEL.BACKBONE.NAME)(cfg)
+
+
+def build_matcher(cfg):
+    """Build ``cfg.MODEL.MATCHER.NAME``."""
+    return MATCHER_REGISTRY.get(cfg.MODEL.MATCHER.NAME)(cfg)

@@ -1,0 +1,1 @@
+"""layers (filled by later issues; each module registers itself on import)."""

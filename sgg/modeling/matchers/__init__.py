@@ -1,0 +1,1 @@
+"""matchers (filled by later issues; each module registers itself on import)."""

@@ -1,0 +1,1 @@
+"""meta_arch (filled by later issues; each module registers itself on import)."""
