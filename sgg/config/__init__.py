@@ -1,5 +1,5 @@
 """Config system: ``get_cfg()``, ``CfgNode``, ``@configurable``."""
 
-from .config import CfgNode, ConfigError, all_config_keys, configurable, get_cfg
+from .config import CfgNode, ConfigError, all_config_keys, configurable, get_cfg, import_user_modules
 
-__all__ = ["CfgNode", "ConfigError", "all_config_keys", "configurable", "get_cfg"]
+__all__ = ["CfgNode", "ConfigError", "all_config_keys", "configurable", "get_cfg", "import_user_modules"]

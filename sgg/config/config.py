@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, List, Optional
 import yaml
 from fvcore.common.config import CfgNode as _FvCfgNode
 
-__all__ = ["CfgNode", "ConfigError", "get_cfg", "configurable", "all_config_keys"]
+__all__ = ["CfgNode", "ConfigError", "get_cfg", "configurable", "all_config_keys", "import_user_modules"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _coerce_value(key: str, new: Any, old: Any) -> Any:
         if isinstance(old, bool) and isinstance(new, bool):
             return new
         raise ConfigError(
-            f"Config key '{key}' expects a {type(old).__name__} (default {old!r}), got {new!r} "
+            f"Config key '{key}' expects type {type(old).__name__} (current value {old!r}), got {new!r} "
             f"({type(new).__name__})."
         )
     if isinstance(new, type(old)):
@@ -77,7 +77,8 @@ def _coerce_value(key: str, new: Any, old: Any) -> Any:
     if isinstance(old, str) and isinstance(new, str):
         return new
     raise ConfigError(
-        f"Config key '{key}' expects a {type(old).__name__} (default {old!r}), got {new!r} ({type(new).__name__})."
+        f"Config key '{key}' expects type {type(old).__name__} (current value {old!r}), "
+        f"got {new!r} ({type(new).__name__})."
     )
 
 
@@ -99,7 +100,7 @@ class CfgNode(_FvCfgNode):
                     f"Refusing to execute Python config '{filename}': Python configs run arbitrary code. "
                     "Pass allow_unsafe=True to merge_from_file() if you trust this file."
                 )
-            return super().load_yaml_with_base(filename, allow_unsafe=True)
+            return _load_python_config(filename)
         with open(filename, "r") as f:
             try:
                 loaded = yaml.safe_load(f)
@@ -108,7 +109,9 @@ class CfgNode(_FvCfgNode):
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"Config file '{filename}' must hold a mapping at top level, got {type(loaded).__name__}.")
+            raise ConfigError(
+                f"Config file '{filename}' must hold a mapping at top level, got {type(loaded).__name__}."
+            )
         if BASE_KEY in loaded:
             base_file = loaded.pop(BASE_KEY)
             if not base_file.startswith(("/", "~")):
@@ -170,7 +173,8 @@ class CfgNode(_FvCfgNode):
                 self._check_section(full, source)
                 self._merge_dict(v, source, full + ".")
             else:
-                self._set_existing(full, v, source)
+                # yacs semantics: strings in YAML are literal-eval'ed too ("(1, 2)" -> tuple, "1e-4" -> float).
+                self._set_existing(full, self._decode_cfg_value(v) if isinstance(v, str) else v, source)
 
     def _check_section(self, full_key: str, source: str) -> None:
         node = self
@@ -202,6 +206,23 @@ class CfgNode(_FvCfgNode):
         return super().dump(**kwargs)
 
 
+def _load_python_config(filename: str) -> dict:
+    """Execute a Python config file and return its ``cfg`` variable (a CfgNode or dict) as a plain dict."""
+    import runpy
+
+    namespace = runpy.run_path(filename)
+    if "cfg" not in namespace:
+        raise ConfigError(f"Python config '{filename}' must define a variable named 'cfg'.")
+    cfg = namespace["cfg"]
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"'cfg' in '{filename}' must be a CfgNode or dict, got {type(cfg).__name__}.")
+    return _to_plain_dict(cfg)
+
+
+def _to_plain_dict(node: dict) -> dict:
+    return {k: _to_plain_dict(v) if isinstance(v, dict) else v for k, v in node.items()}
+
+
 def _merge_dicts(src: dict, dst: dict) -> None:
     """Recursively merge ``src`` into ``dst`` (``src`` wins), used for ``_BASE_``."""
     for k, v in src.items():
@@ -216,6 +237,18 @@ def get_cfg() -> CfgNode:
     from .defaults import _C
 
     return _C.clone()
+
+
+def import_user_modules(cfg: "CfgNode") -> None:
+    """Import every module named in ``cfg.IMPORTS`` (user code registering its parts); clear error if one fails."""
+    import importlib
+
+    for name in cfg.get("IMPORTS", []):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ConfigError(f"IMPORTS names module '{name}', which cannot be imported: {e}. "
+                              "Check the module path and that its folder is on PYTHONPATH.") from e
 
 
 # ---------------------------------------------------------------------------- @configurable

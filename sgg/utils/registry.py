@@ -26,6 +26,21 @@ class Registry(_FvRegistry):
         super().__init__(name)
         _ALL_REGISTRIES[name] = self
 
+    def register(self, obj: Any = None) -> Any:
+        """``@REG.register()`` (named by ``__name__``), ``@REG.register("name")`` or ``REG.register(obj)``."""
+        if isinstance(obj, str):
+            name = obj
+
+            def deco(o: Any) -> Any:
+                self._do_register(name, o)
+                return o
+
+            return deco
+        return super().register(obj)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._obj_map
+
     def get(self, name: str) -> Any:
         """Return the object registered as ``name``; raise :class:`RegistryError` listing the options if absent."""
         ret = self._obj_map.get(name)

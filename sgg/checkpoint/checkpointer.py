@@ -1,0 +1,152 @@
+"""Checkpointing in fvcore's format, written atomically and loaded safely.
+
+Files: ``OUTPUT_DIR/model_0004999.pth``, ``model_final.pth`` and ``last_checkpoint`` (the basename of the newest).
+Every file is written to a temporary name in the same folder, flushed, fsync'ed and renamed into place, so a run killed
+mid-write never leaves a truncated checkpoint or a ``last_checkpoint`` naming one. Loading uses
+``torch.load(weights_only=True)``: checkpoints can hold tensors, numbers, strings and containers, never code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import tempfile
+from typing import Any, Dict, Optional
+
+import torch
+from fvcore.common.checkpoint import Checkpointer
+from fvcore.common.checkpoint import PeriodicCheckpointer as _FvPeriodicCheckpointer
+
+__all__ = ["DetectionCheckpointer", "PeriodicCheckpointer", "CheckpointError", "atomic_write_bytes",
+           "atomic_torch_save"]
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated/corrupt, or not loadable safely."""
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: str, write_fn) -> None:
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(directory)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` via temp file + rename (readers see the old or the new file, never a partial)."""
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    """``torch.save`` to ``path`` atomically."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+class DetectionCheckpointer(Checkpointer):
+    """fvcore ``Checkpointer`` with atomic saves, safe loads and clear errors.
+
+    Args:
+        model: the (unwrapped) model.
+        save_dir: where checkpoints go (usually ``OUTPUT_DIR``).
+        save_to_disk: False on non-main ranks.
+        checkpointables: objects with ``state_dict``/``load_state_dict`` saved alongside (optimizer, scheduler...).
+    """
+
+    def __init__(self, model: torch.nn.Module, save_dir: str = "", *, save_to_disk: Optional[bool] = None,
+                 **checkpointables: Any):
+        if save_to_disk is None:
+            from sgg.utils import comm
+
+            save_to_disk = comm.is_main_process()
+        super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+
+    def save(self, name: str, **kwargs: Any) -> None:
+        """Write ``<save_dir>/<name>.pth`` atomically and point ``last_checkpoint`` at it."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data: Dict[str, Any] = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        atomic_torch_save(data, save_file)
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        """Atomically record the newest checkpoint's basename in ``last_checkpoint``."""
+        atomic_write_bytes(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename.encode())
+
+    def load(self, path: str, checkpointables=None) -> Dict[str, Any]:
+        """Load ``path`` (model + the named checkpointables); raise :class:`CheckpointError` if it is missing."""
+        if path and not os.path.isfile(path):
+            raise CheckpointError(
+                f"Checkpoint not found: '{path}'. Check MODEL.WEIGHTS (or the file named in "
+                f"{os.path.join(self.save_dir, 'last_checkpoint')} when resuming)."
+            )
+        return super().load(path, checkpointables=checkpointables)
+
+    def _load_file(self, filename: str) -> Dict[str, Any]:
+        try:
+            data = torch.load(filename, map_location=torch.device("cpu"), weights_only=True)
+        except pickle.UnpicklingError as e:
+            if "weights_only" in str(e) or "Weights only load failed" in str(e):
+                raise CheckpointError(
+                    f"Checkpoint '{filename}' contains Python objects that cannot be loaded safely "
+                    f"(torch.load(weights_only=True) refused it). Re-save it as a plain state dict of tensors."
+                ) from e
+            raise CheckpointError(f"Checkpoint '{filename}' is corrupt or truncated ({e}). "
+                                  "Point MODEL.WEIGHTS at an intact file.") from e
+        except (RuntimeError, EOFError, OSError, ValueError) as e:
+            raise CheckpointError(f"Checkpoint '{filename}' is corrupt or truncated ({type(e).__name__}: {e}). "
+                                  "Point MODEL.WEIGHTS at an intact file.") from e
+        if not isinstance(data, dict):
+            raise CheckpointError(f"Checkpoint '{filename}' holds a {type(data).__name__}, expected a dict.")
+        if "model" not in data:
+            # A bare state dict (e.g. exported weights): treat the whole thing as the model's.
+            if all(isinstance(v, torch.Tensor) for v in data.values()):
+                data = {"model": data}
+            else:
+                raise CheckpointError(f"Checkpoint '{filename}' has no 'model' entry; keys: {sorted(data)[:10]}")
+        return data
+
+    def get_checkpoint_file(self) -> str:
+        """The newest checkpoint named by ``last_checkpoint``; error if it names a file that is gone."""
+        path = super().get_checkpoint_file()
+        if path and not os.path.isfile(path):
+            raise CheckpointError(
+                f"{os.path.join(self.save_dir, 'last_checkpoint')} names '{os.path.basename(path)}', which does not "
+                "exist. Restore the file, or edit last_checkpoint to name an existing model_*.pth."
+            )
+        return path
+
+
+class PeriodicCheckpointer(_FvPeriodicCheckpointer):
+    """fvcore's periodic checkpointer (``model_{iter:07d}.pth`` every period, ``model_final.pth`` at the end)."""

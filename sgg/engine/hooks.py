@@ -1,0 +1,321 @@
+"""Standard hooks: timing, LR schedule, checkpoints, evaluation, best checkpoint, early stopping, two-stage
+training, metric writers. Hooks with state save it through ``state_dict`` so that ``--resume`` restores it."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from sgg.evaluation.testing import flatten_results_dict
+from sgg.utils import comm
+from sgg.utils.events import EventWriter
+
+from .train_loop import HookBase
+
+__all__ = [
+    "CallbackHook", "IterationTimer", "LRScheduler", "PeriodicCheckpointer", "EvalHook", "BestCheckpointer",
+    "EarlyStopping", "PlateauLR", "TwoStageTraining", "PeriodicWriter",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class CallbackHook(HookBase):
+    """A hook made of plain functions ``f(trainer)``."""
+
+    def __init__(self, *, before_train=None, after_train=None, before_step=None, after_step=None):
+        self._before_train, self._after_train = before_train, after_train
+        self._before_step, self._after_step = before_step, after_step
+
+    def before_train(self):
+        if self._before_train:
+            self._before_train(self.trainer)
+
+    def after_train(self):
+        if self._after_train:
+            self._after_train(self.trainer)
+
+    def before_step(self):
+        if self._before_step:
+            self._before_step(self.trainer)
+
+    def after_step(self):
+        if self._after_step:
+            self._after_step(self.trainer)
+
+
+class IterationTimer(HookBase):
+    """Puts ``time`` (seconds per iteration, hooks excluded) in the storage; logs the total at the end."""
+
+    def __init__(self, warmup_iter: int = 3):
+        self._warmup_iter = warmup_iter
+        self._step_start = 0.0
+        self._train_start = 0.0
+        self._timed_time = 0.0
+        self._timed_iters = 0
+
+    def before_train(self):
+        self._train_start = time.perf_counter()
+
+    def before_step(self):
+        self._step_start = time.perf_counter()
+
+    def after_step(self):
+        seconds = time.perf_counter() - self._step_start
+        if self.trainer.iter + 1 - self.trainer.start_iter > self._warmup_iter:
+            self._timed_time += seconds
+            self._timed_iters += 1
+            self.trainer.storage.put_scalar("time", seconds)
+
+    def after_train(self):
+        total = time.perf_counter() - self._train_start
+        if self._timed_iters:
+            logger.info("Overall training speed: %d iterations in %.1f s (%.4f s / it); total time %.1f s",
+                        self._timed_iters, self._timed_time, self._timed_time / self._timed_iters, total)
+
+
+class LRScheduler(HookBase):
+    """Records the LR and advances the per-iteration scheduler after every step."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scheduler):
+        self._optimizer, self.scheduler = optimizer, scheduler
+
+    def after_step(self):
+        groups = self._optimizer.param_groups
+        biggest = max(groups, key=lambda g: len(g["params"]))
+        self.trainer.storage.put_scalar("lr", biggest["lr"], smoothing_hint=False)
+        self.scheduler.step()
+
+
+class PeriodicCheckpointer(HookBase):
+    """Saves ``model_{iter:07d}.pth`` every ``period`` iterations and ``model_final.pth`` at the end.
+
+    ``before_save(trainer)`` is called on every rank first (collective work, e.g. gathering RNG states).
+    Keeps at most ``max_to_keep`` periodic checkpoints (``None`` = all). Nothing is saved after a failed run.
+    """
+
+    def __init__(self, checkpointer, period: int, *, max_to_keep: Optional[int] = None,
+                 before_save: Optional[Callable] = None, file_prefix: str = "model"):
+        self.checkpointer, self.period, self.max_to_keep = checkpointer, int(period), max_to_keep
+        self.before_save, self.file_prefix = before_save, file_prefix
+        self._recent: List[str] = []
+        self._last_saved_iter = -1
+
+    def _save(self, name: str, iteration: int) -> None:
+        if self.before_save is not None:
+            self.before_save(self.trainer)
+        self.checkpointer.save(name, iteration=iteration)
+        self._last_saved_iter = iteration
+
+    def after_step(self):
+        it = self.trainer.iter
+        if self.period > 0 and (it + 1) % self.period == 0 and it + 1 < self.trainer.max_iter:
+            name = f"{self.file_prefix}_{it:07d}"
+            self._save(name, it)
+            if self.max_to_keep and comm.is_main_process():
+                self._recent.append(os.path.join(self.checkpointer.save_dir, name + ".pth"))
+                while len(self._recent) > self.max_to_keep:
+                    old = self._recent.pop(0)
+                    if os.path.exists(old):
+                        os.remove(old)
+
+    def after_train(self):
+        if self.trainer.completed:
+            self._save(f"{self.file_prefix}_final", self.trainer.iter - 1)
+
+
+class EvalHook(HookBase):
+    """Runs ``eval_function()`` every ``eval_period`` iterations and after training.
+
+    Results are flattened (``"task/metric"``), put in the storage, and kept in ``trainer.latest_eval``
+    (``(iteration, results)``) for the hooks that react to them (best checkpoint, early stop, plateau LR).
+    """
+
+    def __init__(self, eval_period: int, eval_function: Callable[[], Dict]):
+        self._period, self._func = int(eval_period), eval_function
+        self._last_eval_iter = -1
+
+    def _do_eval(self):
+        results = self._func() or {}
+        flat = flatten_results_dict(results)
+        for k, v in flat.items():
+            if not math.isfinite(v):
+                logger.warning("Evaluation metric %s is not finite: %s", k, v)
+        if flat:
+            self.trainer.storage.put_scalars(**flat, smoothing_hint=False)
+        self.trainer.latest_eval = (self.trainer.iter, flat)
+        self._last_eval_iter = self.trainer.iter
+        comm.synchronize()
+
+    def after_step(self):
+        nxt = self.trainer.iter + 1
+        if self._period > 0 and nxt % self._period == 0 and nxt != self.trainer.max_iter:
+            self._do_eval()
+
+    def after_train(self):
+        if self.trainer.completed and self._last_eval_iter != self.trainer.iter:
+            self._do_eval()
+        del self._func  # free the closure (data loaders) early
+
+
+def _improved(value: float, best: Optional[float], mode: str, min_delta: float = 0.0) -> bool:
+    if best is None:
+        return True
+    return value > best + min_delta if mode == "max" else value < best - min_delta
+
+
+def _fresh_metric(trainer, metric: str) -> Optional[float]:
+    latest = getattr(trainer, "latest_eval", None)
+    if latest is None or latest[0] != trainer.iter:
+        return None
+    if metric not in latest[1]:
+        raise KeyError(f"Metric '{metric}' was not reported by the evaluators; reported: {sorted(latest[1])}")
+    return latest[1][metric]
+
+
+class BestCheckpointer(HookBase):
+    """After each evaluation, saves ``model_best.pth`` when ``metric`` improves (``mode`` max or min)."""
+
+    def __init__(self, checkpointer, metric: str, mode: str = "max", file_prefix: str = "model_best",
+                 before_save: Optional[Callable] = None):
+        if mode not in ("max", "min"):
+            raise ValueError(f"BestCheckpointer mode must be 'max' or 'min', got '{mode}'.")
+        self.checkpointer, self.metric, self.mode, self.file_prefix = checkpointer, metric, mode, file_prefix
+        self.before_save = before_save
+        self.best_value: Optional[float] = None
+        self.best_iter: Optional[int] = None
+
+    def _check(self):
+        value = _fresh_metric(self.trainer, self.metric)
+        if value is None or not math.isfinite(value):
+            return
+        if _improved(value, self.best_value, self.mode):
+            logger.info("New best %s = %.4f at iteration %d (previous %s)", self.metric, value, self.trainer.iter,
+                        self.best_value)
+            self.best_value, self.best_iter = float(value), int(self.trainer.iter)
+            if self.before_save is not None:
+                self.before_save(self.trainer)
+            self.checkpointer.save(self.file_prefix, iteration=self.trainer.iter, best_metric=self.metric,
+                                   best_value=self.best_value)
+
+    def after_step(self):
+        self._check()
+
+    def after_train(self):
+        if self.trainer.completed:
+            self._check()
+
+    def state_dict(self):
+        return {"best_value": self.best_value, "best_iter": self.best_iter}
+
+    def load_state_dict(self, state):
+        self.best_value, self.best_iter = state["best_value"], state["best_iter"]
+
+
+class EarlyStopping(HookBase):
+    """Stops training when ``metric`` has not improved by ``min_delta`` for ``patience`` evaluations."""
+
+    def __init__(self, metric: str, mode: str = "max", patience: int = 5, min_delta: float = 0.0):
+        self.metric, self.mode, self.patience, self.min_delta = metric, mode, int(patience), float(min_delta)
+        self.best_value: Optional[float] = None
+        self.num_bad = 0
+
+    def after_step(self):
+        value = _fresh_metric(self.trainer, self.metric)
+        if value is None:
+            return
+        if _improved(value, self.best_value, self.mode, self.min_delta):
+            self.best_value, self.num_bad = float(value), 0
+            return
+        self.num_bad += 1
+        if self.num_bad >= self.patience:
+            logger.info("Early stopping at iteration %d: %s did not improve for %d evaluations (best %.4f).",
+                        self.trainer.iter, self.metric, self.num_bad, self.best_value)
+            self.trainer.request_stop()
+
+    def state_dict(self):
+        return {"best_value": self.best_value, "num_bad": self.num_bad}
+
+    def load_state_dict(self, state):
+        self.best_value, self.num_bad = state["best_value"], int(state["num_bad"])
+
+
+class PlateauLR(HookBase):
+    """Feeds an evaluation metric to the scheduler's ReduceLROnPlateau logic after each evaluation."""
+
+    def __init__(self, scheduler, metric: str):
+        self.scheduler, self.metric = scheduler, metric
+
+    def after_step(self):
+        value = _fresh_metric(self.trainer, self.metric)
+        if value is not None:
+            self.scheduler.report_metric(value)
+
+
+class TwoStageTraining(HookBase):
+    """Stage 2 from ``start_iter``: unfreeze parameters under ``prefixes`` and scale every LR by ``lr_factor``.
+
+    Generic (used by the keyframe detector: frozen EfficientNet first, then its last blocks at a 10x lower LR).
+    Resuming past ``start_iter`` re-applies stage 2 before the first step. ``on_unfreeze(trainer)`` lets the trainer
+    re-wrap a DDP model, since DDP only synchronises parameters that required grad when it was built.
+    """
+
+    def __init__(self, *, start_iter: int, prefixes: Sequence[str], lr_factor: float, scheduler,
+                 on_unfreeze: Optional[Callable] = None):
+        if not prefixes:
+            raise ValueError("SOLVER.STAGE2.UNFREEZE is empty: name the parameter prefixes to unfreeze in stage 2.")
+        self.start_iter, self.prefixes, self.lr_factor = int(start_iter), list(prefixes), float(lr_factor)
+        self.scheduler, self.on_unfreeze = scheduler, on_unfreeze
+        self.active = False
+
+    def _module(self):
+        model = self.trainer.model
+        return model.module if hasattr(model, "module") else model
+
+    def _activate(self):
+        names = []
+        for name, param in self._module().named_parameters():
+            if any(name == p or name.startswith(p if p.endswith(".") else p + ".") for p in self.prefixes):
+                if not param.requires_grad:
+                    param.requires_grad_(True)
+                    names.append(name)
+        if not names and not any(
+            any(n.startswith(p) for p in self.prefixes) for n, _ in self._module().named_parameters()
+        ):
+            raise ValueError(f"SOLVER.STAGE2.UNFREEZE prefixes {self.prefixes} match no parameter of the model.")
+        self.scheduler.set_stage_scale(self.lr_factor)
+        if self.on_unfreeze is not None:
+            self.on_unfreeze(self.trainer)
+        self.active = True
+        logger.info("Stage 2 from iteration %d: unfroze %d tensors under %s, LR x%g", self.trainer.iter, len(names),
+                    self.prefixes, self.lr_factor)
+
+    def before_train(self):
+        if self.trainer.start_iter >= self.start_iter and not self.active:
+            self._activate()
+
+    def before_step(self):
+        if self.trainer.iter == self.start_iter and not self.active:
+            self._activate()
+
+
+class PeriodicWriter(HookBase):
+    """Calls every writer's ``write()`` every ``period`` iterations and at the end."""
+
+    def __init__(self, writers: List[EventWriter], period: int = 20):
+        self._writers, self._period = writers, int(period)
+
+    def after_step(self):
+        if (self.trainer.iter + 1) % self._period == 0 or self.trainer.iter == self.trainer.max_iter - 1:
+            for w in self._writers:
+                w.write()
+
+    def after_train(self):
+        for w in self._writers:
+            w.write()
+            w.close()

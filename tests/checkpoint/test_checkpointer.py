@@ -1,0 +1,64 @@
+"""Atomic checkpoint writes, safe loads and key-mismatch reporting."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+
+from sgg.checkpoint import CheckpointError, DetectionCheckpointer
+
+KILL_DURING_SAVE = textwrap.dedent("""
+    import os, signal, sys, torch
+    from torch import nn
+    from sgg.checkpoint import DetectionCheckpointer
+
+    class KillWhilePickling:
+        # torch.save pickles this after it has started writing the file: die mid-write.
+        def __reduce__(self):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    model = nn.Linear(256, 256)
+    ckpt = DetectionCheckpointer(model, sys.argv[1], save_to_disk=True)
+    ckpt.save("model_0000009", iteration=9)
+    ckpt.save("model_0000019", iteration=19, big=torch.randn(1 << 20), poison=KillWhilePickling())
+""")
+
+
+def test_kill_during_save_leaves_last_checkpoint_loadable(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, str(tmp_path)], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000009.pth"
+    assert not (tmp_path / "model_0000019.pth").exists()
+    model = nn.Linear(256, 256)
+    extra = DetectionCheckpointer(model, str(tmp_path), save_to_disk=True).resume_or_load("", resume=True)
+    assert extra["iteration"] == 9
+
+
+def test_save_and_load_roundtrip_reports_missing_keys(tmp_path, caplog):
+    src = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    DetectionCheckpointer(src, str(tmp_path), save_to_disk=True).save("model_final", iteration=3)
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_final.pth"]  # no temp files left behind
+    dst = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2), nn.Linear(2, 1))
+    with caplog.at_level("WARNING"):
+        DetectionCheckpointer(dst, save_to_disk=False).load(str(tmp_path / "model_final.pth"))
+    assert torch.equal(dst[0].weight, src[0].weight)
+    assert "not found in the checkpoint" in caplog.text and "2.{bias, weight}" in caplog.text
+
+
+def test_bare_state_dict_is_accepted(tmp_path):
+    src = nn.Linear(3, 2)
+    torch.save(src.state_dict(), tmp_path / "w.pth")
+    dst = nn.Linear(3, 2)
+    DetectionCheckpointer(dst, save_to_disk=False).load(str(tmp_path / "w.pth"))
+    assert torch.equal(dst.weight, src.weight)
+
+
+def test_last_checkpoint_naming_missing_file(tmp_path):
+    (tmp_path / "last_checkpoint").write_text("model_0000099.pth")
+    with pytest.raises(CheckpointError, match="names 'model_0000099.pth', which does not exist"):
+        DetectionCheckpointer(nn.Linear(1, 1), str(tmp_path), save_to_disk=True).resume_or_load("", resume=True)

@@ -1,0 +1,57 @@
+"""Helpers for engine tests: run tools/train_net.py in-process (fast) or in a subprocess, read outputs."""
+
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOY_CFG = os.path.join(REPO, "tests", "engine", "toy.yaml")
+TIMING = ("time", "data_time", "eta_seconds")
+
+
+def _train_net():
+    spec = importlib.util.spec_from_file_location("sgg_tools_train_net", os.path.join(REPO, "tools", "train_net.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_cli(*argv):
+    """Run ``tools/train_net.py`` in this process; returns an object with returncode, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = _train_net().cli(list(argv))
+        except SystemExit as e:  # argparse errors
+            code = e.code
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def run_cli_subprocess(*argv, timeout=300):
+    """Run tools/train_net.py in a fresh interpreter (exactly as a user does); returns CompletedProcess."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"), *argv], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def read_metrics(output_dir, drop_timing=True):
+    """metrics.json lines as dicts (timing keys removed)."""
+    rows = []
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        for line in f:
+            row = json.loads(line)
+            if drop_timing:
+                row = {k: v for k, v in row.items() if k not in TIMING}
+            rows.append(row)
+    return rows
+
+
+def load_model_state(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
