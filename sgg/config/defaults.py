@@ -73,6 +73,9 @@ _C.DATASETS.VG.FILTER_NON_OVERLAP = False
 _C.DATASETS.VG.FILTER_DUPLICATE_RELS = True
 _C.DATASETS.VG.NUM_VAL_IMAGES = 5000
 _C.DATASETS.VG.BOX_SCALE = 1024
+# ---- image SGG data (issue 8: sgg/data/datasets/visual_genome.py)
+_C.DATASETS.SYNTHETIC_GENOME = CN()
+_C.DATASETS.SYNTHETIC_GENOME.ROOT = ""  # "" = $SGG_DATASETS/synthetic_genome (same layout as VG150)
 
 # ---------------------------------------------------------------------------- data loader
 _C.DATALOADER = CN()
@@ -115,6 +118,7 @@ _C.SOLVER.CHECKPOINT_PERIOD = 5000
 _C.SOLVER.IMS_PER_BATCH = 16  # global batch over all workers
 _C.SOLVER.ACCUMULATE_GRAD_STEPS = 1  # micro-batches per optimizer step
 _C.SOLVER.MAX_NONFINITE_STEPS = 10  # consecutive non-finite losses before aborting
+_C.SOLVER.FIND_UNUSED_PARAMETERS = False  # DDP: set True for models with parameters unused in some steps
 _C.SOLVER.CLIP_GRADIENTS = CN()
 _C.SOLVER.CLIP_GRADIENTS.ENABLED = False
 _C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"  # "full_model" or "value" or "norm"
@@ -145,17 +149,214 @@ _C.TEST.EVAL_PERIOD = 0  # 0 = only at the end
 _C.TEST.EVALUATORS = []  # names in EVALUATOR_REGISTRY; [] = the dataset metadata's evaluator_type
 _C.TEST.EXPECTED_RESULTS = []  # [[task, metric, value, tolerance], ...]
 _C.TEST.DETECTIONS_PER_IMAGE = 100
+_C.TEST.IMS_PER_BATCH = 1  # per worker
 _C.TEST.RELATION = CN()
 _C.TEST.RELATION.MODE = "sgdet"  # "predcls", "sgcls", "sgdet"
 _C.TEST.RELATION.TOPK = 100  # relations kept per image
 _C.TEST.RELATION.IOU_THRESHOLD = 0.5
 _C.TEST.RELATION.ZEROSHOT_FILE = ""  # (T,3) [sub, obj, pred] 0-based; "" = none
 _C.TEST.SAVE_PREDICTIONS = True  # write inference/<dataset>/predictions.pth
+# --- image scene-graph evaluation (sgg/evaluation/scene_graph.py, docs/evaluation.md)
+_C.TEST.RELATION.RECALL_KS = (20, 50, 100)  # the K of R@K, ngR@K, mR@K, zR@K, A@K
+_C.TEST.RELATION.BOX_AP = True  # also report pycocotools box AP ("bbox" task) in sgcls / sgdet
 
 # ---------------------------------------------------------------------------- misc
+# Python modules imported (in every worker) before anything is built, so that user code can register its own
+# models, datasets, evaluators ... (like mmdetection's custom_imports). E.g. ["my_project.modeling"].
+_C.IMPORTS = []
 _C.OUTPUT_DIR = "./output"
 _C.SEED = -1  # < 0 = random, recorded in the log
 _C.CUDNN_BENCHMARK = False
 _C.DETERMINISTIC = False  # torch.use_deterministic_algorithms + fixed seeds; needed for bit-exact resume
 _C.LOG_PERIOD = 20
 _C.VIS_PERIOD = 0
+
+# ---------------------------------------------------------------------------- text-to-video (issue 7, seed 004)
+# ModelScope-style latent video diffusion: UNet3DConditionModel + AutoencoderKL + CLIP text encoder (diffusers).
+# The defaults are ModelScope's architecture; configs/quick/t2v_demo.yaml shrinks everything for CPU.
+_C.MODEL.T2V = CN()
+# Local diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/). When set, every part
+# and the noise schedule come from it; "" = build random parts from the keys below. Nothing is ever downloaded.
+_C.MODEL.T2V.PRETRAINED_DIR = ""
+_C.MODEL.T2V.GRADIENT_CHECKPOINTING = False  # recompute the 3D UNet's down/mid/up blocks in backward (saves memory)
+_C.MODEL.T2V.CAPTION_DROPOUT = 0.0  # probability of training on the empty prompt (what classifier-free guidance needs)
+# Train on VAE posterior samples (diffusers' scripts) or on the posterior mean; a pretrained VAE's posterior is so
+# narrow that both agree, a random VAE's (std ~1) would drown the signal, hence False in the demo.
+_C.MODEL.T2V.SAMPLE_POSTERIOR = True
+_C.MODEL.T2V.EXPORT_DIFFUSERS = True  # with every checkpoint also write OUTPUT_DIR/diffusers/ (save_pretrained)
+_C.MODEL.T2V.UNET = CN()
+_C.MODEL.T2V.UNET.BLOCK_OUT_CHANNELS = (320, 640, 1280, 1280)
+_C.MODEL.T2V.UNET.LAYERS_PER_BLOCK = 2
+_C.MODEL.T2V.UNET.DOWN_BLOCK_TYPES = ("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D",
+                                      "DownBlock3D")
+_C.MODEL.T2V.UNET.UP_BLOCK_TYPES = ("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D")
+_C.MODEL.T2V.UNET.ATTENTION_HEAD_DIM = 64
+_C.MODEL.T2V.UNET.NORM_NUM_GROUPS = 32
+_C.MODEL.T2V.VAE = CN()
+_C.MODEL.T2V.VAE.BLOCK_OUT_CHANNELS = (128, 256, 512, 512)
+_C.MODEL.T2V.VAE.LAYERS_PER_BLOCK = 2
+_C.MODEL.T2V.VAE.LATENT_CHANNELS = 4
+_C.MODEL.T2V.VAE.NORM_NUM_GROUPS = 32
+_C.MODEL.T2V.VAE.SCALING_FACTOR = 0.18215  # latents are multiplied by this before diffusion (Stable Diffusion's VAE)
+_C.MODEL.T2V.TEXT = CN()
+_C.MODEL.T2V.TEXT.HIDDEN_SIZE = 1024  # = the UNet's cross_attention_dim
+_C.MODEL.T2V.TEXT.NUM_LAYERS = 23
+_C.MODEL.T2V.TEXT.NUM_HEADS = 16
+_C.MODEL.T2V.TEXT.INTERMEDIATE_SIZE = 4096
+_C.MODEL.T2V.TEXT.MAX_LENGTH = 77  # CLIP's context length
+_C.MODEL.T2V.TEXT.TOKENIZER_DIR = ""  # local CLIPTokenizer folder; "" = sgg's offline word-level demo tokenizer
+_C.MODEL.T2V.SCHEDULER = CN()  # DDPM training schedule; ignored when PRETRAINED_DIR has scheduler/
+_C.MODEL.T2V.SCHEDULER.NUM_TRAIN_TIMESTEPS = 1000
+_C.MODEL.T2V.SCHEDULER.BETA_SCHEDULE = "scaled_linear"
+# Seed 004's 1e-4..0.02 suits training from scratch only; the pretrained ModelScope schedule is 0.00085..0.012.
+_C.MODEL.T2V.SCHEDULER.BETA_START = 0.0001
+_C.MODEL.T2V.SCHEDULER.BETA_END = 0.02
+_C.MODEL.T2V.SCHEDULER.PREDICTION_TYPE = "epsilon"
+_C.MODEL.EMA = CN()  # exponential moving average of weights (sgg.engine.ema.EMAHook)
+_C.MODEL.EMA.ENABLED = False
+_C.MODEL.EMA.DECAY = 0.9999
+_C.MODEL.EMA.PREFIX = ""  # average parameters whose name starts with this, e.g. "unet."; "" = all trainable ones
+_C.MODEL.EMA.WARMUP = True  # decay = min(DECAY, (1 + n) / (10 + n)) after n updates, so early averages move
+_C.INPUT.T2V = CN()  # clip sampling and augmentation (sgg.data.t2v_mapper.TextToVideoMapper)
+_C.INPUT.T2V.NUM_FRAMES = 16  # clips are trimmed / padded (last frame repeated) to this many frames
+_C.INPUT.T2V.FPS = 8.0  # decoding rate
+_C.INPUT.T2V.SIZE = (256, 256)  # (height, width): shorter side resized, then centre crop
+_C.INPUT.T2V.RANDOM_FLIP = True  # horizontal flip (train); "left"/"right" in the caption are swapped with it
+_C.INPUT.T2V.COLOR_JITTER = 0.1  # max relative brightness / contrast / saturation change (train); 0 = off
+_C.INPUT.T2V.TEMPORAL_CROP = True  # random start of the N-frame window (train); evaluation uses the centre window
+_C.TEST.T2V = CN()  # sampling and metrics (sgg.evaluation.video_generation)
+_C.TEST.T2V.GENERATE = True  # sample a clip per validation caption (False = validation loss only)
+_C.TEST.T2V.NUM_INFERENCE_STEPS = 50  # DDIM steps
+_C.TEST.T2V.GUIDANCE_SCALE = 9.0  # classifier-free guidance; 1.0 = off
+_C.TEST.T2V.ETA = 0.0  # DDIM eta
+_C.TEST.T2V.SEED = 0  # noise for sampling and for the validation loss is drawn from generators seeded by this
+_C.TEST.T2V.VAL_LOSS_TIMESTEPS = 10  # validation loss averaged over this many evenly spaced timesteps
+_C.TEST.T2V.NUM_SAMPLES_TO_SAVE = 4  # contact sheets + GIFs of the first K generated clips under inference/
+_C.TEST.T2V.FVD_I3D_PATH = ""  # local TorchScript I3D (StyleGAN-V's i3d_torchscript.pt); "" = FVD not computed
+_C.TEST.T2V.CLIP_MODEL_DIR = ""  # local transformers CLIPModel folder; "" = CLIP score not computed
+
+# ---------------------------------------------------------------------------- keyframe detection (seed 003, TVSum)
+# Model: EfficientNet-B0 (or h5 features) -> Linear -> sinusoidal PE -> TransformerEncoder -> local + global attention
+# -> fusion -> MLP -> sigmoid score per sampled frame ("step"). See docs/keyframes.md.
+_C.MODEL.KEYFRAME = CN()
+_C.MODEL.KEYFRAME.FEATURE_DIM = 1024  # input width of the feature variant (eccv16 h5 GoogLeNet pool5 = 1024)
+_C.MODEL.KEYFRAME.D_MODEL = 512
+_C.MODEL.KEYFRAME.NUM_LAYERS = 3
+_C.MODEL.KEYFRAME.NUM_HEADS = 8
+_C.MODEL.KEYFRAME.DIM_FEEDFORWARD = 2048
+_C.MODEL.KEYFRAME.DROPOUT = 0.1
+_C.MODEL.KEYFRAME.LOCAL_WINDOW = 5  # local attention sees steps i-5..i+5
+_C.MODEL.KEYFRAME.SCORER_HIDDEN = 256
+_C.MODEL.KEYFRAME.FREEZE_BACKBONE = True  # stage 1; SOLVER.STAGE2 unfreezes the last blocks
+_C.MODEL.KEYFRAME.BACKBONE_NORM_EVAL = True  # keep backbone BatchNorm statistics fixed (small batches of frames)
+_C.MODEL.KEYFRAME.BACKBONE_CHUNK = 64  # frames per backbone forward in eval mode (bounds memory on long videos)
+_C.MODEL.KEYFRAME.RANKING_LOSS = "soft_spearman"  # name in RANKING_LOSS_REGISTRY: soft_spearman, pairwise_margin
+_C.MODEL.KEYFRAME.RANKING_LOSS_WEIGHT = 1.0
+_C.MODEL.KEYFRAME.MSE_LOSS_WEIGHT = 1.0
+_C.MODEL.KEYFRAME.SOFT_RANK_TEMPERATURE = 0.05  # soft_spearman: width of the sigmoid pairwise comparison
+_C.MODEL.KEYFRAME.RANKING_MARGIN = 0.05  # pairwise_margin: required score gap for ordered pairs
+_C.MODEL.EFFICIENTNET = CN()
+_C.MODEL.EFFICIENTNET.WIDTH_MULT = 1.0  # 1.0 / 1.0 = EfficientNet-B0 (loads torchvision weights)
+_C.MODEL.EFFICIENTNET.DEPTH_MULT = 1.0
+_C.MODEL.EFFICIENTNET.STOCHASTIC_DEPTH_PROB = 0.2
+_C.INPUT.KEYFRAME = CN()
+_C.INPUT.KEYFRAME.FPS = 2.0  # frames sampled per second from raw videos
+_C.INPUT.KEYFRAME.SIZE = 224  # frames resized to SIZE x SIZE
+_C.INPUT.KEYFRAME.TRAIN_CLIP_STEPS = 60  # training: random window of this many steps (0 = whole video)
+_C.INPUT.KEYFRAME.KTS_VMAX = 1.0  # raw videos: KTS penalty weight for shot boundaries (Potapov et al. 2014)
+_C.TEST.KEYFRAME = CN()
+_C.TEST.KEYFRAME.SUMMARY_RATIO = 0.15  # knapsack capacity = floor(ratio * n_frames)
+_C.TEST.KEYFRAME.F1_REDUCTION = ""  # "" = dataset metadata (TVSum "avg" over users, SumMe "max")
+_C.TEST.KEYFRAME.RANDOM_BASELINE_TRIALS = 0  # > 0: also report uniform random scores under the same protocol
+
+# ------------------------------------------------------------------------ Action Genome data + video SGG eval (issue 5)
+# Loader options of ag_* / demo_ag_* (sgg/data/datasets/action_genome.py, docs/action_genome.md).
+_C.DATASETS.AG = CN()
+_C.DATASETS.AG.ROOT = ""  # "" = $SGG_DATASETS/action_genome (demo_ag_* always use $SGG_DATASETS/demo/action_genome)
+_C.DATASETS.AG.DATASIZE = "large"  # "large" = everything; "mini" = STTran's first MINI_NUM_FRAMES person-box keys
+_C.DATASETS.AG.MINI_NUM_FRAMES = 80000
+# STTran drops object boxes with a short edge < SMALL_BOX_MIN_EDGE px for SGCls/SGDet: "auto" follows
+# TEST.RELATION.MODE (off for predcls, on for sgcls/sgdet); "on" / "off" force it.
+_C.DATASETS.AG.FILTER_SMALL_BOX = "auto"
+_C.DATASETS.AG.SMALL_BOX_MIN_EDGE = 16.0
+# Video SGG protocol (STTran evaluation_recall.py + TEMPURA mR; sgg/evaluation/video_scene_graph.py). IoU threshold:
+# TEST.RELATION.IOU_THRESHOLD. Metrics are reported as video_sgg/{constraint}/R@K and .../mR@K, in percent.
+_C.TEST.VIDEO_RELATION = CN()
+_C.TEST.VIDEO_RELATION.CONSTRAINTS = ("with", "semi", "no")
+_C.TEST.VIDEO_RELATION.SEMI_THRESHOLD = 0.9  # semi constraint: spatial / contacting predicates with p > this
+_C.TEST.VIDEO_RELATION.KS = (10, 20, 50)
+
+# ---------------------------------------------------------------------------- SpeaQ / IterativeSG (issue 4, seed 002)
+# One-stage SGDet transformer (sgg/modeling/meta_arch/speaq.py, docs/speaq.md). Defaults = IterativeSG (SpeaQ's parts
+# off); configs/Base-SpeaQ.yaml turns them on. Boxes are normalised cxcywh; class heads add one background column.
+_C.MODEL.DETR = CN()
+_C.MODEL.DETR.NUM_QUERIES = 300  # subject/object queries; relation queries = NUM_QUERIES * MULTIPLY_QUERY
+_C.MODEL.DETR.HIDDEN_DIM = 256
+_C.MODEL.DETR.NHEADS = 8
+_C.MODEL.DETR.DIM_FEEDFORWARD = 2048
+_C.MODEL.DETR.ENC_LAYERS = 6
+_C.MODEL.DETR.DEC_LAYERS = 6  # per decoder (subject, object, relation)
+_C.MODEL.DETR.DROPOUT = 0.1
+_C.MODEL.DETR.DEEP_SUPERVISION = True  # losses on every decoder layer (auxiliary losses)
+_C.MODEL.DETR.COST_CLASS = 1.0  # matching cost weights (summed over subject, object and relation streams)
+_C.MODEL.DETR.COST_BBOX = 5.0
+_C.MODEL.DETR.COST_GIOU = 2.0
+_C.MODEL.DETR.CLASS_WEIGHT = 1.0  # loss coefficients, per stream and per layer
+_C.MODEL.DETR.L1_WEIGHT = 5.0
+_C.MODEL.DETR.GIOU_WEIGHT = 2.0
+_C.MODEL.DETR.NO_OBJECT_WEIGHT = 0.1  # CE weight of the background class of the subject/object heads
+_C.MODEL.DETR.NO_RELATION_WEIGHT = 0.1  # CE weight of the no-relation class of the predicate head
+# Relation CE class weights w_c = max(sqrt(OVERSAMPLE_PARAM / f_c), 1) ** UNDERSAMPLE_PARAM, f_c = predicate share in
+# the training set (dataset metadata); OVERSAMPLE_PARAM <= 0 = uniform weights.
+_C.MODEL.DETR.OVERSAMPLE_PARAM = 0.07
+_C.MODEL.DETR.UNDERSAMPLE_PARAM = 0.75
+_C.MODEL.DETR.MATCH_INDEPENDENT = True  # match every decoder layer on its own (False: one match from summed costs)
+# SpeaQ (MODEL.MATCHER.NAME "SpeaQMatcher"): groupwise query specialization + quality-aware multi-assignment.
+_C.MODEL.DETR.NUM_GROUPS = 1  # predicate frequency groups (from the training set's predicate_frequencies)
+_C.MODEL.DETR.MULTIPLY_QUERY = 1  # relation queries per subject/object query
+_C.MODEL.DETR.USE_GROUP_MASK = False  # a relation query may only match GT of its own predicate group
+_C.MODEL.DETR.ONE2MANY_SCHEME = "none"  # "none", "static" (k copies of each GT), "dynamic" (quality-aware k)
+_C.MODEL.DETR.ONE2MANY_K = 4  # static: copies; dynamic: top-k qualities summed
+_C.MODEL.DETR.ONE2MANY_QUALITY = "max"  # dynamic quality of a query: max / min / am / gm of (IoU_sub, IoU_obj)
+_C.MODEL.DETR.NMS_THRESH = 0.5  # inference: class-wise NMS IoU over the 2Q entity boxes (duplicates are snapped)
+
+# ---------------------------------------------------------------------------- STTran + SGDet detector (issue 5, seed 000)
+# sgg/modeling/meta_arch/sttran.py, docs/sttran.md. Mode = TEST.RELATION.MODE (predcls / sgcls / sgdet).
+_C.MODEL.STTRAN = CN()
+_C.MODEL.STTRAN.NUM_CLASSES = 36  # object classes incl. the person (= 0), Action Genome
+_C.MODEL.STTRAN.PREDICATE_GROUPS = (3, 6, 17)  # attention, spatial, contacting
+_C.MODEL.STTRAN.POOLER_RESOLUTION = 7  # RoIAlign output (object and union boxes)
+_C.MODEL.STTRAN.OBJ_FEATURE_DIM = 2048  # per-box feature after the RoI head
+_C.MODEL.STTRAN.UNION_DIM = 256  # union-box map channels (conv1x1 of RoI features + box-mask conv)
+_C.MODEL.STTRAN.VISUAL_DIM = 512  # subject / object / union projections (seed flag -hidden_dim)
+_C.MODEL.STTRAN.EMBED_DIM = 200  # class word embeddings; relation dim = 3 x VISUAL_DIM + 2 x EMBED_DIM (1936)
+_C.MODEL.STTRAN.WORD_VECTORS = ""  # local GloVe text file (glove.6B.200d.txt); "" = learned embeddings
+_C.MODEL.STTRAN.ENC_LAYERS = 1  # spatial encoder (seed flag -spatial_layer)
+_C.MODEL.STTRAN.DEC_LAYERS = 3  # temporal decoder (seed flag -temporal_layer)
+_C.MODEL.STTRAN.NUM_HEADS = 8
+_C.MODEL.STTRAN.DIM_FEEDFORWARD = 2048
+_C.MODEL.STTRAN.DROPOUT = 0.1
+_C.MODEL.STTRAN.TEMPORAL_WINDOW = 2  # frames per sliding window of the temporal decoder (seed flag -temporal_window)
+_C.MODEL.STTRAN.MASK_SIZE = 27  # box-mask raster of a pair inside its union box
+_C.MODEL.STTRAN.MULTI_LABEL_LOSS = "margin"  # spatial / contacting: "margin" (STTran default) or "bce" (-bce_loss)
+_C.MODEL.STTRAN.OBJ_CLASSIFIER_HIDDEN = 1024  # SGCls / SGDet object classifier MLP
+_C.MODEL.STTRAN.POS_DIM = 128  # box-position embedding of the object classifier
+_C.MODEL.STTRAN.OBJECT_LOSS_WEIGHT = 1.0
+_C.MODEL.STTRAN.FREEZE_BACKBONE = True  # STTran keeps its (AG-trained) detector backbone fixed
+_C.MODEL.STTRAN.FRAME_CHUNK = 10  # frames per backbone forward
+_C.MODEL.VIDEO_DETECTOR = CN()  # SGDet detector (sgg/modeling/video_detector.py): torchvision Faster R-CNN heads
+_C.MODEL.VIDEO_DETECTOR.WEIGHTS = ""  # local state dict of the detector ("" = random init)
+_C.MODEL.VIDEO_DETECTOR.TRAIN = True  # add the detector losses while training (False = frozen)
+_C.MODEL.VIDEO_DETECTOR.ANCHOR_SIZES = (16, 32, 64, 128)  # resized-frame pixels
+_C.MODEL.VIDEO_DETECTOR.ASPECT_RATIOS = (0.5, 1.0, 2.0)
+_C.MODEL.VIDEO_DETECTOR.REPRESENTATION_DIM = 1024
+_C.MODEL.VIDEO_DETECTOR.SCORE_THRESH = 0.1  # STTran: 0.1
+_C.MODEL.VIDEO_DETECTOR.NMS_THRESH = 0.4  # STTran: 0.4
+_C.MODEL.VIDEO_DETECTOR.DETECTIONS_PER_FRAME = 16
+_C.MODEL.VIDEO_DETECTOR.RPN_PRE_NMS_TOP_N = (2000, 600)  # (training, testing)
+_C.MODEL.VIDEO_DETECTOR.RPN_POST_NMS_TOP_N = (300, 100)
+_C.MODEL.VIDEO_DETECTOR.BOX_BATCH_SIZE_PER_IMAGE = 256
+# VideoFrequencyBaseline (sgg/modeling/meta_arch/video_baselines.py): predicate frequencies given the object class
+_C.MODEL.VIDEO_BASELINE = CN()
+_C.MODEL.VIDEO_BASELINE.TRAIN_DATASET = ""  # "" = DATASETS.TRAIN[0]
+_C.MODEL.VIDEO_BASELINE.SGDET_NUM_OBJECTS = 3  # SGDet: mean boxes of the K most frequent object classes per frame

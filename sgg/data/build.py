@@ -9,6 +9,7 @@ depend on the number of workers or on where a run was interrupted.
 from __future__ import annotations
 
 import copy
+import difflib
 import logging
 import random
 from typing import Callable, List, Sequence
@@ -25,7 +26,8 @@ from .samplers import SAMPLER_REGISTRY, InferenceSampler
 
 __all__ = [
     "MAPPER_REGISTRY", "get_dataset_dicts", "get_multi_dataset_dicts", "build_mapper", "build_train_loader",
-    "build_test_loader", "trivial_batch_collator", "MapDataset", "TrainLoader",
+    "build_test_loader", "trivial_batch_collator", "MapDataset", "TrainLoader", "configure_datasets",
+    "multi_dataset_sampler_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,12 @@ def get_multi_dataset_dicts(cfg) -> List[dict]:
                                  ("synthetic", m.SYNTHETIC_DATASETS, m.SYNTHETIC_LOSS_WEIGHT)):
         if not names:
             raise ValueError(f"DATASETS.MULTI_DATASET.{dtype.upper()}_DATASETS is empty; name at least one dataset.")
+        for name in names:
+            if name not in DatasetCatalog:
+                close = difflib.get_close_matches(name, DatasetCatalog.list(), n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise ValueError(f"DATASETS.MULTI_DATASET.{dtype.upper()}_DATASETS names '{name}', which is not a "
+                                 f"registered dataset.{hint} Registered: {', '.join(DatasetCatalog.list())}.")
         for d in get_dataset_dicts(list(names)):
             d["dataset_type"] = dtype
             d["loss_weight"] = float(weight)
@@ -95,7 +103,8 @@ def trivial_batch_collator(batch: List[dict]) -> List[dict]:
 
 
 class MapDataset(Dataset):
-    """``dataset[i]`` = ``mapper(dicts[i])``; ``dataset[(i, seed)]`` first seeds python/numpy/torch RNGs with ``seed``."""
+    """``dataset[i]`` = ``mapper(dicts[i])``; ``dataset[(i, seed)]`` first seeds python/numpy/torch RNGs with
+    ``seed``."""
 
     def __init__(self, dicts: List[dict], mapper: Callable[[dict], dict]):
         self._dicts = dicts
@@ -130,11 +139,12 @@ class _SeededBatches(Sampler):
 class TrainLoader:
     """Iterable of training batches with a ``state_dict`` so that a resumed run continues the same stream."""
 
-    def __init__(self, cfg, dicts: List[dict], mapper, *, batch_size: int, seed: int, start_batch: int = 0):
+    def __init__(self, cfg, dicts: List[dict], mapper, *, batch_size: int, seed: int, start_batch: int = 0,
+                 sampler_name: str = ""):
         self.cfg, self.dicts, self.mapper = cfg, dicts, mapper
         self.batch_size, self.seed = batch_size, seed
         self.rank, self.world_size = comm.get_rank(), comm.get_world_size()
-        self.sampler = SAMPLER_REGISTRY.get(cfg.DATALOADER.SAMPLER_TRAIN)(
+        self.sampler = SAMPLER_REGISTRY.get(sampler_name or cfg.DATALOADER.SAMPLER_TRAIN)(
             cfg, dataset_dicts=dicts, batch_size=batch_size, rank=self.rank, world_size=self.world_size,
             seed=seed, start_batch=start_batch,
         )
@@ -159,7 +169,8 @@ class TrainLoader:
 
 
 def per_rank_batch_size(cfg) -> int:
-    """``SOLVER.IMS_PER_BATCH`` (global) / (world size × accumulation steps), with a clear error if it does not divide."""
+    """``SOLVER.IMS_PER_BATCH`` (global) / (world size × accumulation steps), with a clear error if it does not
+    divide."""
     world = comm.get_world_size()
     accum = max(1, cfg.SOLVER.ACCUMULATE_GRAD_STEPS)
     total = cfg.SOLVER.IMS_PER_BATCH
@@ -171,9 +182,42 @@ def per_rank_batch_size(cfg) -> int:
     return total // (world * accum)
 
 
+MULTI_DATASET_SAMPLER = "MultiDatasetDynamicSampler"
+
+
+def multi_dataset_sampler_name(cfg) -> str:
+    """Validate the multi-dataset settings (ratios vs ``SOLVER.IMS_PER_BATCH``, sampler) and return the sampler name.
+
+    ``DATALOADER.SAMPLER_TRAIN`` may stay at its default ``TrainingSampler`` (replaced automatically) or name
+    ``MultiDatasetDynamicSampler``; any other sampler cannot keep the exact per-batch ratio and is refused.
+    """
+    from .samplers.multi_dataset import validate_multi_dataset_ratios
+
+    m = cfg.DATASETS.MULTI_DATASET
+    validate_multi_dataset_ratios(m.REAL_SAMPLING_RATIO, m.SYNTHETIC_SAMPLING_RATIO, cfg.SOLVER.IMS_PER_BATCH)
+    name = cfg.DATALOADER.SAMPLER_TRAIN
+    if name not in ("TrainingSampler", MULTI_DATASET_SAMPLER):
+        raise ValueError(
+            f"DATALOADER.SAMPLER_TRAIN='{name}' cannot be combined with DATASETS.MULTI_DATASET (it would not keep "
+            f"the real/synthetic ratio per batch); set it to '{MULTI_DATASET_SAMPLER}' or disable the multi-dataset "
+            "mode."
+        )
+    return MULTI_DATASET_SAMPLER
+
+
+def configure_datasets(cfg) -> None:
+    """Apply dataset options from the config (``DATASETS.VG.*`` roots and filters) to the registered datasets."""
+    from .datasets.visual_genome import configure_vg_datasets
+
+    configure_vg_datasets(cfg)
+
+
 def build_train_loader(cfg, *, seed: int, start_batch: int = 0, mapper=None) -> TrainLoader:
     """The training loader for ``DATASETS.TRAIN`` (or the multi-dataset mix), starting at batch ``start_batch``."""
+    configure_datasets(cfg)
+    sampler_name = ""
     if multi_dataset_enabled(cfg):
+        sampler_name = multi_dataset_sampler_name(cfg)
         dicts = get_multi_dataset_dicts(cfg)
         first = cfg.DATASETS.MULTI_DATASET.REAL_DATASETS[0]
     else:
@@ -181,11 +225,13 @@ def build_train_loader(cfg, *, seed: int, start_batch: int = 0, mapper=None) -> 
         first = cfg.DATASETS.TRAIN[0]
     if mapper is None:
         mapper = build_mapper(cfg, first, is_train=True)
-    return TrainLoader(cfg, dicts, mapper, batch_size=per_rank_batch_size(cfg), seed=seed, start_batch=start_batch)
+    return TrainLoader(cfg, dicts, mapper, batch_size=per_rank_batch_size(cfg), seed=seed, start_batch=start_batch,
+                       sampler_name=sampler_name)
 
 
 def build_test_loader(cfg, dataset_name: str, mapper=None, batch_size: int = 1) -> DataLoader:
     """A finite loader over this rank's shard of ``dataset_name`` (no shuffling, no augmentation)."""
+    configure_datasets(cfg)
     dicts = get_dataset_dicts([dataset_name])
     if mapper is None:
         mapper = build_mapper(cfg, dataset_name, is_train=False)

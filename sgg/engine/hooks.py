@@ -158,7 +158,8 @@ class EvalHook(HookBase):
             self._do_eval()
 
     def after_train(self):
-        if self.trainer.completed and self._last_eval_iter != self.trainer.iter:
+        # trainer.iter is one past the last iteration run; skip if that iteration was just evaluated (early stop)
+        if self.trainer.completed and self._last_eval_iter != self.trainer.iter - 1:
             self._do_eval()
         del self._func  # free the closure (data loaders) early
 

@@ -15,6 +15,7 @@ import torch
 __all__ = [
     "box_cxcywh_to_xyxy", "box_xyxy_to_cxcywh", "box_xywh_to_xyxy", "box_area", "pairwise_iou",
     "pairwise_intersection", "generalized_box_iou", "union_box", "clip_boxes", "as_tensor",
+    "paired_intersection", "paired_iou",
 ]
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
@@ -93,3 +94,31 @@ def clip_boxes(boxes: torch.Tensor, height: float, width: float) -> torch.Tensor
     x = boxes[..., 0::2].clamp(0, width)
     y = boxes[..., 1::2].clamp(0, height)
     return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
+
+
+def paired_intersection(boxes1: ArrayLike, boxes2: ArrayLike, plus_one: bool = False) -> ArrayLike:
+    """Intersection area of ``boxes1[i]`` with ``boxes2[i]`` (both ``(N, 4)`` xyxy) -> ``(N,)``.
+
+    Works on numpy arrays (returns numpy, used by dataset loaders over millions of pairs) and on tensors.
+    """
+    off = 1.0 if plus_one else 0.0
+    lib = torch if isinstance(boxes1, torch.Tensor) else np
+    w = lib.minimum(boxes1[:, 2], boxes2[:, 2]) - lib.maximum(boxes1[:, 0], boxes2[:, 0]) + off
+    h = lib.minimum(boxes1[:, 3], boxes2[:, 3]) - lib.maximum(boxes1[:, 1], boxes2[:, 1]) + off
+    return lib.clip(w, 0, None) * lib.clip(h, 0, None)
+
+
+def paired_iou(boxes1: ArrayLike, boxes2: ArrayLike, plus_one: bool = False) -> ArrayLike:
+    """IoU of ``boxes1[i]`` with ``boxes2[i]`` (both ``(N, 4)`` xyxy) -> ``(N,)``, in the inputs' dtype.
+
+    numpy in -> numpy out, tensor in -> tensor out; float64 stays float64 (evaluators that must reproduce a
+    float64 reference, e.g. the video SGG protocol, rely on that). Pairs with zero union get IoU 0.
+    """
+    off = 1.0 if plus_one else 0.0
+    lib = torch if isinstance(boxes1, torch.Tensor) else np
+    inter = paired_intersection(boxes1, boxes2, plus_one)
+    area1 = lib.clip(boxes1[:, 2] - boxes1[:, 0] + off, 0, None) * lib.clip(boxes1[:, 3] - boxes1[:, 1] + off, 0, None)
+    area2 = lib.clip(boxes2[:, 2] - boxes2[:, 0] + off, 0, None) * lib.clip(boxes2[:, 3] - boxes2[:, 1] + off, 0, None)
+    union = area1 + area2 - inter
+    safe = lib.where(union > 0, union, lib.ones_like(union))
+    return lib.where(union > 0, inter / safe, lib.zeros_like(inter))

@@ -47,14 +47,16 @@ if "ToyRegressor" not in META_ARCH_REGISTRY:
         """MLP regressor with dropout (so resume must restore RNG state to be bit-identical)."""
 
         @configurable
-        def __init__(self, *, hidden: int = 16, dropout: float = 0.1):
+        def __init__(self, *, hidden: int = 16, dropout: float = 0.1, freeze_backbone: bool = False):
             super().__init__()
             self.backbone = nn.Sequential(nn.Linear(DIM, hidden), nn.ReLU(), nn.Dropout(dropout))
             self.head = nn.Linear(hidden, 1)
+            if freeze_backbone:
+                self.backbone.requires_grad_(False)
 
         @classmethod
         def from_config(cls, cfg):
-            return {"hidden": 16, "dropout": 0.1}
+            return {"hidden": 16, "dropout": 0.1, "freeze_backbone": cfg.MODEL.BACKBONE.FREEZE_AT > 0}
 
         def forward(self, batched_inputs):
             x = torch.tensor([b["x"] for b in batched_inputs], dtype=torch.float32)

@@ -1,1 +1,4 @@
-"""layers (filled by later issues; each module registers itself on import)."""
+"""layers: shared building blocks (transformer blocks, position encodings, MLPs)."""
+from .mlp import MLP  # noqa: F401
+from .position_encoding import PositionEmbeddingSine  # noqa: F401
+from .transformer import TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer  # noqa: F401

@@ -1,0 +1,45 @@
+"""A small convolutional backbone for the demo data and the tests (trains from scratch in minutes on a CPU)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..build import BACKBONE_REGISTRY
+
+__all__ = ["SmallCNN"]
+
+
+def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+                         nn.GroupNorm(math.gcd(8, cout), cout), nn.ReLU(inplace=True))
+
+
+@BACKBONE_REGISTRY.register()
+class SmallCNN(nn.Module):
+    """Four stride-2 conv stages (3x3 conv + GroupNorm + ReLU, an extra stride-1 conv in the last two):
+    ``(B, 3, H, W) -> (B, MODEL.BACKBONE.OUT_CHANNELS, H/16, W/16)``.
+
+    GroupNorm rather than BatchNorm so that results do not depend on the per-worker batch size.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        out = cfg.MODEL.BACKBONE.OUT_CHANNELS
+        if out < 8:
+            raise ValueError(f"MODEL.BACKBONE.OUT_CHANNELS must be >= 8 for SmallCNN, got {out}.")
+        widths = [max(out // 4, 8), max(out // 2, 8), out, out]
+        layers, cin = [], 3
+        for i, w in enumerate(widths):
+            layers.append(_block(cin, w, 2))
+            if i >= 2:
+                layers.append(_block(w, w, 1))
+            cin = w
+        self.body = nn.Sequential(*layers)
+        self.out_channels = out
+        self.stride = 16
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(images)

@@ -1,0 +1,430 @@
+"""SpeaQ (Kim et al., CVPR 2024) on IterativeSG (Khandelwal & Sigal, NeurIPS 2022): one-stage scene graph detection.
+
+Reads top to bottom:
+
+1. :class:`IterativeRelationDecoder` — three decoders (subject, object, relation) of ``num_layers`` DETR layers. At
+   every layer the object queries' positional part is conditioned on the subject outputs, the relation queries' on
+   subject + object outputs (cross-attention, zero-initialised projections), and between layers each stream attends
+   to all (subject, object, relation) triplet features (zero-initialised residuals), so the three streams refine
+   each other layer by layer. Relation query ``i`` forms a triplet with subject/object query ``i // MULTIPLY_QUERY``.
+2. :class:`SpeaQ` — backbone -> 1x1 projection -> sine positions -> transformer encoder -> decoder -> heads (a shared
+   entity class head with a background column, a predicate head with a no-relation column, one box MLP shared by the
+   subject, object and relation streams). Training: a matcher (``MODEL.MATCHER.NAME``) assigns triplet queries to GT
+   relations at every layer; losses = CE + L1 + GIoU per stream and layer. Inference: class-wise NMS over the 2Q
+   entity boxes with duplicates snapped to their kept box, score = p(pred) * s_sub * s_obj, duplicate (sub, obj,
+   pred) triplets removed.
+
+**Per-sample loss weights** (``loss_weight`` from the multi-dataset sampler): every per-query term of an image —
+matched CE, the no-object / no-relation CE of its unmatched queries, L1 and GIoU — is multiplied by that image's
+weight, while the normalisers stay the unweighted ones (CE: the sum of class weights over all queries of the batch,
+as ``F.cross_entropy(weight=...)``; boxes: the number of matched GT copies over all ranks). So a batch of weight-1
+images gives exactly the unweighted DETR loss, and an image of weight 0.5 contributes half of what it would at 1.
+
+IterativeSG is this model with SpeaQ's parts off (``IterativeHungarianMatcher``, ``MULTIPLY_QUERY 1``); it is also
+registered under the name ``IterativeSG``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn import functional as F
+from torchvision.ops import batched_nms
+
+from sgg.config import configurable
+from sgg.structures.boxes import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, generalized_box_iou, pairwise_iou
+from sgg.utils import comm
+
+from ..build import META_ARCH_REGISTRY, build_backbone, build_matcher
+from ..layers import MLP, PositionEmbeddingSine, TransformerDecoderLayer, TransformerEncoder
+from ..layers.transformer import clones, with_pos
+from ..matchers.hungarian import STREAMS
+from ..matchers.speaq import relation_class_weights, training_predicate_frequencies
+
+__all__ = ["IterativeRelationDecoder", "SpeaQ", "IterativeSG", "build_relation_targets", "relation_boxes_from_pairs",
+           "triplet_inference"]
+
+logger = logging.getLogger(__name__)
+
+# Keys only SpeaQMatcher understands; a config that turns them on with another matcher is an error, not a no-op.
+_SPEAQ_OFF = {"USE_GROUP_MASK": False, "NUM_GROUPS": 1, "ONE2MANY_SCHEME": "none", "MULTIPLY_QUERY": 1}
+
+
+# ---------------------------------------------------------------------------- decoder
+class IterativeRelationDecoder(nn.Module):
+    """Subject, object and relation decoders conditioned on each other layer by layer.
+
+    ``forward(memory (B, L, d), pos (B, L, d), mask (B, L), sub_pos (B, Qe, d), obj_pos (B, Qe, d),
+    rel_pos (B, Qr, d))`` with ``Qr = multiply * Qe`` -> ``(sub, obj, rel)`` features, each ``(num_layers, B, Q, d)``
+    (normalised; every layer's output feeds the auxiliary losses).
+    """
+
+    def __init__(self, *, d_model: int, nhead: int, dim_feedforward: int, dropout: float, num_layers: int,
+                 multiply: int):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"MODEL.DETR.DEC_LAYERS must be >= 1, got {num_layers}.")
+        layer = TransformerDecoderLayer(d_model, nhead, dim_feedforward, dropout)
+        self.num_layers, self.multiply = num_layers, multiply
+        self.sub_layers, self.obj_layers, self.rel_layers = (clones(layer, num_layers) for _ in range(3))
+        self.entity_norm, self.rel_norm = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+
+        def attn(kdim):
+            return nn.MultiheadAttention(d_model, nhead, dropout=dropout, kdim=kdim, vdim=kdim, batch_first=True)
+
+        n_graph = num_layers - 1
+        self.obj_cond_attn = nn.ModuleList(attn(d_model) for _ in range(num_layers))
+        self.obj_cond_proj = nn.ModuleList(nn.Linear(d_model, d_model) for _ in range(num_layers))
+        self.rel_cond_attn = nn.ModuleList(attn(2 * d_model) for _ in range(num_layers))
+        self.rel_cond_proj = nn.ModuleList(nn.Linear(d_model, d_model) for _ in range(num_layers))
+        self.graph_attn = nn.ModuleDict({s: nn.ModuleList(attn(3 * d_model) for _ in range(n_graph)) for s in STREAMS})
+        self.graph_proj = nn.ModuleDict({s: nn.ModuleList(nn.Linear(d_model, d_model) for _ in range(n_graph))
+                                         for s in STREAMS})
+        self.graph_norm = nn.ModuleDict({s: nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_graph))
+                                         for s in STREAMS})
+        self.dropout = nn.Dropout(dropout)
+
+    def zero_init_conditioning(self) -> None:
+        """Zero the projections that inject one stream into another, so training starts from three plain DETR
+        decoders and the coupling is learned (as upstream initialises them)."""
+        for proj in [*self.obj_cond_proj, *self.rel_cond_proj, *[p for s in STREAMS for p in self.graph_proj[s]]]:
+            nn.init.zeros_(proj.weight)
+            nn.init.zeros_(proj.bias)
+
+    def _repeat(self, x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(self.multiply, dim=1) if self.multiply > 1 else x
+
+    def forward(self, memory, pos, mask, sub_pos, obj_pos, rel_pos):
+        sub_t, obj_t, rel_t = torch.zeros_like(sub_pos), torch.zeros_like(obj_pos), torch.zeros_like(rel_pos)
+        outs: Dict[str, List[torch.Tensor]] = {s: [] for s in STREAMS}
+        for i in range(self.num_layers):
+            sub = self.sub_layers[i](sub_t, memory, pos, sub_pos, mask)
+            # Object queries look at the subjects just decoded (their positional part becomes subject-aware).
+            cond = self.obj_cond_attn[i](obj_pos, with_pos(sub, sub_pos), sub)[0]
+            obj_pos_i = obj_pos + self.dropout(self.obj_cond_proj[i](cond))
+            obj = self.obj_layers[i](obj_t, memory, pos, obj_pos_i, mask)
+            # Relation queries look at (subject, object) pairs.
+            keys = torch.cat([with_pos(sub, sub_pos), with_pos(obj, obj_pos_i)], dim=-1)
+            cond = self.rel_cond_attn[i](rel_pos, keys, torch.cat([sub, obj], dim=-1))[0]
+            rel_pos_i = rel_pos + self.dropout(self.rel_cond_proj[i](cond))
+            rel = self.rel_layers[i](rel_t, memory, pos, rel_pos_i, mask)
+            outs["sub"].append(self.entity_norm(sub))
+            outs["obj"].append(self.entity_norm(obj))
+            outs["rel"].append(self.rel_norm(rel))
+            if i == self.num_layers - 1:
+                break
+            # Between layers every stream attends to the whole graph of triplet features.
+            triplet = torch.cat([self._repeat(sub), self._repeat(obj), rel], dim=-1)
+            triplet_pos = torch.cat([self._repeat(sub_pos), self._repeat(obj_pos_i), rel_pos_i], dim=-1)
+            triplet_k = triplet + triplet_pos
+            feats = {"sub": (sub, sub_pos), "obj": (obj, obj_pos_i), "rel": (rel, rel_pos_i)}
+            nxt = {}
+            for s, (x, p) in feats.items():
+                g = self.graph_attn[s][i](x + p, triplet_k, triplet)[0]
+                nxt[s] = x + self.graph_norm[s][i](self.dropout(self.graph_proj[s][i](g)))
+            sub_t, obj_t, rel_t = nxt["sub"], nxt["obj"], nxt["rel"]
+        return tuple(torch.stack(outs[s]) for s in STREAMS)
+
+
+# ---------------------------------------------------------------------------- targets
+def relation_boxes_from_pairs(sub_xyxy: torch.Tensor, obj_xyxy: torch.Tensor) -> torch.Tensor:
+    """Relation boxes ``(R, 4)`` xyxy spanning the subject centre to the object centre (IterativeSG)."""
+    cs = (sub_xyxy[:, :2] + sub_xyxy[:, 2:]) / 2
+    co = (obj_xyxy[:, :2] + obj_xyxy[:, 2:]) / 2
+    return torch.cat([torch.minimum(cs, co), torch.maximum(cs, co)], dim=1)
+
+
+def build_relation_targets(batched_inputs: Sequence[dict], num_classes: int, num_predicates: int,
+                           device: torch.device) -> List[Dict[str, torch.Tensor]]:
+    """Mapper outputs -> per-image matcher targets with normalised cxcywh boxes.
+
+    Keys: ``{sub,obj,rel}_labels (R,)``, ``{sub,obj,rel}_boxes (R, 4)``, ``sub_index``/``obj_index`` (R,) and
+    ``loss_weight`` (scalar). Boxes are divided by the transformed image's width/height (``image.shape[-2:]``).
+    """
+    targets = []
+    for x in batched_inputs:
+        where = f"image {x.get('image_id', '?')}"
+        h, w = x["image"].shape[-2:]
+        boxes = torch.as_tensor(x["gt_boxes"], dtype=torch.float32, device=device).reshape(-1, 4)
+        labels = torch.as_tensor(x["gt_classes"], dtype=torch.int64, device=device).reshape(-1)
+        rels = torch.as_tensor(x["gt_relations"], dtype=torch.int64, device=device).reshape(-1, 3)
+        if not torch.isfinite(boxes).all():
+            raise ValueError(f"{where}: gt_boxes contain NaN/inf.")
+        if len(labels) != len(boxes):
+            raise ValueError(f"{where}: {len(boxes)} gt_boxes but {len(labels)} gt_classes.")
+        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(f"{where}: gt_classes must be in [0, {num_classes}), got {labels.tolist()}.")
+        if len(rels) and (rels[:, :2].min() < 0 or rels[:, :2].max() >= len(boxes) or rels[:, 2].min() < 0
+                          or rels[:, 2].max() >= num_predicates):
+            raise ValueError(f"{where}: gt_relations {rels.tolist()} index outside {len(boxes)} boxes or "
+                             f"{num_predicates} predicates.")
+        scale = boxes.new_tensor([w, h, w, h])
+        sub_xyxy, obj_xyxy = boxes[rels[:, 0]], boxes[rels[:, 1]]
+        rel_xyxy = relation_boxes_from_pairs(sub_xyxy, obj_xyxy)
+
+        def norm(b):
+            return box_xyxy_to_cxcywh((b / scale).clamp(0, 1))
+
+        weight = float(x.get("loss_weight", 1.0))
+        if not weight >= 0 or weight == float("inf"):
+            raise ValueError(f"{where}: loss_weight must be finite and >= 0, got {weight}.")
+        targets.append({
+            "sub_labels": labels[rels[:, 0]], "obj_labels": labels[rels[:, 1]], "rel_labels": rels[:, 2],
+            "sub_boxes": norm(sub_xyxy), "obj_boxes": norm(obj_xyxy), "rel_boxes": norm(rel_xyxy),
+            "sub_index": rels[:, 0], "obj_index": rels[:, 1], "loss_weight": torch.tensor(weight, device=device),
+        })
+    return targets
+
+
+# ---------------------------------------------------------------------------- inference
+def triplet_inference(out: Dict[str, torch.Tensor], image_size: Tuple[int, int], *, nms_thresh: float,
+                      topk: int) -> Dict[str, torch.Tensor]:
+    """One image's triplet query outputs -> the evaluator's prediction dict.
+
+    ``out``: ``{sub,obj}_logits (Q, C+1)``, ``rel_logits (Q, P+1)``, ``{sub,obj}_boxes (Q, 4)`` normalised cxcywh;
+    ``image_size``: (height, width) in ORIGINAL pixels. Entities are the 2Q subject/object boxes with their best
+    non-background class; class-wise NMS keeps boxes, every entity is snapped to the highest-scoring kept box of its
+    class overlapping it by >= ``nms_thresh``; triplets are scored p(pred) * s_sub * s_obj, self-pairs dropped,
+    sorted, duplicates (sub, obj, pred) removed and the top ``topk`` kept.
+    Returns ``{boxes (N, 4) xyxy, labels (N,), scores (N,), rel_pairs (P, 2), rel_scores (P, num_predicates)}``.
+    """
+    h, w = image_size
+    q = out["rel_logits"].shape[0]
+    ent_prob = torch.cat([out["sub_logits"], out["obj_logits"]]).float().softmax(-1)[:, :-1]
+    ent_scores, ent_labels = ent_prob.max(-1)
+    ent_boxes = box_cxcywh_to_xyxy(torch.cat([out["sub_boxes"], out["obj_boxes"]]).float())
+    ent_boxes = ent_boxes * ent_boxes.new_tensor([w, h, w, h])
+    keep = batched_nms(ent_boxes, ent_scores, ent_labels, nms_thresh)  # sorted by decreasing score
+    iou = pairwise_iou(ent_boxes, ent_boxes[keep])
+    same = ent_labels[:, None] == ent_labels[keep][None, :]
+    ok = (iou >= nms_thresh) & same
+    # First (= best-scoring) admissible kept box; fall back to the most-overlapping one of the class.
+    snap = torch.where(ok.any(1), ok.float().argmax(1), (iou * same).argmax(1))
+    sub_idx, obj_idx = snap[:q], snap[q:]
+    rel_prob = out["rel_logits"].float().softmax(-1)[:, :-1]
+    kept_scores = ent_scores[keep]
+    pred_score, pred_label = rel_prob.max(-1)
+    score = pred_score * kept_scores[sub_idx] * kept_scores[obj_idx]
+    valid = sub_idx != obj_idx
+    order = torch.argsort(torch.where(valid, score, torch.full_like(score, -1.0)), descending=True)
+    order = order[valid[order]]
+    key = (sub_idx[order] * len(keep) + obj_idx[order]) * rel_prob.shape[1] + pred_label[order]
+    seen, chosen = set(), []
+    for i, k in zip(order.tolist(), key.tolist()):
+        if k not in seen:
+            seen.add(k)
+            chosen.append(i)
+            if len(chosen) >= topk:
+                break
+    chosen = torch.as_tensor(chosen, dtype=torch.int64, device=score.device)
+    return {"boxes": ent_boxes[keep], "labels": ent_labels[keep], "scores": kept_scores,
+            "rel_pairs": torch.stack([sub_idx[chosen], obj_idx[chosen]], dim=1).reshape(-1, 2),
+            "rel_scores": rel_prob[chosen]}
+
+
+# ---------------------------------------------------------------------------- model
+@META_ARCH_REGISTRY.register()
+class SpeaQ(nn.Module):
+    """IterativeSG / SpeaQ scene graph detector (see the module docstring).
+
+    ``forward(batched_inputs)``: a list of mapper dicts (``image`` uint8 (3, H, W) RGB, ``height``/``width`` of the
+    original image, ``gt_boxes``/``gt_classes``/``gt_relations`` and ``loss_weight`` in training) -> a dict of losses
+    in training mode, else one prediction dict per image (:func:`triplet_inference`).
+    """
+
+    @configurable
+    def __init__(self, *, backbone: nn.Module, matcher: nn.Module, num_classes: int, num_predicates: int,
+                 num_queries: int = 300, multiply_query: int = 1, hidden_dim: int = 256, nheads: int = 8,
+                 dim_feedforward: int = 2048, enc_layers: int = 6, dec_layers: int = 6, dropout: float = 0.1,
+                 deep_supervision: bool = True, class_weight: float = 1.0, l1_weight: float = 5.0,
+                 giou_weight: float = 2.0, no_object_weight: float = 0.1,
+                 rel_class_weights: Optional[torch.Tensor] = None, nms_thresh: float = 0.5, topk: int = 100,
+                 pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
+                 pixel_std: Sequence[float] = (58.395, 57.12, 57.375)):
+        super().__init__()
+        if num_queries < 1 or multiply_query < 1:
+            raise ValueError(f"NUM_QUERIES and MULTIPLY_QUERY must be >= 1, got {num_queries}, {multiply_query}.")
+        if hidden_dim % nheads or hidden_dim % 2:
+            raise ValueError(f"HIDDEN_DIM ({hidden_dim}) must be even and divisible by NHEADS ({nheads}).")
+        self.backbone, self.matcher = backbone, matcher
+        self.num_classes, self.num_predicates = num_classes, num_predicates
+        self.num_queries, self.multiply_query = num_queries, multiply_query
+        self.deep_supervision = deep_supervision
+        self.loss_coef = {"ce": class_weight, "bbox": l1_weight, "giou": giou_weight}
+        self.nms_thresh, self.topk = nms_thresh, topk
+
+        self.input_proj = nn.Conv2d(backbone.out_channels, hidden_dim, kernel_size=1)
+        self.position = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
+        self.encoder = TransformerEncoder(hidden_dim, nheads, enc_layers, dim_feedforward, dropout)
+        self.decoder = IterativeRelationDecoder(d_model=hidden_dim, nhead=nheads, dim_feedforward=dim_feedforward,
+                                                dropout=dropout, num_layers=dec_layers, multiply=multiply_query)
+        self.sub_query = nn.Embedding(num_queries, hidden_dim)
+        self.obj_query = nn.Embedding(num_queries, hidden_dim)
+        self.rel_query = nn.Embedding(num_queries * multiply_query, hidden_dim)
+        self.entity_class = nn.Linear(hidden_dim, num_classes + 1)  # last column = no object
+        self.relation_class = nn.Linear(hidden_dim, num_predicates + 1)  # last column = no relation
+        self.box_head = MLP(hidden_dim, hidden_dim, 4, 3)  # shared by the subject, object and relation streams
+        self._reset_parameters()
+
+        entity_w = torch.ones(num_classes + 1)
+        entity_w[-1] = no_object_weight
+        if rel_class_weights is None:
+            rel_class_weights = torch.ones(num_predicates + 1)
+            rel_class_weights[-1] = 0.1
+        if rel_class_weights.shape != (num_predicates + 1,):
+            raise ValueError(f"rel_class_weights must have {num_predicates + 1} entries (predicates + no-relation), "
+                             f"got {tuple(rel_class_weights.shape)}.")
+        self.register_buffer("entity_class_weights", entity_w, persistent=False)
+        self.register_buffer("rel_class_weights", rel_class_weights.float(), persistent=False)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+
+    def _reset_parameters(self) -> None:
+        for module in (self.encoder, self.decoder):
+            for p in module.parameters():
+                if p.dim() > 1:
+                    nn.init.xavier_uniform_(p)
+        self.decoder.zero_init_conditioning()
+
+    @classmethod
+    def from_config(cls, cfg):
+        d = cfg.MODEL.DETR
+        if cfg.TEST.RELATION.MODE != "sgdet":
+            raise ValueError(f"{cfg.MODEL.META_ARCHITECTURE} is a one-stage SGDet model; TEST.RELATION.MODE must be "
+                             f"'sgdet', got '{cfg.TEST.RELATION.MODE}'.")
+        if cfg.MODEL.MATCHER.NAME != "SpeaQMatcher":
+            on = [k for k, off in _SPEAQ_OFF.items() if getattr(d, k) != off]
+            if on:
+                raise ValueError(f"MODEL.DETR.{on} are SpeaQ options and need MODEL.MATCHER.NAME 'SpeaQMatcher' "
+                                 f"(got '{cfg.MODEL.MATCHER.NAME}'); set them to {[_SPEAQ_OFF[k] for k in on]} for "
+                                 f"IterativeSG.")
+        num_classes, num_predicates = cfg.MODEL.ROI_HEADS.NUM_CLASSES, cfg.MODEL.ROI_RELATION_HEAD.NUM_CLASSES
+        freq = training_predicate_frequencies(cfg) if (cfg.DATASETS.TRAIN or cfg.DATASETS.MULTI_DATASET.ENABLED
+                                                       or cfg.DATASETS.TYPE) else None
+        if freq is not None and len(freq) != num_predicates:
+            raise ValueError(f"MODEL.ROI_RELATION_HEAD.NUM_CLASSES={num_predicates} but the training data has "
+                             f"{len(freq)} predicates.")
+        rel_w = None
+        if freq is not None:
+            rel_w = relation_class_weights(freq, d.OVERSAMPLE_PARAM, d.UNDERSAMPLE_PARAM, d.NO_RELATION_WEIGHT)
+        return {"backbone": build_backbone(cfg), "matcher": build_matcher(cfg), "num_classes": num_classes,
+                "num_predicates": num_predicates, "num_queries": d.NUM_QUERIES, "multiply_query": d.MULTIPLY_QUERY,
+                "hidden_dim": d.HIDDEN_DIM, "nheads": d.NHEADS, "dim_feedforward": d.DIM_FEEDFORWARD,
+                "enc_layers": d.ENC_LAYERS, "dec_layers": d.DEC_LAYERS, "dropout": d.DROPOUT,
+                "deep_supervision": d.DEEP_SUPERVISION, "class_weight": d.CLASS_WEIGHT, "l1_weight": d.L1_WEIGHT,
+                "giou_weight": d.GIOU_WEIGHT, "no_object_weight": d.NO_OBJECT_WEIGHT, "rel_class_weights": rel_w,
+                "nms_thresh": d.NMS_THRESH, "topk": cfg.TEST.RELATION.TOPK, "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+                "pixel_std": cfg.MODEL.PIXEL_STD}
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    # -------------------------------------------------------------- network
+    def preprocess(self, batched_inputs: Sequence[dict]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Normalise and zero-pad the images -> ``(B, 3, H, W)`` float and the padding mask ``(B, H, W)`` (True = pad)."""
+        images = [x["image"].to(self.device, torch.float32) for x in batched_inputs]
+        hmax = max(i.shape[-2] for i in images)
+        wmax = max(i.shape[-1] for i in images)
+        batch = images[0].new_zeros((len(images), 3, hmax, wmax))
+        mask = torch.ones((len(images), hmax, wmax), dtype=torch.bool, device=self.device)
+        for i, img in enumerate(images):
+            batch[i, :, : img.shape[-2], : img.shape[-1]] = (img - self.pixel_mean) / self.pixel_std
+            mask[i, : img.shape[-2], : img.shape[-1]] = False
+        return batch, mask
+
+    def network(self, images: torch.Tensor, mask: torch.Tensor) -> List[Dict[str, torch.Tensor]]:
+        """Images -> per decoder layer ``{sub,obj,rel}_logits`` and ``{sub,obj,rel}_boxes`` (B, Qr, ·)."""
+        feat = self.input_proj(self.backbone(images))
+        fmask = F.interpolate(mask[:, None].float(), size=feat.shape[-2:]).bool()[:, 0]
+        pos = self.position(fmask).to(feat.dtype).flatten(2).transpose(1, 2)
+        src = feat.flatten(2).transpose(1, 2)
+        fmask = fmask.flatten(1)
+        memory = self.encoder(src, pos, fmask)
+        b = images.shape[0]
+        queries = [q.weight[None].expand(b, -1, -1) for q in (self.sub_query, self.obj_query, self.rel_query)]
+        sub, obj, rel = self.decoder(memory, pos, fmask, *queries)
+        if self.multiply_query > 1:  # every relation query has its own copy of its subject/object predictions
+            sub = sub.repeat_interleave(self.multiply_query, dim=2)
+            obj = obj.repeat_interleave(self.multiply_query, dim=2)
+        layers = []
+        for i in range(sub.shape[0]):
+            layers.append({"sub_logits": self.entity_class(sub[i]), "obj_logits": self.entity_class(obj[i]),
+                           "rel_logits": self.relation_class(rel[i]), "sub_boxes": self.box_head(sub[i]).sigmoid(),
+                           "obj_boxes": self.box_head(obj[i]).sigmoid(), "rel_boxes": self.box_head(rel[i]).sigmoid()})
+        return layers
+
+    def forward(self, batched_inputs: Sequence[dict]):
+        images, mask = self.preprocess(batched_inputs)
+        layers = self.network(images, mask)
+        if self.training:
+            targets = build_relation_targets(batched_inputs, self.num_classes, self.num_predicates, self.device)
+            return self.losses(layers, targets)
+        last = layers[-1]
+        results = []
+        for b, x in enumerate(batched_inputs):
+            out = {k: v[b] for k, v in last.items()}
+            results.append(triplet_inference(out, (x["height"], x["width"]), nms_thresh=self.nms_thresh,
+                                             topk=self.topk))
+        return results
+
+    # -------------------------------------------------------------- losses
+    def losses(self, layers: List[Dict[str, torch.Tensor]],
+               targets: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+        """CE + L1 + GIoU of every stream at the last layer (and, with deep supervision, every earlier layer)."""
+        if not self.deep_supervision:
+            layers = layers[-1:]
+        matches = self.matcher(layers, targets)
+        # Box-loss normaliser of each layer: matched GT copies over the whole (distributed) batch, at least 1.
+        n_boxes = torch.tensor([float(sum(len(r) for r, _ in idx)) for idx, _ in matches], device=self.device)
+        if comm.get_world_size() > 1 and dist.is_initialized():
+            dist.all_reduce(n_boxes)
+            n_boxes = n_boxes / comm.get_world_size()
+        n_boxes = n_boxes.clamp(min=1.0)
+        losses = {}
+        for i, (out, (indices, tgts)) in enumerate(zip(layers, matches)):
+            suffix = "" if i == len(layers) - 1 else f"_{i}"
+            for name, value in self._layer_losses(out, indices, tgts, n_boxes[i]).items():
+                losses[name + suffix] = value
+        return losses
+
+    def _layer_losses(self, out, indices, tgts, n_boxes) -> Dict[str, torch.Tensor]:
+        b, q = out["rel_logits"].shape[:2]
+        sample_w = torch.stack([t["loss_weight"] for t in tgts]).float()  # (B,)
+        batch_idx = torch.cat([torch.full_like(r, k) for k, (r, _) in enumerate(indices)]).to(self.device)
+        query_idx = torch.cat([r for r, _ in indices]).to(self.device)
+        losses = {}
+        for s in STREAMS:
+            bg = self.num_predicates if s == "rel" else self.num_classes
+            class_w = self.rel_class_weights if s == "rel" else self.entity_class_weights
+            target_cls = torch.full((b, q), bg, dtype=torch.int64, device=self.device)
+            if len(query_idx):
+                target_cls[batch_idx, query_idx] = torch.cat(
+                    [t[f"{s}_labels"][c.to(self.device)] for t, (_, c) in zip(tgts, indices)])
+            logits = out[f"{s}_logits"].float()
+            ce = F.cross_entropy(logits.flatten(0, 1), target_cls.flatten(), reduction="none").view(b, q)
+            w = class_w[target_cls]  # (B, Q): class weight of each query's target, background included
+            losses[f"loss_{s}_ce"] = self.loss_coef["ce"] * (ce * w * sample_w[:, None]).sum() / w.sum().clamp(min=1e-6)
+            pred = out[f"{s}_boxes"][batch_idx, query_idx].float()
+            if len(query_idx):
+                gt = torch.cat([t[f"{s}_boxes"][c.to(self.device)] for t, (_, c) in zip(tgts, indices)])
+                per_w = sample_w[batch_idx]
+                l1 = F.l1_loss(pred, gt, reduction="none").sum(-1)
+                giou = 1 - torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(pred), box_cxcywh_to_xyxy(gt)))
+                losses[f"loss_{s}_bbox"] = self.loss_coef["bbox"] * (l1 * per_w).sum() / n_boxes
+                losses[f"loss_{s}_giou"] = self.loss_coef["giou"] * (giou * per_w).sum() / n_boxes
+            else:  # keep the graph connected (DDP) with an exact zero
+                zero = out[f"{s}_boxes"].sum() * 0.0
+                losses[f"loss_{s}_bbox"] = zero
+                losses[f"loss_{s}_giou"] = zero.clone()
+        return losses
+
+
+@META_ARCH_REGISTRY.register()
+class IterativeSG(SpeaQ):
+    """IterativeSG (NeurIPS 2022): :class:`SpeaQ` without groups, query multiplication or one-to-many assignment
+    (``MODEL.MATCHER.NAME: IterativeHungarianMatcher``); a separate name so configs say which model they train."""

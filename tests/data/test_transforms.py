@@ -1,0 +1,64 @@
+"""Augmentations: resize arithmetic, crop, flip, and the SpeaQ recipe built from INPUT.*."""
+
+import numpy as np
+import pytest
+
+from sgg.config import get_cfg
+from sgg.data import transforms as T
+
+
+def test_resize_shortest_edge_arithmetic_and_boxes():
+    np.random.seed(0)
+    t = T.ResizeShortestEdge((50,), max_size=80).get_transform(100, 200)  # 50 x 100 -> long side capped: 40 x 80
+    assert (t.new_h, t.new_w) == (40, 80)
+    np.testing.assert_allclose(t.apply_boxes(np.array([[10, 20, 110, 60]], np.float32)), [[4, 8, 44, 24]])
+    image = np.zeros((100, 200, 3), np.uint8)
+    assert t.apply_image(image).shape == (40, 80, 3)
+    sizes = {T.ResizeShortestEdge((30, 40), 0, "range").get_transform(100, 200).new_h for _ in range(200)}
+    assert sizes == set(range(30, 41))
+    with pytest.raises(ValueError, match="needs \\(min, max\\) sizes"):
+        T.ResizeShortestEdge((1, 2, 3), 0, "range")
+
+
+def test_flip_and_crop_move_pixels_and_boxes_together():
+    image = np.zeros((20, 30, 3), np.uint8)
+    image[5:10, 2:8] = 255  # a white block at box [2, 5, 8, 10]
+    box = np.array([[2, 5, 8, 10]], np.float32)
+    flip = T.HFlipTransform(30)
+    flipped, fbox = flip.apply_image(image), flip.apply_boxes(box)
+    np.testing.assert_array_equal(fbox, [[22, 5, 28, 10]])
+    assert flipped[5:10, 22:28].min() == 255 and flipped.sum() == image.sum()
+    crop = T.CropTransform(1, 3, 10, 10)
+    cropped, cbox = crop.apply_image(image), crop.apply_boxes(box)
+    assert cropped.shape == (10, 10, 3)
+    x1, y1, x2, y2 = cbox[0].astype(int)
+    assert cropped[y1:y2, x1:x2].min() == 255 and cropped.sum() == image.sum()
+    assert T.TransformList([flip, crop, flip]).flips_horizontally is False
+    assert T.TransformList([crop, flip]).flips_horizontally is True
+
+
+def test_random_crop_absolute_range_bounds():
+    np.random.seed(1)
+    aug = T.RandomCrop("absolute_range", (384, 600))
+    for _ in range(50):
+        t = aug.get_transform(500, 1000)
+        assert 384 <= t.h <= 500 and 384 <= t.w <= 600
+        assert 0 <= t.y0 <= 500 - t.h and 0 <= t.x0 <= 1000 - t.w
+    with pytest.raises(ValueError, match="Unknown INPUT.CROP.TYPE 'square'"):
+        T.RandomCrop("square", (1, 1))
+
+
+def test_speaq_recipe_from_config():
+    cfg = get_cfg()
+    cfg.merge_from_list(["INPUT.MIN_SIZE_TRAIN", tuple(range(480, 801, 32)), "INPUT.MAX_SIZE_TRAIN", 1333,
+                         "INPUT.CROP.ENABLED", True])
+    main, crop = T.build_scene_graph_augmentations(cfg, is_train=True)
+    assert [type(a).__name__ for a in main] == ["RandomFlip", "ResizeShortestEdge"]
+    assert main[1].sizes == tuple(range(480, 801, 32)) and main[1].max_size == 1333
+    assert [type(a).__name__ for a in crop] == ["ResizeShortestEdge", "RandomCrop"]
+    assert crop[0].sizes == (400, 500, 600) and crop[1].crop_size == (384, 600)
+    test_main, test_crop = T.build_scene_graph_augmentations(cfg, is_train=False)
+    assert test_crop is None and test_main[0].sizes == (800,)
+    cfg.merge_from_list(["INPUT.RANDOM_FLIP", "vertical"])
+    with pytest.raises(ValueError, match="INPUT.RANDOM_FLIP='vertical' is not supported"):
+        T.build_scene_graph_augmentations(cfg, is_train=True)

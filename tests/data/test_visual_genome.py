@@ -1,0 +1,359 @@
+"""VG150 loader: exact decoding of a hand-built h5, filters, malformed-file errors, metadata, demo data."""
+
+import json
+import os
+import pickle
+import threading
+
+import h5py
+import numpy as np
+import pytest
+
+from sgg.data import DatasetCatalog, MetadataCatalog
+from sgg.data.datasets import visual_genome as vg
+from sgg.data.demo import visual_genome_demo as demo
+
+# ---------------------------------------------------------------------------- a tiny, hand-built VG release
+# 6 h5 rows; image_data.json also lists corrupted image 1592 (no h5 row), as the real file does.
+IMAGES = [  # (image_id, width, height, split)
+    (1, 512, 256, 0),  # box scale 0.5
+    (2, 300, 2048, 0),  # box scale 2
+    (3, 1024, 1024, 2),  # box scale 1
+    (4, 1024, 512, 0),  # boxes, no relation
+    (5, 1024, 512, 0),  # no box at all
+    (6, 1024, 1024, 2),
+]
+BOXES_1024 = np.array([  # [cx, cy, w, h]
+    [100, 100, 40, 20], [101, 60, 51, 30],  # image 1; the odd width exercises x1 = trunc(cx - w / 2)
+    [50, 50, 20, 20], [60, 60, 20, 20], [300, 300, 10, 10],  # image 2; the last box leaves the 300 px wide image
+    [10, 10, 4, 4], [20, 20, 4, 4],  # image 3
+    [50, 50, 10, 10],  # image 4
+    [100, 100, 50, 50], [110, 110, 50, 50],  # image 6
+], dtype=np.int32)
+LABELS = np.array([1, 2, 1, 2, 3, 3, 1, 2, 1, 3])
+ATTRIBUTES = np.zeros((10, 10), dtype=np.int64)
+ATTRIBUTES[0, :2] = [2, 1]
+FIRST_BOX = np.array([0, 2, 5, 7, -1, 8])
+LAST_BOX = np.array([1, 4, 6, 7, -1, 9])
+RELATIONSHIPS = np.array([[0, 1], [2, 3], [2, 3], [3, 4], [6, 5], [8, 9]])  # global box indices
+PREDICATES = np.array([2, 1, 2, 1, 1, 2])
+FIRST_REL = np.array([0, 1, 4, -1, -1, 5])
+LAST_REL = np.array([0, 3, 4, -1, -1, 5])
+VOCAB = {"label_to_idx": {"cat": 1, "dog": 2, "tree": 3}, "predicate_to_idx": {"on": 1, "near": 2},
+         "attribute_to_idx": {"red": 1, "furry": 2}}
+
+
+def write_tiny_vg(root, **overrides):
+    """Write the tiny release under ``root``; ``overrides`` replace (or, with None, delete) h5 keys."""
+    os.makedirs(root, exist_ok=True)
+    arrays = {"labels": LABELS[:, None], "boxes_1024": BOXES_1024, "attributes": ATTRIBUTES,
+              "img_to_first_box": FIRST_BOX, "img_to_last_box": LAST_BOX, "relationships": RELATIONSHIPS,
+              "predicates": PREDICATES[:, None], "img_to_first_rel": FIRST_REL, "img_to_last_rel": LAST_REL,
+              "split": np.array([s for *_, s in IMAGES])}
+    arrays.update(overrides)
+    with h5py.File(os.path.join(root, vg.VG_H5_FILE), "w") as f:
+        for key, value in arrays.items():
+            if value is not None:
+                f[key] = value
+    with open(os.path.join(root, vg.VG_DICTS_FILE), "w") as f:
+        json.dump(VOCAB, f)
+    entries = [{"image_id": i, "width": w, "height": h, "url": "", "coco_id": None, "flickr_id": None}
+               for i, w, h, _ in IMAGES]
+    entries.insert(2, {"image_id": 1592, "width": 10, "height": 10, "url": "", "coco_id": None, "flickr_id": None})
+    with open(os.path.join(root, vg.VG_IMAGE_DATA_FILE), "w") as f:
+        json.dump(entries, f)
+    return str(root)
+
+
+def load(root, split, **kwargs):
+    kwargs.setdefault("num_val_images", 1)
+    return vg.load_vg_dicts(root, split, dataset_name="tiny", **kwargs)
+
+
+def test_decodes_boxes_labels_relations_exactly(tmp_path):
+    root = write_tiny_vg(tmp_path)
+    (val,) = load(root, "val")  # the first train image
+    assert val["image_id"] == 1 and (val["width"], val["height"]) == (512, 256)
+    assert val["file_name"] == os.path.join(root, "VG_100K", "1.jpg")
+    # [100,100,40,20] -> [80,90,120,110] * 0.5; [101,60,51,30] -> x1 = trunc(75.5) = 75 -> [75,45,126,75] * 0.5
+    np.testing.assert_array_equal(val["boxes"], np.array([[40, 45, 60, 55], [37.5, 22.5, 63, 37.5]], np.float32))
+    assert val["boxes"].dtype == np.float32
+    np.testing.assert_array_equal(val["labels"], [0, 1])
+    assert val["labels"].dtype == np.int64
+    np.testing.assert_array_equal(val["relations"], [[0, 1, 1]])
+    np.testing.assert_array_equal(val["attributes"][0], [1, 0] + [-1] * 8)
+    assert val["attributes"].shape == (2, 10) and val["dataset_name"] == "tiny"
+
+    (train,) = load(root, "train")  # image 4 has no relation, image 5 no box
+    assert train["image_id"] == 2
+    # scale 2; the third box [295,295,305,305]*2 is clipped to x <= W - 1 = 299
+    np.testing.assert_array_equal(train["boxes"], [[80, 80, 120, 120], [100, 100, 140, 140], [299, 590, 299, 610]])
+    np.testing.assert_array_equal(train["relations"], [[0, 1, 0], [0, 1, 1], [1, 2, 0]])  # global 2..4 -> local 0..2
+
+    test = load(root, "test")
+    assert [d["image_id"] for d in test] == [3, 6]
+    np.testing.assert_array_equal(test[0]["boxes"], [[8, 8, 12, 12], [18, 18, 22, 22]])
+    np.testing.assert_array_equal(test[0]["relations"], [[1, 0, 0]])
+
+
+def test_split_filters(tmp_path):
+    root = write_tiny_vg(tmp_path)
+    ids = lambda dicts: [d["image_id"] for d in dicts]  # noqa: E731
+    assert ids(load(root, "train", filter_empty_rels=False)) == [2, 4]  # still no image without boxes
+    assert ids(load(root, "train", num_val_images=0)) == [1, 2]
+    assert ids(load(root, "train", num_val_images=0, num_images=1)) == [1]
+    empty = load(root, "train", filter_empty_rels=False)[1]
+    assert empty["relations"].shape == (0, 3) and empty["relations"].dtype == np.int64
+
+
+def test_filter_non_overlap_keeps_overlapping_pairs_and_drops_empty_images(tmp_path):
+    root = write_tiny_vg(tmp_path)
+    dicts = load(root, "train", num_val_images=0, filter_non_overlap=True)
+    # image 1's boxes do not overlap -> dropped; in image 2 the pair (1, 2) is disjoint -> removed
+    assert [d["image_id"] for d in dicts] == [2]
+    np.testing.assert_array_equal(dicts[0]["relations"], [[0, 1, 0], [0, 1, 1]])
+    with pytest.raises(ValueError, match="train split only"):
+        load(root, "test", filter_non_overlap=True)
+
+
+def test_filter_duplicate_relations_picks_one_predicate_per_pair_at_random():
+    rels = np.array([[0, 1, 3], [0, 1, 5], [1, 0, 3], [2, 1, 4], [0, 1, 7]])
+    seen = set()
+    for seed in range(60):
+        out = vg.filter_duplicate_relations(rels, np.random.default_rng(seed))
+        assert out.shape == (3, 3)
+        assert len({(s, o) for s, o, _ in out.tolist()}) == 3
+        chosen = {(s, o): p for s, o, p in out.tolist()}
+        assert chosen[(1, 0)] == 3 and chosen[(2, 1)] == 4 and chosen[(0, 1)] in (3, 5, 7)
+        seen.add(chosen[(0, 1)])
+    assert seen == {3, 5, 7}
+    unique = rels[[0, 2, 3]]
+    assert vg.filter_duplicate_relations(unique) is unique
+
+
+# ---------------------------------------------------------------------------- malformed files
+def test_missing_files_name_the_path(tmp_path):
+    with pytest.raises(vg.VGFormatError, match="VG-SGG-dicts-with-attri.json' does not exist"):
+        load(str(tmp_path), "train")
+    root = write_tiny_vg(tmp_path)
+    os.remove(os.path.join(root, vg.VG_IMAGE_DATA_FILE))
+    with pytest.raises(vg.VGFormatError, match="image_data.json' does not exist.*prepare_vg.py --check"):
+        load(root, "train")
+
+
+@pytest.mark.parametrize("key", ["predicates", "img_to_first_rel", "boxes_1024", "attributes"])
+def test_missing_h5_key(tmp_path, key):
+    root = write_tiny_vg(tmp_path, **{key: None})
+    with pytest.raises(vg.VGFormatError, match=f"VG-SGG-with-attri.h5' has no key '{key}'"):
+        load(root, "train")
+
+
+def test_box_scale_absent_from_file(tmp_path):
+    root = write_tiny_vg(tmp_path)
+    with pytest.raises(vg.VGFormatError, match="no key 'boxes_512'.*DATASETS.VG.BOX_SCALE"):
+        load(root, "train", box_scale=512)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("labels", np.array([1, 2, 1, 2, 4, 3, 1, 2, 1, 3])[:, None], r"'labels' holds 1 value\(s\) outside \[1, 3\]"),
+    ("predicates", np.array([2, 1, 2, 3, 1, 2])[:, None], r"'predicates' holds 1 value\(s\) outside \[1, 2\]"),
+    ("relationships", np.array([[0, 1], [2, 3], [2, 3], [3, 5], [6, 5], [8, 9]]),
+     r"'relationships' row 3 = \[3, 5\] points outside its image's boxes"),
+    ("img_to_last_box", np.array([1, 10, 6, 7, -1, 9]), r"'img_to_last_box' holds 1 value\(s\) outside \[0, 9\]"),
+    ("img_to_first_rel", np.array([0, 1, 4, -1, -1, 6]), r"'img_to_first_rel' holds 1 value\(s\) outside \[0, 5\]"),
+    ("split", np.array([0, 0, 2, 0, 0]), r"'img_to_first_box' has shape \(6,\), expected \(5,\)"),
+    ("boxes_1024", BOXES_1024[:, :3], r"'boxes_1024' has shape \(10, 3\), expected \(10, 4\)"),
+])
+def test_out_of_range_and_inconsistent_arrays(tmp_path, key, value, message):
+    root = write_tiny_vg(tmp_path, **{key: value})
+    with pytest.raises(vg.VGFormatError, match=message) as info:
+        load(root, "test" if key == "img_to_first_rel" else "train", num_val_images=0)
+    assert vg.VG_H5_FILE in str(info.value)
+
+
+def test_truncated_h5(tmp_path):
+    root = write_tiny_vg(tmp_path)
+    path = os.path.join(root, vg.VG_H5_FILE)
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+    with pytest.raises(vg.VGFormatError, match="VG-SGG-with-attri.h5.*(not a readable HDF5 file|cannot be read)"):
+        load(root, "train")
+
+
+def test_wrong_image_count(tmp_path):
+    root = write_tiny_vg(tmp_path)
+    path = os.path.join(root, vg.VG_IMAGE_DATA_FILE)
+    entries = json.load(open(path))
+    json.dump(entries[:-1], open(path, "w"))
+    with pytest.raises(vg.VGFormatError, match=r"image_data.json' lists 5 images .* h5 has 6 rows .*108073"):
+        load(root, "train")
+
+
+def test_bad_dictionary_file(tmp_path):
+    root = write_tiny_vg(tmp_path)
+    path = os.path.join(root, vg.VG_DICTS_FILE)
+    json.dump({"label_to_idx": VOCAB["label_to_idx"], "attribute_to_idx": {}}, open(path, "w"))
+    with pytest.raises(vg.VGFormatError, match="dicts-with-attri.json' has no key 'predicate_to_idx'"):
+        load(root, "train")
+    json.dump(dict(VOCAB, label_to_idx={"cat": 1, "dog": 3}), open(path, "w"))
+    with pytest.raises(vg.VGFormatError, match=r"'label_to_idx' must map names to the indices 1..2"):
+        load(root, "train")
+
+
+# ---------------------------------------------------------------------------- registration + metadata
+def test_registered_dataset_and_lazy_metadata(tmp_path):
+    root = write_tiny_vg(tmp_path)
+    name = "tiny_vg_test_registration_train"
+    vg.register_vg_format_dataset(name, root_fn=lambda: root, split="train", num_val_images=lambda: 1)
+    try:
+        meta = MetadataCatalog.get(name)
+        assert meta.evaluator_type == "scene_graph" and meta.mapper == "SceneGraphMapper"
+        assert meta.thing_classes == ["cat", "dog", "tree"]  # read from the files on first access
+        assert meta.predicate_classes == ["on", "near"] and meta.attribute_classes == ["red", "furry"]
+        assert meta.predicate_frequencies == [2, 1]  # train split without the val image: image 2's relations
+        assert meta.flip_predicate_pairs == []
+        assert [d["image_id"] for d in DatasetCatalog.get(name)] == [2]
+        copy = pickle.loads(pickle.dumps(meta))  # e.g. sent to a spawned worker
+        assert copy.thing_classes == meta.thing_classes and copy.evaluator_type == "scene_graph"
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def test_builtin_names_are_registered():
+    for name in ("vg_train", "vg_val", "vg_test", "synthetic_genome_train", "synthetic_genome_test",
+                 "demo_vg_train", "demo_vg_val", "demo_vg_test", "demo_synthetic_train", "demo_synthetic_test"):
+        assert name in DatasetCatalog
+        assert MetadataCatalog.get(name).evaluator_type == "scene_graph"
+
+
+def test_vg_root_from_config(tmp_path, monkeypatch):
+    from sgg.config import get_cfg
+    from sgg.data.build import configure_datasets
+
+    root = write_tiny_vg(tmp_path / "elsewhere")
+    monkeypatch.setenv("SGG_DATASETS", str(tmp_path / "empty"))
+    saved = vg.vg_options()
+    try:
+        cfg = get_cfg()
+        cfg.merge_from_list(["DATASETS.VG.ROOT", root, "DATASETS.VG.NUM_VAL_IMAGES", "0"])
+        configure_datasets(cfg)
+        assert [d["image_id"] for d in DatasetCatalog.get("vg_train")] == [1, 2]
+        cfg.merge_from_list(["DATASETS.VG.ROOT", ""])
+        configure_datasets(cfg)
+        with pytest.raises(vg.VGFormatError, match=os.path.join("empty", "vg", vg.VG_DICTS_FILE)):
+            DatasetCatalog.get("vg_train")
+    finally:
+        vg._OPTIONS.update(saved)
+
+
+# ---------------------------------------------------------------------------- demo data
+@pytest.fixture(scope="module")
+def demo_datasets(tmp_path_factory):
+    # One directory per pytest session, shared by every test file that needs the demo (generated once).
+    root = str(tmp_path_factory.getbasetemp() / "shared_sgg_datasets")
+    for style in ("vg", "synthetic"):
+        demo.ensure_demo_dataset(lambda: root, style)
+    return root
+
+
+def test_demo_is_read_by_the_real_loader(demo_datasets, monkeypatch):
+    monkeypatch.setenv("SGG_DATASETS", demo_datasets)
+    sizes = {}
+    for name in ("demo_vg_train", "demo_vg_val", "demo_vg_test", "demo_synthetic_train", "demo_synthetic_test"):
+        dicts = DatasetCatalog.get(name)
+        sizes[name] = len(dicts)
+        for d in dicts:
+            assert os.path.isfile(d["file_name"]) and d["file_name"].startswith(demo_datasets)
+            assert len(d["relations"]) > 0 and d["labels"].max() < len(demo.DEMO_CLASSES)
+            for s, o, p in d["relations"].tolist():  # every predicate is the geometry of the decoded boxes
+                assert demo.geometric_predicate(d["boxes"][s], d["boxes"][o]) == demo.DEMO_PREDICATES[p]
+    spec = demo.DEMO_SPECS["vg"]
+    assert sizes["demo_vg_val"] == spec["num_val"]
+    # a few train images were made relation-free (and one box-free): the filters removed them
+    assert spec["num_train"] - spec["num_val"] - 12 < sizes["demo_vg_train"] < spec["num_train"] - spec["num_val"]
+    assert sizes["demo_vg_test"] > 100 and sizes["demo_synthetic_train"] > 300 and sizes["demo_synthetic_test"] > 80
+    train_ids = {d["image_id"] for d in DatasetCatalog.get("demo_vg_train")}
+    assert not train_ids & {d["image_id"] for d in DatasetCatalog.get("demo_vg_test")}
+
+
+def test_demo_metadata_long_tail_and_flip_pairs(demo_datasets, monkeypatch):
+    monkeypatch.setenv("SGG_DATASETS", demo_datasets)
+    for name in ("demo_vg_train", "demo_synthetic_train"):
+        meta = MetadataCatalog.get(name)
+        assert meta.predicate_classes == list(demo.DEMO_PREDICATES)
+        assert meta.thing_classes == list(demo.DEMO_CLASSES)
+        freqs = np.array(meta.predicate_frequencies)
+        counted = np.bincount(np.concatenate([d["relations"][:, 2] for d in DatasetCatalog.get(name)]),
+                              minlength=len(freqs))
+        np.testing.assert_array_equal(freqs, counted)
+        assert freqs.min() > 0 and freqs.max() >= 6 * freqs.min()  # long-tailed, but every predicate present
+        left, right = demo.DEMO_PREDICATES.index("left of"), demo.DEMO_PREDICATES.index("right of")
+        assert meta.flip_predicate_pairs == [[left, right]]
+
+
+def test_demo_generation_is_deterministic_and_safe_under_concurrency(demo_datasets, tmp_path):
+    roots = [str(tmp_path)] * 3
+    errors = []
+
+    def generate():
+        try:
+            demo.ensure_demo_dataset(lambda: roots[0], "synthetic")
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=generate) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(os.listdir(tmp_path / "demo")) == ["synthetic_genome", "synthetic_genome.lock"]  # no temp left
+    a, b = os.path.join(demo_datasets, "demo", "synthetic_genome"), str(tmp_path / "demo" / "synthetic_genome")
+    with h5py.File(os.path.join(a, vg.VG_H5_FILE)) as fa, h5py.File(os.path.join(b, vg.VG_H5_FILE)) as fb:
+        assert set(fa) == set(fb)
+        for key in fa:
+            np.testing.assert_array_equal(fa[key][()], fb[key][()])
+    for image in sorted(os.listdir(os.path.join(a, "VG_100K")))[:20]:
+        assert open(os.path.join(a, "VG_100K", image), "rb").read() == \
+            open(os.path.join(b, "VG_100K", image), "rb").read()
+
+
+def test_geometric_predicate_rules():
+    gp = demo.geometric_predicate
+    assert gp([10, 10, 20, 20], [0, 0, 50, 50]) == "inside" and gp([0, 0, 50, 50], [10, 10, 20, 20]) == "contains"
+    assert gp([10, 0, 30, 20], [0, 20, 40, 40]) == "on" and gp([0, 20, 40, 40], [10, 0, 30, 20]) == "under"
+    assert gp([10, 0, 30, 10], [0, 30, 40, 40]) == "above" and gp([0, 30, 40, 40], [10, 0, 30, 10]) == "below"
+    assert gp([0, 0, 10, 10], [30, 0, 40, 10]) == "left of" and gp([30, 0, 40, 10], [0, 0, 10, 10]) == "right of"
+    assert gp([0, 0, 10, 10], [20, 20, 30, 30]) == "near" and gp([0, 0, 10, 10], [60, 20, 70, 30]) == "far from"
+    assert gp([0, 0, 10, 10], [5, 5, 15, 15]) is None  # partial overlap: no rule
+
+
+def test_matches_a_per_image_reference_loop_on_random_content(tmp_path):
+    # The benchmark's Scene-Graph-Benchmark-style loop is the reference; random content exercises the indexing.
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "benchmarks", "vg_load.py")
+    spec = importlib.util.spec_from_file_location("vg_load_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.write_random_release(str(tmp_path), 600, 6.0, 4.0, seed=3)
+    for split in ("train", "val", "test"):
+        ours = vg.load_vg_dicts(str(tmp_path), split, num_val_images=50)
+        reference = bench.baseline_load(str(tmp_path), split, num_val_images=50)
+        assert len(ours) == len(reference) > 40
+        for a, b in zip(ours, reference):
+            assert (a["image_id"], a["height"], a["width"], a["file_name"]) == \
+                (b["image_id"], b["height"], b["width"], b["file_name"])
+            for key in ("boxes", "labels", "relations", "attributes"):
+                np.testing.assert_array_equal(a[key], b[key])
+                assert a[key].dtype == b[key].dtype
+
+
+def test_decode_truncates_toward_zero_like_the_int32_reference():
+    boxes = np.array([[10, 10, 25, 4], [101, 60, 51, 30], [3, 2, 8, 5]], dtype=np.int32)
+    # x1 = trunc(cx - w/2): -2.5 -> -2, 75.5 -> 75, -1 -> -1; y1 = 8, 45, trunc(-0.5) = 0; x2 = x1 + w, y2 = y1 + h
+    expected = [[-2, 8, 23, 12], [75, 45, 126, 75], [-1, 0, 7, 5]]
+    np.testing.assert_array_equal(vg.decode_vg_boxes(boxes), expected)
+    np.testing.assert_array_equal(vg.decode_vg_boxes(boxes.astype(np.float64)), expected)

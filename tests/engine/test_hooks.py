@@ -1,0 +1,49 @@
+"""Two-stage training, best checkpoint, early stopping and TensorBoard output, through the real trainer."""
+
+import glob
+import shutil
+
+import torch
+
+from tests.engine.helpers import TOY_CFG, load_model_state, read_metrics, run_cli
+
+STAGE2 = ["MODEL.BACKBONE.FREEZE_AT", "1", "SOLVER.STAGE2.ENABLED", "True", "SOLVER.STAGE2.START_ITER", "10",
+          "SOLVER.STAGE2.UNFREEZE", '["backbone"]', "SOLVER.STAGE2.LR_FACTOR", "0.1", "SOLVER.CHECKPOINT_PERIOD", "5",
+          "SOLVER.STEPS", "(100,)", "SOLVER.WARMUP_ITERS", "0", "TEST.EVAL_PERIOD", "0"]
+
+
+def test_two_stage_training_freezes_then_unfreezes_with_lower_lr(tmp_path):
+    r = run_cli("--config-file", TOY_CFG, "OUTPUT_DIR", str(tmp_path), *STAGE2)
+    assert r.returncode == 0, r.stderr
+    s4, s9 = load_model_state(tmp_path / "model_0000004.pth"), load_model_state(tmp_path / "model_0000009.pth")
+    final = load_model_state(tmp_path / "model_final.pth")
+    assert torch.equal(s4["backbone.0.weight"], s9["backbone.0.weight"])  # frozen in stage 1
+    assert not torch.equal(s4["head.weight"], s9["head.weight"])  # the head trains in stage 1
+    assert not torch.equal(s9["backbone.0.weight"], final["backbone.0.weight"])  # unfrozen in stage 2
+    lrs = {m["iteration"]: m["lr"] for m in read_metrics(tmp_path) if "lr" in m}
+    assert lrs[9] == 0.01 and abs(lrs[10] - 0.001) < 1e-12
+
+    # Resuming inside stage 2 re-applies it and continues bit-identically.
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copy(tmp_path / "model_0000014.pth", resumed)
+    (resumed / "last_checkpoint").write_text("model_0000014.pth")
+    r = run_cli("--config-file", TOY_CFG, "--resume", "OUTPUT_DIR", str(resumed), *STAGE2)
+    assert r.returncode == 0, r.stderr
+    again = load_model_state(resumed / "model_final.pth")
+    assert all(torch.equal(final[k], again[k]) for k in final)
+
+
+def test_best_checkpoint_and_early_stopping(tmp_path):
+    r = run_cli("--config-file", TOY_CFG, "OUTPUT_DIR", str(tmp_path), "TEST.EVAL_PERIOD", "2", "SOLVER.MAX_ITER", "30",
+                "SOLVER.BEST_CHECKPOINT.METRIC", "toy/neg_mse", "SOLVER.EARLY_STOPPING.ENABLED", "True",
+                "SOLVER.EARLY_STOPPING.METRIC", "toy/neg_mse", "SOLVER.EARLY_STOPPING.PATIENCE", "2",
+                "SOLVER.BASE_LR", "0.0", "SOLVER.WARMUP_ITERS", "0")
+    assert r.returncode == 0, r.stderr
+    evals = [m for m in read_metrics(tmp_path) if "toy/neg_mse" in m]
+    # LR 0: the metric never improves, so training stops after 1 + patience evaluations.
+    assert len(evals) == 3 and evals[-1]["iteration"] < 29
+    best = torch.load(tmp_path / "model_best.pth", weights_only=True)
+    assert best["best_value"] == max(e["toy/neg_mse"] for e in evals) and best["iteration"] == evals[0]["iteration"]
+    assert (tmp_path / "model_final.pth").is_file()
+    assert glob.glob(str(tmp_path / "events.out.tfevents.*"))

@@ -1,0 +1,191 @@
+"""Keyframe protocol tests with hand-computed answers (knapsack, summaries, F1 over users, tau/rho with ties)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from sgg.config import get_cfg
+from sgg.evaluation import EVALUATOR_REGISTRY
+from sgg.evaluation.keyframe import (
+    KeyframeEvaluator,
+    evaluate_keyframes,
+    evaluate_video,
+    f1_against_users,
+    generate_summary,
+    knapsack_01,
+    precision_at_ratio,
+    rank_correlations,
+    upsample_to_frames,
+)
+
+
+def test_knapsack_hand_cases():
+    # capacity 5: {0, 1} (value 7, weight 5) beats {3} (6), {2} (5), {0, 2} does not fit (weight 6).
+    assert knapsack_01([3, 4, 5, 6], [2, 3, 4, 5], 5) == [0, 1]
+    # capacity 9: {0, 1, 2} (value 12, weight 9) beats {2, 3} (11) and {1, 3} (10).
+    assert knapsack_01([3, 4, 5, 6], [2, 3, 4, 5], 9) == [0, 1, 2]
+    # Tie: equal values and weights, room for one: the first item wins (strict improvement only, like the reference).
+    assert knapsack_01([1.0, 1.0], [1, 1], 1) == [0]
+    assert knapsack_01([1.0, 2.0], [3, 3], 2) == []  # nothing fits
+    assert knapsack_01([], [], 10) == []
+
+
+def test_knapsack_matches_brute_force():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n = int(rng.integers(1, 8))
+        values, weights = rng.random(n), rng.integers(1, 10, n)
+        capacity = int(rng.integers(0, 30))
+        best = max((sum(values[list(c)]) for k in range(n + 1) for c in _combinations(n, k)
+                    if sum(weights[list(c)]) <= capacity), default=0.0)
+        chosen = knapsack_01(values, weights, capacity)
+        assert sum(weights[chosen]) <= capacity
+        assert sum(values[chosen]) == pytest.approx(best, abs=1e-5)
+
+
+def _table_knapsack(values, weights, capacity):
+    """Straightforward 2-D table version of the reference (strict improvement, read back from the last item)."""
+    n = len(values)
+    table = np.zeros((n + 1, capacity + 1), dtype=np.float32)
+    keep = np.zeros((n + 1, capacity + 1), dtype=bool)
+    for i in range(1, n + 1):
+        for w in range(capacity + 1):
+            wi, vi = weights[i - 1], values[i - 1]
+            if wi <= w and vi + table[i - 1, w - wi] > table[i - 1, w]:
+                table[i, w], keep[i, w] = vi + table[i - 1, w - wi], True
+            else:
+                table[i, w] = table[i - 1, w]
+    picks, w = [], capacity
+    for i in range(n, 0, -1):
+        if keep[i, w]:
+            picks.append(i - 1)
+            w -= weights[i - 1]
+    return sorted(picks)
+
+
+def test_knapsack_same_picks_as_table_version_including_ties():
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        n = int(rng.integers(1, 9))
+        values = rng.integers(0, 4, n).astype(float).tolist()  # small integers: many ties
+        weights = rng.integers(1, 6, n).tolist()
+        capacity = int(rng.integers(0, 15))
+        assert knapsack_01(values, weights, capacity) == _table_knapsack(values, weights, capacity)
+
+
+def _combinations(n, k):
+    import itertools
+
+    return itertools.combinations(range(n), k)
+
+
+def test_upsample_and_generate_summary_hand_case():
+    frame_scores = upsample_to_frames([0.2, 0.9], [0, 5], 10)
+    np.testing.assert_allclose(frame_scores, [0.2] * 5 + [0.9] * 5)
+    np.testing.assert_allclose(upsample_to_frames([0.5, 0.7], [2, 6], 8), [0, 0, 0.5, 0.5, 0.5, 0.5, 0.7, 0.7])
+    cps = np.array([[0, 2], [3, 6], [7, 9]])
+    # Shot means 0.2, 0.55, 0.9. Capacity floor(10 * 0.15) = 1 frame: no shot fits.
+    assert generate_summary([0.2, 0.9], cps, 10, [3, 4, 3], [0, 5], ratio=0.15).sum() == 0
+    # Capacity 5: only one shot fits and the last one (0.9) is best.
+    summary = generate_summary([0.2, 0.9], cps, 10, [3, 4, 3], [0, 5], ratio=0.5)
+    np.testing.assert_array_equal(summary, [0, 0, 0, 0, 0, 0, 0, 1, 1, 1])
+
+
+def test_f1_against_several_users_avg_and_max():
+    machine = np.array([1, 1, 0, 0])
+    users = np.array([[1, 0, 0, 0],   # P 1/2, R 1   -> F 2/3
+                      [0, 0, 1, 1],   # no overlap   -> F 0
+                      [1, 1, 0, 0]])  # identical    -> F 1
+    f, p, r = f1_against_users(machine, users, "avg")
+    assert f == pytest.approx((2 / 3 + 0 + 1) / 3, abs=1e-6)
+    assert p == pytest.approx((0.5 + 0 + 1) / 3, abs=1e-6)
+    assert r == pytest.approx((1 + 0 + 1) / 3, abs=1e-6)
+    assert f1_against_users(machine, users, "max") == pytest.approx((1.0, 1.0, 1.0), abs=1e-6)
+    # A shorter machine summary is zero-padded: [1] vs user [1, 1] -> P 1, R 1/2, F 2/3.
+    assert f1_against_users([1], [[1, 1]], "avg")[0] == pytest.approx(2 / 3, abs=1e-6)
+    with pytest.raises(ValueError, match="'avg' .* or 'max'"):
+        f1_against_users(machine, users, "median")
+
+
+def test_rank_correlations_with_ties_hand_computed():
+    pred = np.array([1.0, 2.0, 3.0, 4.0])
+    users = np.array([[1, 1, 2, 2],    # tied pairs: tau-b = 4 / sqrt(6 * 4), rho = 4 / sqrt(5 * 4)
+                      [4, 3, 2, 1]])   # reversed: tau = rho = -1
+    tau, rho = rank_correlations(pred, users)
+    assert tau == pytest.approx((4 / math.sqrt(24) - 1) / 2, abs=1e-9)
+    assert rho == pytest.approx((4 / math.sqrt(20) - 1) / 2, abs=1e-9)
+    # Ties in the prediction too: pred [1, 1, 2, 3] vs user [1, 2, 2, 3]: C = 4, D = 0, ties 1 each side.
+    tau, rho = rank_correlations([1, 1, 2, 3], [[1, 2, 2, 3]])
+    assert tau == pytest.approx(4 / 5, abs=1e-9)
+    assert rho == pytest.approx(stats.spearmanr([1, 1, 2, 3], [1, 2, 2, 3])[0], abs=1e-12)
+    # A constant prediction has no ranking: counted as 0 instead of NaN.
+    assert rank_correlations([0.5, 0.5, 0.5], [[1, 2, 3]]) == (0.0, 0.0)
+
+
+def test_precision_at_ratio():
+    pred = np.array([0.9, 0.1, 0.8, 0.2, 0.3, 0.0, 0.0, 0.0, 0.0, 0.0])
+    target = np.array([1.0, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    # k = ceil(0.15 * 10) = 2: predicted top {0, 2}, true top {0, 1} -> 1 / 2.
+    assert precision_at_ratio(pred, target, 0.15) == 0.5
+    assert precision_at_ratio(target, target, 0.15) == 1.0
+
+
+def _toy_gt(user_scores=True):
+    # 20 frames, picks every 5 frames, two shots [0, 9] and [10, 19]; users prefer the second shot.
+    gt = {"picks": np.array([0, 5, 10, 15]), "n_frames": 20, "change_points": np.array([[0, 9], [10, 19]]),
+          "n_frame_per_seg": np.array([10, 10]), "gtscore": np.array([0.1, 0.2, 0.8, 0.9]),
+          "user_summary": np.array([[0] * 10 + [1] * 10, [0] * 10 + [1] * 3 + [0] * 7])}
+    if user_scores:
+        gt["user_scores"] = np.array([[1] * 10 + [5] * 10, [2] * 5 + [1] * 5 + [4] * 10])
+    return gt
+
+
+def test_evaluate_video_end_to_end_hand_case():
+    gt = _toy_gt()
+    # Ratio 0.5 -> capacity 10 frames: exactly one shot; the prediction prefers shot 2.
+    m = evaluate_video(np.array([0.0, 0.1, 0.7, 1.0]), gt, ratio=0.5)
+    # machine = frames 10..19; user 1 identical (F 1), user 2: P 3/10, R 1 -> F 6/13.
+    assert m["F1"] == pytest.approx((1 + 6 / 13) / 2, abs=1e-6)
+    assert m["MSE"] == pytest.approx(np.mean((np.array([0, 0.1, 0.7, 1.0]) - np.array([0, 1 / 8, 7 / 8, 1])) ** 2))
+    assert m["seed_rho"] == pytest.approx(1.0) and m["seed_tau"] == pytest.approx(1.0)
+    frame_scores = upsample_to_frames([0.0, 0.1, 0.7, 1.0], gt["picks"], 20)
+    expected_tau = np.mean([stats.kendalltau(frame_scores, u)[0] for u in gt["user_scores"]])
+    assert m["tau"] == pytest.approx(expected_tau, abs=1e-12)
+    # Without per-annotator scores (TVSum h5 alone) tau/rho are absent, not invented.
+    assert "tau" not in evaluate_video(np.array([0.0, 0.1, 0.7, 1.0]), _toy_gt(False), ratio=0.5)
+    # SumMe: F1 is the best user's, correlation against the mean user summary.
+    m = evaluate_video(np.array([0.0, 0.1, 0.7, 1.0]), _toy_gt(False), ratio=0.5, f1_reduction="max")
+    assert m["F1"] == pytest.approx(1.0, abs=1e-6) and "rho" in m
+
+
+def test_evaluate_keyframes_aggregates_in_percent():
+    gts = [_toy_gt(), _toy_gt()]
+    res = evaluate_keyframes(gts, [np.array([0.0, 0.1, 0.7, 1.0]), np.array([1.0, 0.7, 0.1, 0.0])], ratio=0.5)
+    # Video 2 picks shot 1: user 1 F 0, user 2 F 0 -> mean over videos ((1 + 6/13) / 2 + 0) / 2, in %.
+    assert res["keyframe"]["F1"] == pytest.approx(100 * (1 + 6 / 13) / 4, abs=1e-4)
+    assert res["keyframe"]["num_videos"] == 2
+    assert res["keyframe_seed_protocol"]["rho_vs_mean_gtscore"] == pytest.approx(0.0, abs=1e-9)  # +1 and -1
+    with pytest.raises(ValueError, match="2 ground truths but 1 predictions"):
+        evaluate_keyframes(gts, [np.zeros(4)])
+    with pytest.raises(ValueError, match="3 predicted scores, 4 picks"):
+        evaluate_keyframes(gts[:1], [np.zeros(3)])
+
+
+def test_evaluator_registered_and_writes_per_video(tmp_path):
+    cfg = get_cfg()
+    cfg.TEST.KEYFRAME.SUMMARY_RATIO = 0.5
+    cfg.TEST.KEYFRAME.RANDOM_BASELINE_TRIALS = 3
+    evaluator = EVALUATOR_REGISTRY.get("keyframe")(cfg, "some_keyframe_dataset", str(tmp_path))
+    assert isinstance(evaluator, KeyframeEvaluator) and evaluator.f1_reduction == "avg"
+    evaluator.reset()
+    evaluator.process([{"video_id": "a", "gt": _toy_gt()}], [{"scores": np.array([0.0, 0.1, 0.7, 1.0])}])
+    results = evaluator.evaluate()
+    assert results["keyframe"]["F1"] == pytest.approx(100 * (1 + 6 / 13) / 2, abs=1e-4)
+    assert set(results) == {"keyframe", "keyframe_seed_protocol", "keyframe_random_baseline"}
+    rows = json.loads((tmp_path / "keyframe_per_video.json").read_text())
+    assert rows[0]["video_id"] == "a" and rows[0]["F1"] == pytest.approx((1 + 6 / 13) / 2, abs=1e-6)
+    with pytest.raises(KeyError, match="has no 'gt' entry"):
+        evaluator.process([{"video_id": "b"}], [{"scores": np.zeros(4)}])

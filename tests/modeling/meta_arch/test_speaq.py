@@ -1,0 +1,225 @@
+"""SpeaQ / IterativeSG meta-architecture: targets, losses with per-sample weights, inference, overfitting, configs."""
+
+import os
+
+import pytest
+import torch
+
+from sgg.config import get_cfg
+from sgg.data.catalog import MetadataCatalog
+from sgg.evaluation.scene_graph import evaluate_scene_graphs
+from sgg.modeling import build_model
+from sgg.modeling.backbone.small_cnn import SmallCNN
+from sgg.modeling.matchers.hungarian import IterativeHungarianMatcher
+from sgg.modeling.matchers.speaq import SpeaQMatcher
+from sgg.modeling.meta_arch.speaq import (
+    SpeaQ,
+    build_relation_targets,
+    relation_boxes_from_pairs,
+    triplet_inference,
+)
+from sgg.structures.boxes import box_cxcywh_to_xyxy
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs")
+COLOURS = torch.tensor([[220, 40, 40], [40, 200, 60], [50, 80, 230]], dtype=torch.uint8)
+
+
+def tiny_model(*, num_classes=3, num_predicates=4, queries=4, matcher=None, seed=0, hidden=32):
+    torch.manual_seed(seed)
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.OUT_CHANNELS = hidden
+    return SpeaQ(backbone=SmallCNN(cfg), matcher=matcher or IterativeHungarianMatcher(), num_classes=num_classes,
+                 num_predicates=num_predicates, num_queries=queries, hidden_dim=hidden, nheads=2,
+                 dim_feedforward=64, enc_layers=1, dec_layers=2, dropout=0.0, multiply_query=getattr(
+                     matcher, "query_group", torch.zeros(queries)).numel() // queries, topk=20)
+
+
+def scene(boxes, labels, relations, size=(64, 64), weight=1.0, image_id=0):
+    """A flat grey image with filled coloured rectangles: label -> colour."""
+    h, w = size
+    img = torch.full((3, h, w), 128, dtype=torch.uint8)
+    for (x1, y1, x2, y2), lab in zip(boxes, labels):
+        img[:, y1:y2, x1:x2] = COLOURS[lab % len(COLOURS)][:, None, None]
+    return {"image": img, "height": h, "width": w, "image_id": image_id, "gt_boxes": torch.tensor(boxes, dtype=torch.float32),
+            "gt_classes": torch.tensor(labels), "gt_relations": torch.tensor(relations).reshape(-1, 3),
+            "loss_weight": weight, "dataset_type": "real"}
+
+
+def test_relation_boxes_span_centres():
+    sub = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    obj = torch.tensor([[20.0, 4.0, 40.0, 8.0]])
+    assert relation_boxes_from_pairs(sub, obj).tolist() == [[5.0, 5.0, 30.0, 6.0]]
+    assert relation_boxes_from_pairs(obj, sub).tolist() == [[5.0, 5.0, 30.0, 6.0]]
+
+
+def test_build_relation_targets_normalises_and_validates():
+    x = scene([(0, 0, 32, 16), (32, 16, 64, 64)], [0, 2], [(0, 1, 3)], size=(64, 128))
+    t, = build_relation_targets([x], 3, 4, torch.device("cpu"))
+    assert t["sub_labels"].tolist() == [0] and t["obj_labels"].tolist() == [2] and t["rel_labels"].tolist() == [3]
+    assert torch.allclose(box_cxcywh_to_xyxy(t["sub_boxes"]), torch.tensor([[0, 0, 32 / 128, 16 / 64]]))
+    assert torch.allclose(box_cxcywh_to_xyxy(t["rel_boxes"]), torch.tensor([[16 / 128, 8 / 64, 48 / 128, 40 / 64]]))
+    bad = dict(x, gt_relations=torch.tensor([[0, 5, 1]]))
+    with pytest.raises(ValueError, match="index outside"):
+        build_relation_targets([bad], 3, 4, torch.device("cpu"))
+    with pytest.raises(ValueError, match="gt_classes"):
+        build_relation_targets([dict(x, gt_classes=torch.tensor([0, 7]))], 3, 4, torch.device("cpu"))
+    with pytest.raises(ValueError, match="NaN"):
+        build_relation_targets([dict(x, gt_boxes=torch.full((2, 4), float("nan")))], 3, 4, torch.device("cpu"))
+    with pytest.raises(ValueError, match="loss_weight"):
+        build_relation_targets([dict(x, loss_weight=float("nan"))], 3, 4, torch.device("cpu"))
+
+
+def _batch(w1=1.0, w2=1.0):
+    a = scene([(4, 4, 20, 20), (30, 30, 60, 50)], [0, 1], [(0, 1, 2)], weight=w1, image_id=1)
+    b = scene([(10, 40, 30, 60), (40, 5, 60, 25), (5, 5, 15, 15)], [2, 1, 0], [(0, 1, 0), (2, 0, 1)], weight=w2,
+              image_id=2)
+    return [a, b]
+
+
+def test_per_sample_weights_scale_every_term_linearly():
+    model = tiny_model()
+    model.train()
+    with torch.no_grad():
+        both = model(_batch(1.0, 1.0))
+        only_a = model(_batch(1.0, 0.0))
+        only_b = model(_batch(0.0, 1.0))
+        half_b = model(_batch(1.0, 0.5))
+    assert set(both) == set(only_a) and len(both) == 2 * 9  # 3 streams x (ce, bbox, giou) x 2 layers
+    for k in both:
+        assert torch.isfinite(both[k])
+        assert both[k].item() == pytest.approx(only_a[k].item() + only_b[k].item(), rel=1e-4, abs=1e-6)
+        assert half_b[k].item() == pytest.approx(only_a[k].item() + 0.5 * only_b[k].item(), rel=1e-4, abs=1e-6)
+        assert only_b[k].item() > 0  # image b contributes to every term (its unmatched queries included)
+
+
+def test_no_object_terms_of_an_image_without_relations_are_weighted():
+    model = tiny_model()
+    model.train()
+    empty = scene([(4, 4, 20, 20)], [0], [], image_id=3)
+    with torch.no_grad():
+        l1 = model([_batch()[0], dict(empty, loss_weight=1.0)])
+        l3 = model([_batch()[0], dict(empty, loss_weight=3.0)])
+        l0 = model([_batch()[0], dict(empty, loss_weight=0.0)])
+    for s in ("sub", "obj", "rel"):
+        k = f"loss_{s}_ce"
+        # Its queries are all no-object / no-relation: that CE is kept and scales with the image's weight.
+        assert l3[k].item() - l0[k].item() == pytest.approx(3 * (l1[k].item() - l0[k].item()), rel=1e-4)
+        assert l1[k].item() > l0[k].item()
+        assert l1[f"loss_{s}_bbox"].item() == pytest.approx(l0[f"loss_{s}_bbox"].item(), rel=1e-6)
+
+
+def test_losses_backpropagate_and_are_finite_without_any_relation():
+    model = tiny_model()
+    model.train()
+    losses = model([scene([(4, 4, 20, 20)], [0], [])])
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.relation_class.weight.grad.abs().sum() > 0
+
+
+def test_triplet_inference_snaps_duplicates_and_removes_repeated_triplets():
+    big = 10.0
+    # Query 0 and 1 both predict (class 0 at A) -> (class 1 at B) with predicate 2; query 2 predicts A -> C.
+    a, b, c = [0.25, 0.25, 0.2, 0.2], [0.75, 0.75, 0.2, 0.2], [0.25, 0.75, 0.2, 0.2]
+    a2 = [0.26, 0.25, 0.2, 0.2]  # a near-duplicate of A
+    out = {"sub_boxes": torch.tensor([a, a2, a]), "obj_boxes": torch.tensor([b, b, c]),
+           "sub_logits": torch.tensor([[big, 0, 0, 0], [big, 0, 0, 0], [big, 0, 0, 0]]),
+           "obj_logits": torch.tensor([[0, big, 0, 0], [0, big, 0, 0], [0, 0, big, 0]]),
+           "rel_logits": torch.tensor([[0, 0, 3.0, 0, 0], [0, 0, 2.0, 0, 0], [1.0, 0, 0, 0, 0]])}
+    pred = triplet_inference(out, (100, 200), nms_thresh=0.5, topk=10)
+    assert len(pred["boxes"]) == 3  # A (duplicates merged), B, C
+    assert pred["rel_pairs"].shape == (2, 2)  # the second A->B triplet is a duplicate
+    boxes = pred["boxes"][pred["rel_pairs"][0]]
+    assert torch.allclose(boxes[0], torch.tensor([30.0, 15.0, 70.0, 35.0]), atol=1.5)  # original pixels (w 200, h 100)
+    assert pred["labels"][pred["rel_pairs"][0]].tolist() == [0, 1]
+    assert pred["rel_scores"].shape == (2, 4) and pred["rel_scores"][0].argmax().item() == 2
+    s = pred["rel_scores"].max(1).values * pred["scores"][pred["rel_pairs"][:, 0]] * pred["scores"][pred["rel_pairs"][:, 1]]
+    assert torch.all(s[:-1] >= s[1:])  # sorted by p(pred) * s_sub * s_obj
+
+
+def test_overfits_one_image():
+    """One image, a few steps: its triplets must come back at the top of the ranking."""
+    torch.manual_seed(0)
+    x = scene([(4, 6, 24, 26), (36, 30, 60, 58), (40, 4, 58, 20)], [0, 1, 2], [(0, 1, 1), (2, 1, 3)])
+    model = tiny_model(queries=4, hidden=32)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(100):  # R@5 reaches 1.0 after ~60 steps
+        loss = sum(model([x]).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        pred, = model([x])
+    gt = {"boxes": x["gt_boxes"], "labels": x["gt_classes"], "relations": x["gt_relations"]}
+    metrics = evaluate_scene_graphs([gt], [pred], num_predicates=4, ks=(5,))
+    assert metrics["R@5"] == 1.0, (metrics, pred)
+    # Untrained, the same model recovers nothing: the recall above is learned.
+    untrained = tiny_model(queries=4, hidden=32).eval()
+    with torch.no_grad():
+        assert evaluate_scene_graphs([gt], [untrained([x])[0]], num_predicates=4, ks=(5,))["R@5"] == 0.0
+
+
+def _register_fake_vg(name, num_predicates=50):
+    from tests.modeling.matchers.test_speaq_matcher import VG_FREQ  # real VG150 counts
+
+    if name not in MetadataCatalog.list():
+        MetadataCatalog.get(name).set(predicate_frequencies=VG_FREQ[:num_predicates],
+                                      thing_classes=[f"c{i}" for i in range(150)],
+                                      predicate_classes=[f"p{i}" for i in range(num_predicates)])
+
+
+def test_full_size_config_builds_and_trains_one_step_on_cpu():
+    _register_fake_vg("speaq_test_vg_train")
+    _register_fake_vg("speaq_test_synthetic_train")
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(CONFIGS, "speaq_multi_dataset.yaml"))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "DATASETS.MULTI_DATASET.REAL_DATASETS", "('speaq_test_vg_train',)",
+                         "DATASETS.MULTI_DATASET.SYNTHETIC_DATASETS", "('speaq_test_synthetic_train',)"])
+    model = build_model(cfg)
+    assert isinstance(model.matcher, SpeaQMatcher)
+    assert model.rel_query.weight.shape == (600, 256) and model.sub_query.weight.shape == (300, 256)
+    assert torch.bincount(model.matcher.query_group).tolist() == [290, 116, 88, 106]
+    assert model.entity_class.out_features == 151 and model.relation_class.out_features == 51
+    assert model.backbone.out_channels == 2048 and len(model.decoder.sub_layers) == 6
+    assert len(model.encoder.layers) == 6
+    model.train()
+    # One 64x64 image keeps this CPU step short (the 3 x 6 decoder layers over 600 queries dominate).
+    batch = [scene([(4, 4, 30, 30), (32, 32, 60, 60), (10, 34, 28, 60)], [5, 149, 0], [(0, 1, 0), (2, 0, 49)],
+                   weight=0.5)]
+    losses = model(batch)
+    assert len(losses) == 9 * 6
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.box_head.layers[0].weight.grad is not None
+
+
+@pytest.mark.parametrize("name", ["Base-SpeaQ.yaml", "visual_genome.yaml", "synthetic_genome.yaml",
+                                  "speaq_multi_dataset.yaml", "iterative_sg.yaml", "quick/speaq_demo.yaml"])
+def test_configs_load(name):
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(CONFIGS, name))
+    d = cfg.MODEL.DETR
+    if name == "iterative_sg.yaml":
+        assert cfg.MODEL.META_ARCHITECTURE == "IterativeSG" and d.MULTIPLY_QUERY == 1 and not d.USE_GROUP_MASK
+        assert d.ONE2MANY_SCHEME == "none" and cfg.MODEL.MATCHER.NAME == "IterativeHungarianMatcher"
+    else:
+        assert (d.ONE2MANY_SCHEME, d.MULTIPLY_QUERY, d.MATCH_INDEPENDENT, d.USE_GROUP_MASK) == ("dynamic", 2, True, True)
+    if name == "speaq_multi_dataset.yaml":
+        assert cfg.SOLVER.BASE_LR == 1e-4 and cfg.SOLVER.IMS_PER_BATCH == 20 and cfg.SOLVER.MAX_ITER == 150000
+        assert cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE == 0.01 and cfg.SOLVER.AMP.ENABLED
+        assert cfg.SOLVER.BACKBONE_MULTIPLIER == 0.1 and d.NUM_GROUPS == 4 and cfg.DATASETS.MULTI_DATASET.ENABLED
+
+
+def test_speaq_keys_need_the_speaq_matcher():
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(CONFIGS, "iterative_sg.yaml"))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.DETR.USE_GROUP_MASK", "True", "DATASETS.TRAIN", "()"])
+    with pytest.raises(ValueError, match="SpeaQMatcher"):
+        build_model(cfg)
+    cfg.merge_from_list(["MODEL.DETR.USE_GROUP_MASK", "False", "TEST.RELATION.MODE", "predcls"])
+    with pytest.raises(ValueError, match="sgdet"):
+        build_model(cfg)

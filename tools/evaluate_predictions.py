@@ -1,0 +1,123 @@
+#!/usr/bin/env python
+"""Re-evaluate a saved scene-graph predictions file without rerunning the model.
+
+``tools/train_net.py --eval-only`` (with ``TEST.SAVE_PREDICTIONS True``) writes ``OUTPUT_DIR/inference/<dataset>/
+predictions.pth``; this tool evaluates it again with any metric options and prints the results table and the
+``copypaste:`` lines, and writes ``results.json`` (plus the per-predicate table and bar chart)::
+
+    python tools/evaluate_predictions.py --predictions output/inference/vg_test/predictions.pth
+    python tools/evaluate_predictions.py --predictions P.pth --iou-threshold 0.7 --ks 20 50 \\
+        --zeroshot-file datasets/vg/zeroshot_triplets.npy --output-dir output/reeval_iou07
+
+A hand-made file holding a list of raw per-image prediction dicts (``image_id``, ``boxes``, ``labels``, ``scores``,
+``rel_pairs``, ``rel_scores (P, num_predicates)``) is accepted too; then ``--dataset`` and ``--mode`` are required.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from typing import List, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+__all__ = ["build_parser", "main"]
+
+logger = logging.getLogger("sgg.tools.evaluate_predictions")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--predictions", required=True, help="a predictions.pth written by the evaluator")
+    parser.add_argument("--dataset", default=None,
+                        help="DatasetCatalog name whose GT is used (default: the one recorded in the file)")
+    parser.add_argument("--mode", default=None, choices=["predcls", "sgcls", "sgdet"],
+                        help="evaluation mode (default: the one recorded in the file)")
+    parser.add_argument("--ks", type=int, nargs="+", default=None,
+                        help="the K of every @K metric (default: those of the saved evaluation, else 20 50 100)")
+    parser.add_argument("--iou-threshold", type=float, default=0.5)
+    parser.add_argument("--zeroshot-file", default="", help="(T,3) [subject, object, predicate] triplets for zR@K")
+    parser.add_argument("--num-predicates", type=int, default=None,
+                        help="default: the dataset metadata's predicate_classes length")
+    parser.add_argument("--no-box-ap", action="store_true", help="skip pycocotools box AP")
+    parser.add_argument("--output-dir", default=None,
+                        help="where results.json and the per-predicate table go (default: <predictions dir>/reeval)")
+    return parser
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # strict JSON has no NaN
+    return value
+
+
+def _evaluate(args) -> dict:
+    import sgg.data  # noqa: F401  (registers the built-in datasets)
+    from sgg.evaluation.scene_graph import RANKED_FORMAT, SceneGraphEvaluator, load_predictions_file
+    from sgg.evaluation.testing import print_csv_format
+
+    data = load_predictions_file(args.predictions)
+    dataset = args.dataset or data.get("dataset")
+    if not dataset:
+        raise ValueError(f"'{args.predictions}' records no dataset name; pass --dataset NAME.")
+    ranked = data.get("format") == RANKED_FORMAT
+    mode = args.mode or data.get("mode")
+    if not mode:
+        raise ValueError(f"'{args.predictions}' records no mode; pass --mode predcls|sgcls|sgdet.")
+    if ranked and data.get("mode") and mode != data["mode"]:
+        raise ValueError(f"'{args.predictions}' was saved in {data['mode']} mode; it cannot be evaluated as {mode} "
+                         "(rerun inference with TEST.RELATION.MODE instead).")
+    ks = tuple(args.ks or data.get("ks") or (20, 50, 100))
+    output_dir = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(args.predictions)), "reeval")
+    evaluator = SceneGraphEvaluator(
+        dataset_name=dataset, output_dir=output_dir, mode=mode, ks=ks, iou_threshold=args.iou_threshold,
+        topk=max(ks), zeroshot_file=args.zeroshot_file, save_predictions=False, box_ap=not args.no_box_ap,
+        num_predicates=args.num_predicates, distributed=False,
+    )
+    for record in data["predictions"]:
+        if ranked:
+            evaluator.add_ranked_prediction(record["image_id"], record)
+        else:
+            evaluator.add_prediction(record["image_id"], record)
+    results = evaluator.evaluate()
+    text = print_csv_format(results)
+    print(text)
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, "results.json")
+    with open(path, "w") as f:
+        json.dump(_json_safe(results), f, indent=2)
+    print(f"Wrote {path}")
+    return results
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    sgg_logger = logging.getLogger("sgg")
+    handler = None
+    if not sgg_logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s] %(message)s", "%H:%M:%S"))
+        sgg_logger.addHandler(handler)
+        sgg_logger.setLevel(logging.INFO)
+    try:
+        _evaluate(args)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if handler is not None:
+            sgg_logger.removeHandler(handler)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

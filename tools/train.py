@@ -1,0 +1,328 @@
+#!/usr/bin/env python
+"""Seed-style training CLI: the single-dash flags of STTran / m3sgg (seed 000) translated into an sgg config.
+
+Every flag becomes a config key (``-print_config`` shows the result, docs/sttran.md has the table); the run then goes
+through exactly the code path of ``tools/train_net.py`` (its ``setup``/``main``/``cli``), so outputs, checkpoints,
+``--resume`` and evaluation are the same. Examples::
+
+    python tools/train.py -mode predcls -datasize large -data_path data/action_genome -model sttran
+    python tools/train.py -mode predcls -model sttran -data_path demo -epochs 12 -lr 1e-3 -save_path output/p
+    python tools/train.py -mode sgcls -model sttran -data_path demo -resume_from output/p/model_final.pth \\
+        -save_path output/s                      # progressive training: weights only, fresh optimizer
+    python tools/train.py -model frequency_baseline -mode predcls -data_path demo -save_path output/freq
+
+Epochs are converted to iterations (optimizer steps): ``MAX_ITER = ceil(epochs x videos / (batch_size x
+accumulate_grad_batches x num_gpus))`` with ``videos`` = the training set size after the loader's filters.
+``-data_path demo`` selects the procedural Action Genome twin (``demo_ag_*``) and the small demo configs.
+Trailing ``KEY VALUE`` pairs are passed on as config overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import math
+import os
+import sys
+from typing import Dict, List, Optional, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+logger = logging.getLogger("sgg")
+
+# Models sgg implements (flag value -> META_ARCHITECTURE) and the ones of the seed that it does not implement yet.
+MODELS = {"sttran": "STTran", "frequency_baseline": "VideoFrequencyBaseline"}
+UNBUILT_MODELS = {"tempura": "TEMPURA", "scenellm": "SceneLLM", "stket": "STKET", "dsg-detr": "DSG-DETR",
+                  "oed": "OED"}
+# Flags of the seed's docs that only configure models sgg does not implement yet.
+UNBUILT_FLAGS = {"num_mixtures": "TEMPURA", "uncertainty_threshold": "TEMPURA", "gmm_regularization": "TEMPURA",
+                 "llm_lr": "SceneLLM", "freeze_llm_epochs": "SceneLLM"}
+MODES = ("predcls", "sgcls", "sgdet")
+SCHEDULERS = {"step": "WarmupMultiStepLR", "cosine": "WarmupCosineLR", "plateau": "WarmupPlateau",
+              "constant": "Constant"}
+OPTIMIZERS = {"adamw": "AdamW", "adam": "AdamW", "sgd": "SGD"}  # adam = AdamW with weight decay 0
+PLATEAU_METRIC = "video_sgg/with/R@20"
+
+
+class SeedFlagError(ValueError):
+    """A seed-style flag that sgg cannot honour (unknown model, unbuilt model's flag, bad value)."""
+
+
+def _bool(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The seed's flags (single dash) plus STTran's own spellings (``-enc_layer``, ``-nepoch`` ...)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    a = p.add_argument
+    a("-mode", default="predcls", choices=MODES, help="predcls, sgcls or sgdet (TEST.RELATION.MODE)")
+    a("-model", default="sttran", help=f"one of {', '.join(MODELS)}")
+    a("-data_path", default="", help="Action Genome root (DATASETS.AG.ROOT); 'demo' = the procedural demo twin")
+    a("-datasize", default="large", choices=("small", "mini", "large"),
+      help="small/mini = STTran's first 80 000 person-box keys (DATASETS.AG.DATASIZE mini)")
+    a("-config", default="", help="base config file (default: configs/action_genome/sttran_<mode>.yaml, or the "
+                                  "quick demo config with -data_path demo)")
+    a("-lr", type=float, help="SOLVER.BASE_LR")
+    a("-batch_size", type=int, default=1, help="videos per step per process (SOLVER.IMS_PER_BATCH = batch_size x "
+                                               "accumulate_grad_batches x num_gpus)")
+    a("-epochs", "-nepoch", dest="epochs", type=float, help="epochs -> SOLVER.MAX_ITER (see the module docstring)")
+    a("-save_path", default="", help="OUTPUT_DIR")
+    a("-resume_from", "-ckpt", "-model_path", dest="resume_from", default="",
+      help="checkpoint whose weights initialise the model (MODEL.WEIGHTS; optimizer state is not restored)")
+    a("-resume", action="store_true", help="exact resume of -save_path's last checkpoint (train_net --resume)")
+    a("-eval_only", action="store_true", help="evaluate -resume_from on the test set and exit")
+    a("-use_amp", type=_bool, help="mixed precision (SOLVER.AMP.ENABLED; CUDA only)")
+    a("-opt_level", choices=("O0", "O1", "O2"), help="apex-style level: O0 = fp32, O1/O2 = AMP float16")
+    a("-accumulate_grad_batches", type=int, default=1, help="SOLVER.ACCUMULATE_GRAD_STEPS")
+    a("-spatial_layer", "-enc_layer", dest="spatial_layer", type=int, help="MODEL.STTRAN.ENC_LAYERS")
+    a("-temporal_layer", "-dec_layer", dest="temporal_layer", type=int, help="MODEL.STTRAN.DEC_LAYERS")
+    a("-hidden_dim", type=int, help="MODEL.STTRAN.VISUAL_DIM (relation dim = 3 x hidden_dim + 2 x EMBED_DIM)")
+    a("-num_heads", type=int, help="MODEL.STTRAN.NUM_HEADS")
+    a("-dropout", type=float, help="MODEL.STTRAN.DROPOUT")
+    a("-temporal_window", type=int, help="MODEL.STTRAN.TEMPORAL_WINDOW (frames per temporal-decoder window)")
+    a("-bce_loss", action="store_true", help="BCE instead of multi-label margin loss (MODEL.STTRAN.MULTI_LABEL_LOSS)")
+    a("-word_vectors", help="local GloVe text file (MODEL.STTRAN.WORD_VECTORS)")
+    a("-optimizer", choices=tuple(OPTIMIZERS), help="adamw / adam (= AdamW, weight decay 0) / sgd")
+    a("-weight_decay", type=float, help="SOLVER.WEIGHT_DECAY")
+    a("-clip_grad", type=float, help="gradient-norm clip (SOLVER.CLIP_GRADIENTS; 0 = off)")
+    a("-warmup_steps", type=int, help="SOLVER.WARMUP_ITERS")
+    a("-scheduler", choices=tuple(SCHEDULERS), help="step / cosine / plateau (on R@20 with constraint) / constant")
+    a("-save_freq", type=float, help="checkpoint every N epochs (SOLVER.CHECKPOINT_PERIOD)")
+    a("-eval_freq", type=float, help="evaluate every N epochs (TEST.EVAL_PERIOD)")
+    a("-seed", type=int, help="SEED")
+    a("-device", help="MODEL.DEVICE (cuda / cpu)")
+    a("-num_gpus", type=int, default=1, help="worker processes (train_net --num-gpus; CPU: gloo workers)")
+    a("-distributed", type=_bool, help="accepted for the seed's commands; use -num_gpus N or torchrun")
+    a("-print_config", action="store_true", help="print the translated train_net command and config, then exit")
+    for flag, model in UNBUILT_FLAGS.items():
+        a(f"-{flag}", help=f"{model} only (not implemented in sgg yet: fails)")
+    a("opts", nargs=argparse.REMAINDER, help="trailing KEY VALUE config overrides")
+    return p
+
+
+def base_config(args) -> str:
+    """The config file a run starts from."""
+    if args.config:
+        return args.config
+    if args.data_path == "demo":
+        name = "sttran_demo.yaml" if args.mode == "predcls" else f"sttran_{args.mode}_demo.yaml"
+        return os.path.join(ROOT, "configs", "quick", name)
+    return os.path.join(ROOT, "configs", "action_genome", f"sttran_{args.mode}.yaml")
+
+
+def check_flags(args) -> None:
+    """Refuse models and flags sgg does not implement, naming what exists."""
+    name = args.model.lower()
+    if name in UNBUILT_MODELS:
+        raise SeedFlagError(f"-model {args.model}: {UNBUILT_MODELS[name]} is not implemented in sgg yet. "
+                            f"Available models: {', '.join(MODELS)}.")
+    if name not in MODELS:
+        raise SeedFlagError(f"-model {args.model}: unknown model. Available models: {', '.join(MODELS)} "
+                            f"(planned: {', '.join(UNBUILT_MODELS)}).")
+    for flag, model in UNBUILT_FLAGS.items():
+        if getattr(args, flag) is not None:
+            raise SeedFlagError(f"-{flag} configures {model}, which is not implemented in sgg yet; it would be "
+                                f"ignored by -model {args.model}, so it is refused. Available models: "
+                                f"{', '.join(MODELS)}.")
+    for flag in ("batch_size", "accumulate_grad_batches", "num_gpus"):
+        if getattr(args, flag) < 1:
+            raise SeedFlagError(f"-{flag} must be >= 1, got {getattr(args, flag)}.")
+    if args.epochs is not None and args.epochs <= 0:
+        raise SeedFlagError(f"-epochs must be > 0, got {args.epochs}.")
+    if args.eval_only and not args.resume_from and name != "frequency_baseline":
+        raise SeedFlagError("-eval_only needs the checkpoint to evaluate: -resume_from PATH (or -ckpt PATH).")
+    if args.resume and args.resume_from:
+        raise SeedFlagError("-resume continues -save_path's own last checkpoint (model, optimizer, iteration); "
+                            "-resume_from loads weights only into a new run. Give one of them.")
+
+
+def static_overrides(args) -> List[Tuple[str, object]]:
+    """(config key, value) pairs that follow from the flags alone (not from the dataset size)."""
+    o: List[Tuple[str, object]] = [("TEST.RELATION.MODE", args.mode),
+                                   ("MODEL.META_ARCHITECTURE", MODELS[args.model.lower()])]
+    if args.data_path and args.data_path != "demo":
+        o += [("DATASETS.AG.ROOT", args.data_path), ("DATASETS.TRAIN", ("ag_train",)),
+              ("DATASETS.TEST", ("ag_test",))]
+    o.append(("DATASETS.AG.DATASIZE", "large" if args.datasize == "large" else "mini"))
+    o.append(("SOLVER.ACCUMULATE_GRAD_STEPS", args.accumulate_grad_batches))
+    o.append(("SOLVER.IMS_PER_BATCH", args.batch_size * args.accumulate_grad_batches * args.num_gpus))
+    simple = {"lr": "SOLVER.BASE_LR", "spatial_layer": "MODEL.STTRAN.ENC_LAYERS",
+              "temporal_layer": "MODEL.STTRAN.DEC_LAYERS", "hidden_dim": "MODEL.STTRAN.VISUAL_DIM",
+              "num_heads": "MODEL.STTRAN.NUM_HEADS", "dropout": "MODEL.STTRAN.DROPOUT",
+              "temporal_window": "MODEL.STTRAN.TEMPORAL_WINDOW", "word_vectors": "MODEL.STTRAN.WORD_VECTORS",
+              "weight_decay": "SOLVER.WEIGHT_DECAY", "warmup_steps": "SOLVER.WARMUP_ITERS", "seed": "SEED",
+              "device": "MODEL.DEVICE", "save_path": "OUTPUT_DIR", "resume_from": "MODEL.WEIGHTS"}
+    for flag, key in simple.items():
+        value = getattr(args, flag)
+        if value is not None and value != "":
+            o.append((key, value))
+    if args.bce_loss:
+        o.append(("MODEL.STTRAN.MULTI_LABEL_LOSS", "bce"))
+    amp = args.use_amp
+    if args.opt_level is not None:
+        amp = args.opt_level != "O0"
+    if amp is not None:
+        o.append(("SOLVER.AMP.ENABLED", bool(amp)))
+    if args.optimizer is not None:
+        o.append(("SOLVER.OPTIMIZER", OPTIMIZERS[args.optimizer]))
+        if args.optimizer == "adam" and args.weight_decay is None:
+            o.append(("SOLVER.WEIGHT_DECAY", 0.0))
+    if args.clip_grad is not None:
+        o.append(("SOLVER.CLIP_GRADIENTS.ENABLED", args.clip_grad > 0))
+        if args.clip_grad > 0:
+            o += [("SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "norm"), ("SOLVER.CLIP_GRADIENTS.CLIP_VALUE", args.clip_grad)]
+    if args.scheduler is not None:
+        o.append(("SOLVER.LR_SCHEDULER_NAME", SCHEDULERS[args.scheduler]))
+        if args.scheduler == "plateau":
+            o.append(("SOLVER.PLATEAU.METRIC", PLATEAU_METRIC))
+    return o
+
+
+def load_config(config_file: str, overrides: List[Tuple[str, object]], opts: List[str]):
+    """Defaults + file + (key, value) overrides + trailing KEY VALUE opts, unfrozen."""
+    from sgg.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list([x for kv in overrides for x in kv])
+    cfg.merge_from_list(opts)
+    return cfg
+
+
+def count_train_videos(cfg) -> int:
+    """Videos of ``DATASETS.TRAIN`` after the loader's filters (what one epoch iterates over)."""
+    import sgg.data  # noqa: F401  (registers the datasets)
+    from sgg.data.build import configure_datasets, get_dataset_dicts
+    from sgg.data.datasets.action_genome import configure_action_genome
+
+    configure_datasets(cfg)
+    configure_action_genome(cfg)
+    return len(get_dataset_dicts(cfg.DATASETS.TRAIN))
+
+
+def epoch_overrides(args, cfg, num_videos: int) -> List[Tuple[str, object]]:
+    """MAX_ITER / EVAL_PERIOD / CHECKPOINT_PERIOD / STEPS from the epoch flags and the dataset size."""
+    per_step = cfg.SOLVER.IMS_PER_BATCH
+    iters_per_epoch = max(math.ceil(num_videos / per_step), 1)
+    o: List[Tuple[str, object]] = []
+    max_iter = cfg.SOLVER.MAX_ITER
+    if args.epochs is not None:
+        max_iter = max(math.ceil(args.epochs * num_videos / per_step), 1)
+        o.append(("SOLVER.MAX_ITER", max_iter))
+        if args.eval_freq is None:  # STTran evaluates after every epoch
+            o.append(("TEST.EVAL_PERIOD", iters_per_epoch))
+        if args.save_freq is None:
+            o.append(("SOLVER.CHECKPOINT_PERIOD", iters_per_epoch))
+    if args.eval_freq is not None:
+        o.append(("TEST.EVAL_PERIOD", max(round(args.eval_freq * iters_per_epoch), 1)))
+    if args.save_freq is not None:
+        o.append(("SOLVER.CHECKPOINT_PERIOD", max(round(args.save_freq * iters_per_epoch), 1)))
+    if cfg.SOLVER.LR_SCHEDULER_NAME == "WarmupMultiStepLR" and args.scheduler == "step":
+        o.append(("SOLVER.STEPS", (max(int(0.7 * max_iter), 1),)))
+    return o
+
+
+def translate(argv: Optional[List[str]] = None) -> Dict[str, object]:
+    """Parse seed-style ``argv`` -> ``{"args", "config_file", "overrides", "train_net_argv", "num_videos"}``."""
+    args = build_parser().parse_args(argv)
+    check_flags(args)
+    config_file = base_config(args)
+    overrides = static_overrides(args)
+    opts = list(args.opts or [])
+    if opts and opts[0] == "--":
+        opts = opts[1:]
+    cfg = load_config(config_file, overrides, opts)
+    num_videos = None
+    if args.epochs is not None or args.eval_freq is not None or args.save_freq is not None:
+        num_videos = count_train_videos(cfg)
+        if num_videos == 0:
+            raise SeedFlagError(f"The training set {cfg.DATASETS.TRAIN} is empty after the loader's filters; "
+                                "check -data_path / -datasize.")
+        overrides += epoch_overrides(args, cfg, num_videos)
+    flat = [str(x) if not isinstance(x, (tuple, list)) else repr(tuple(x)) for kv in overrides for x in kv]
+    train_net_argv = ["--config-file", config_file, "--num-gpus", str(args.num_gpus)]
+    if args.resume:
+        train_net_argv.append("--resume")
+    if args.eval_only:
+        train_net_argv.append("--eval-only")
+    train_net_argv += flat + opts
+    return {"args": args, "config_file": config_file, "overrides": overrides, "opts": opts,
+            "train_net_argv": train_net_argv, "num_videos": num_videos}
+
+
+def _train_net():
+    """``tools/train_net.py`` as a module (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("sgg_tools_train_net", os.path.join(ROOT, "tools", "train_net.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("sgg_tools_train_net", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def evaluate_untrained(args) -> dict:
+    """Worker for models with nothing to train (the frequency baseline): train_net's setup, build, test."""
+    from sgg.engine import DefaultTrainer
+    from sgg.evaluation import verify_results
+    from sgg.utils import comm
+
+    train_net = _train_net()
+    cfg = train_net.setup(args)
+    model = DefaultTrainer.build_model(cfg)
+    if cfg.MODEL.WEIGHTS:
+        from sgg.checkpoint import DetectionCheckpointer
+
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
+    model.eval()
+    results = DefaultTrainer.test(cfg, model)
+    if comm.is_main_process() and not verify_results(cfg, results):
+        raise train_net.ExpectedResultsNotMet(1)
+    return results
+
+
+def cli(argv: Optional[List[str]] = None) -> int:
+    """Translate, print the equivalent train_net command, run it; returns the exit code."""
+    try:
+        plan = translate(argv)
+    except (SeedFlagError, ValueError, FileNotFoundError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    args = plan["args"]
+    command = "python tools/train_net.py " + " ".join(_quote(x) for x in plan["train_net_argv"])
+    print(f"tools/train.py -> {command}", flush=True)
+    if plan["num_videos"] is not None:
+        print(f"tools/train.py: {plan['num_videos']} training videos per epoch", flush=True)
+    if args.print_config:
+        cfg = load_config(plan["config_file"], plan["overrides"], plan["opts"])
+        print(cfg.dump())
+        return 0
+    train_net = _train_net()
+    if args.model.lower() == "frequency_baseline":
+        tn_args = train_net.default_argument_parser().parse_args(plan["train_net_argv"])
+        try:
+            train_net.launch(evaluate_untrained, tn_args.num_gpus, num_machines=1, machine_rank=0,
+                             dist_url=tn_args.dist_url, args=(tn_args,))
+        except train_net.ExpectedResultsNotMet:
+            print("error: evaluation results do not meet TEST.EXPECTED_RESULTS", file=sys.stderr)
+            return 1
+        except train_net.USER_ERRORS as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    return train_net.cli(plan["train_net_argv"])
+
+
+def _quote(text: str) -> str:
+    return f"'{text}'" if any(c in text for c in " ()[],'\"") else text
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
