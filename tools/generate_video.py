@@ -104,7 +104,7 @@ def write_outputs(video_uint8: torch.Tensor, output: str, fps: float, prompt: st
     sheet = os.path.splitext(output)[0] + "_contact_sheet.png"
     frames = list(video_uint8)
     captions = [f"t={i}" for i in range(len(frames))]
-    captions[0] = f"{prompt[:30]} t=0"
+    captions[0] = prompt if len(prompt) <= 20 else prompt[:19] + "~"  # a 128 px cell holds ~20 characters
     save_contact_sheet(sheet, frames, captions, columns=min(8, len(frames)))
     return output, sheet
 

@@ -24,6 +24,7 @@ import importlib.util
 import logging
 import math
 import os
+import shlex
 import sys
 from typing import Dict, List, Optional, Tuple
 
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("-seed", type=int, help="SEED")
     a("-device", help="MODEL.DEVICE (cuda / cpu)")
     a("-num_gpus", type=int, default=1, help="worker processes (train_net --num-gpus; CPU: gloo workers)")
-    a("-distributed", type=_bool, help="accepted for the seed's commands; use -num_gpus N or torchrun")
+    a("-distributed", type=_bool, help="the seed's switch: needs -num_gpus N > 1 or a torchrun launch")
     a("-print_config", action="store_true", help="print the translated train_net command and config, then exit")
     for flag, model in UNBUILT_FLAGS.items():
         a(f"-{flag}", help=f"{model} only (not implemented in sgg yet: fails)")
@@ -138,6 +139,9 @@ def check_flags(args) -> None:
             raise SeedFlagError(f"-{flag} must be >= 1, got {getattr(args, flag)}.")
     if args.epochs is not None and args.epochs <= 0:
         raise SeedFlagError(f"-epochs must be > 0, got {args.epochs}.")
+    if args.distributed and args.num_gpus == 1 and "WORLD_SIZE" not in os.environ:
+        raise SeedFlagError("-distributed True: give -num_gpus N (N worker processes; CPU: gloo) or start the command "
+                            "with torchrun, which sgg joins automatically.")
     if args.eval_only and not args.resume_from and name != "frequency_baseline":
         raise SeedFlagError("-eval_only needs the checkpoint to evaluate: -resume_from PATH (or -ckpt PATH).")
     if args.resume and args.resume_from:
@@ -248,7 +252,7 @@ def translate(argv: Optional[List[str]] = None) -> Dict[str, object]:
             raise SeedFlagError(f"The training set {cfg.DATASETS.TRAIN} is empty after the loader's filters; "
                                 "check -data_path / -datasize.")
         overrides += epoch_overrides(args, cfg, num_videos)
-    flat = [str(x) if not isinstance(x, (tuple, list)) else repr(tuple(x)) for kv in overrides for x in kv]
+    flat = [_format_value(x) for kv in overrides for x in kv]
     train_net_argv = ["--config-file", config_file, "--num-gpus", str(args.num_gpus)]
     if args.resume:
         train_net_argv.append("--resume")
@@ -320,8 +324,16 @@ def cli(argv: Optional[List[str]] = None) -> int:
     return train_net.cli(plan["train_net_argv"])
 
 
+def _format_value(value) -> str:
+    """A config value as train_net's KEY VALUE text (tuples in Python syntax with double-quoted strings)."""
+    if isinstance(value, (tuple, list)):
+        items = [f'"{v}"' if isinstance(v, str) else str(v) for v in value]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    return str(value)
+
+
 def _quote(text: str) -> str:
-    return f"'{text}'" if any(c in text for c in " ()[],'\"") else text
+    return shlex.quote(text)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sgg.checkpoint import CheckpointError, DetectionCheckpointer  # noqa: E402
 from sgg.config import ConfigError, get_cfg, import_user_modules  # noqa: E402
+from sgg.data.catalog import DatasetCatalog  # noqa: E402
 from sgg.engine import (  # noqa: E402
     DefaultTrainer,
     NonFiniteLossError,
@@ -54,6 +55,7 @@ def setup(args):
     cfg.merge_from_list(args.opts or [])
     cfg.freeze()
     import_user_modules(cfg)
+    DatasetCatalog.configure(cfg)  # dataset options (DATASETS.VG.*, DATASETS.AG.*) before anything reads a dataset
     default_setup(cfg, args)
     return cfg
 
@@ -62,7 +64,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = DefaultTrainer.build_model(cfg)
-        if not cfg.MODEL.WEIGHTS:
+        if not cfg.MODEL.WEIGHTS and any(True for _ in model.parameters()):
             raise ConfigError("--eval-only needs MODEL.WEIGHTS (a checkpoint path), e.g. MODEL.WEIGHTS "
                               f"{os.path.join(cfg.OUTPUT_DIR, 'model_final.pth')}")
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)

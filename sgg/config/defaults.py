@@ -320,7 +320,7 @@ _C.MODEL.DETR.ONE2MANY_K = 4  # static: copies; dynamic: top-k qualities summed
 _C.MODEL.DETR.ONE2MANY_QUALITY = "max"  # dynamic quality of a query: max / min / am / gm of (IoU_sub, IoU_obj)
 _C.MODEL.DETR.NMS_THRESH = 0.5  # inference: class-wise NMS IoU over the 2Q entity boxes (duplicates are snapped)
 
-# ---------------------------------------------------------------------------- STTran + SGDet detector (issue 5, seed 000)
+# ------------------------------------------------------------------------ STTran + SGDet detector (issue 5, seed 000)
 # sgg/modeling/meta_arch/sttran.py, docs/sttran.md. Mode = TEST.RELATION.MODE (predcls / sgcls / sgdet).
 _C.MODEL.STTRAN = CN()
 _C.MODEL.STTRAN.NUM_CLASSES = 36  # object classes incl. the person (= 0), Action Genome

@@ -206,10 +206,8 @@ def multi_dataset_sampler_name(cfg) -> str:
 
 
 def configure_datasets(cfg) -> None:
-    """Apply dataset options from the config (``DATASETS.VG.*`` roots and filters) to the registered datasets."""
-    from .datasets.visual_genome import configure_vg_datasets
-
-    configure_vg_datasets(cfg)
+    """Apply dataset options from the config (``DATASETS.VG.*`` roots and filters ...) to the registered datasets."""
+    DatasetCatalog.configure(cfg)
 
 
 def build_train_loader(cfg, *, seed: int, start_batch: int = 0, mapper=None) -> TrainLoader:

@@ -14,7 +14,28 @@ logger = logging.getLogger(__name__)
 
 
 class _DatasetCatalog(UserDict):
-    """Global registry of datasets: ``register(name, func)`` where ``func()`` returns the dataset dicts."""
+    """Global registry of datasets: ``register(name, func)`` where ``func()`` returns the dataset dicts.
+
+    Catalog functions take no arguments, so dataset options that live in the config (``DATASETS.VG.*``,
+    ``DATASETS.AG.*`` ...) reach them through *configurators*: ``register_configurator(fn)`` with ``fn(cfg)``
+    storing the options its loader reads. ``configure(cfg)`` runs them all; the engine calls it in every worker
+    before datasets are read (``tools/train_net.py`` setup, ``build_train_loader``, ``build_test_loader``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._configurators: List[Callable] = []
+
+    def register_configurator(self, fn: Callable) -> Callable:
+        """Add ``fn(cfg)`` to the functions run by :meth:`configure`; returns ``fn`` (usable as a decorator)."""
+        if fn not in self._configurators:
+            self._configurators.append(fn)
+        return fn
+
+    def configure(self, cfg) -> None:
+        """Apply ``cfg``'s dataset options to every registered loader."""
+        for fn in self._configurators:
+            fn(cfg)
 
     def register(self, name: str, func: Callable[[], List[dict]]) -> None:
         """Register ``func`` (no arguments, returns ``list[dict]``) under ``name``."""

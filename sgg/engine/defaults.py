@@ -276,6 +276,7 @@ class DefaultTrainer(TrainerBase):
                 out.append(hooks.PlateauLR(self.scheduler, cfg.SOLVER.PLATEAU.METRIC))
         out.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD,
                                               before_save=self._gather_rng_states))
+        out.extend(self.build_model_hooks(cfg, self._raw_model))
         # Writers run on every rank (metrics are reduced collectively) but only rank 0 writes files.
         if comm.is_main_process():
             out.append(hooks.PeriodicWriter(default_writers(cfg.OUTPUT_DIR, self.max_iter), period=cfg.LOG_PERIOD))
@@ -311,6 +312,13 @@ class DefaultTrainer(TrainerBase):
     def build_evaluator(cls, cfg, dataset_name: str, output_folder: Optional[str] = None) -> DatasetEvaluator:
         folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return build_evaluator(cfg, dataset_name, folder)
+
+    @classmethod
+    def build_model_hooks(cls, cfg, model: torch.nn.Module) -> List[hooks.HookBase]:
+        """Hooks a model asks for through ``model.training_hooks(cfg)`` (e.g. the text-to-video model's diffusers
+        export); they run after the checkpointer."""
+        fn = getattr(model, "training_hooks", None)
+        return list(fn(cfg)) if callable(fn) else []
 
     @classmethod
     def build_ema_hook(cls, cfg) -> Optional[hooks.HookBase]:

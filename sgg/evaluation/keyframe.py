@@ -35,7 +35,6 @@ from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from scipy import stats
 
 from sgg.config import configurable
 from sgg.data.catalog import MetadataCatalog
@@ -159,6 +158,8 @@ def rank_correlations(frame_scores: np.ndarray, reference_scores: np.ndarray) ->
 
     ``reference_scores`` is ``(n_annotators, n_frames)`` (or one row); both are cut to the shorter length.
     """
+    from scipy import stats  # imported here: scipy.stats costs seconds, and every `import sgg.evaluation` loads us
+
     reference_scores = np.atleast_2d(np.asarray(reference_scores, dtype=np.float64))
     pred = np.asarray(frame_scores, dtype=np.float64).reshape(-1)
     length = min(len(pred), reference_scores.shape[1])

@@ -138,6 +138,9 @@ def _as_prediction(pred: Mapping, num_predicates: int, where: str) -> Dict[str, 
         raise ValueError(f"{where}: predicted 'labels' must be 0-based class indices; got {labels.min()}.")
     if not np.all(np.isfinite(scores)):
         raise ValueError(f"{where}: object 'scores' contains NaN or inf.")
+    if scores.size and scores.min() < 0:
+        # triplet scores are products of probabilities; the no-graph-constraint pruning relies on it too
+        raise ValueError(f"{where}: object 'scores' must be probabilities (>= 0); got {scores.min()}.")
     return {"boxes": boxes, "labels": labels, "scores": scores, "rel_pairs": pairs, "rel_scores": rel_scores}
 
 
@@ -171,15 +174,20 @@ def _no_graph_constraint_top(pair_mult: np.ndarray, best: np.ndarray, rel_scores
     combinations never beat its best one), which bounds the work by ~k pairs.
     """
     num_pairs, num_predicates = rel_scores.shape
-    pair_best = pair_mult * best
     if k >= num_pairs:
-        candidates = np.arange(num_pairs)
+        candidates = np.argsort(-triplet, kind="stable")  # every pair, in graph-constrained order
+        combos = (pair_mult[candidates, None] * rel_scores[candidates]).ravel()
+        top = _top_k_desc(combos, k)
     else:
+        pair_best = pair_mult * best  # == each pair's best combination, bit for bit
         kth = np.partition(pair_best, num_pairs - k)[num_pairs - k]
         candidates = np.flatnonzero(pair_best >= kth)
-    candidates = candidates[np.argsort(-triplet[candidates], kind="stable")]
-    combos = (pair_mult[candidates, None] * rel_scores[candidates]).ravel()
-    top = _top_k_desc(combos, k)
+        candidates = candidates[np.argsort(-triplet[candidates], kind="stable")]
+        combos = (pair_mult[candidates, None] * rel_scores[candidates]).ravel()
+        # >= k combinations (the candidates' bests) reach kth, so the top k are among those >= kth; a stable sort of
+        # these few (ascending flat index) gives the exact order
+        kept = np.flatnonzero(combos >= kth)
+        top = kept[np.argsort(-combos[kept], kind="stable")[:k]]
     return candidates[top // num_predicates], top % num_predicates, combos[top]
 
 

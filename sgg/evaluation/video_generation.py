@@ -235,7 +235,8 @@ class VideoGenerationEvaluator(DatasetEvaluator):
         stem = os.path.join(folder, f"{self._saved:02d}_{inp.get('video_id', self._saved)}")
         save_video_gif(stem + ".gif", fake, self.fps)
         frames = list(fake)
-        captions = [inp["caption"][:40]] + [""] * (len(frames) - 1)
+        caption = inp["caption"]
+        captions = [caption if len(caption) <= 20 else caption[:19] + "~"] + [f"t={i}" for i in range(1, len(frames))]
         save_contact_sheet(stem + ".png", frames, captions, columns=min(8, len(frames)))
         self._saved += 1
 

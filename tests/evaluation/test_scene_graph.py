@@ -265,6 +265,10 @@ def test_bad_inputs_raise_clear_errors():
         ev([g], [pred([[0, 1]], [[np.nan, 0, 0]])])
     with pytest.raises(ValueError, match="object 'scores' contains NaN or inf"):
         ev([g], [pred([[0, 1]], [[1, 0, 0]], scores=[1, np.inf, 1])])
+    with pytest.raises(ValueError, match=r"object 'scores' must be probabilities \(>= 0\); got -0.5"):
+        ev([g], [pred([[0, 1]], [[1, 0, 0]], scores=[1, -0.5, 1])])
+    with pytest.raises(ValueError, match="predicted 'labels' must be 0-based class indices; got -1"):
+        ev([g], [pred([[0, 1]], [[1, 0, 0]], labels=(0, -1, 2))])
     with pytest.raises(ValueError, match="GT 'labels' and relation predicates must be 0-based"):
         ev([gt([[0, 1, -1]])], [pred([[0, 1]], [[1, 0, 0]])])
     with pytest.raises(ValueError, match="in sgcls the prediction must hold the GT boxes"):

@@ -76,6 +76,7 @@ def test_epochs_become_iterations_from_the_dataset_size():
     (["-model", "sttran", "-freeze_llm_epochs", "10"], "-freeze_llm_epochs configures SceneLLM"),
     (["-batch_size", "0"], "-batch_size must be >= 1"),
     (["-eval_only"], "-eval_only needs the checkpoint"),
+    (["-distributed", "True"], "-num_gpus N"),
 ])
 def test_unsupported_models_and_flags_fail_naming_what_exists(argv, message, capsys):
     assert train.cli(argv) == 2

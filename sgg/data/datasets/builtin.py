@@ -6,6 +6,8 @@ this module calls them. Registration is cheap: files are only read when ``Datase
 
 import os
 
+from ..catalog import DatasetCatalog
+
 __all__ = ["datasets_root"]
 
 
@@ -33,6 +35,7 @@ register_all_tvsum(datasets_root)
 
 
 # Action Genome (issue 5, video SGG): ag_{train,test}, demo_ag_{train,test} (sgg/data/datasets/action_genome.py)
-from .action_genome import register_action_genome  # noqa: E402
+from .action_genome import configure_action_genome, register_action_genome  # noqa: E402
 
 register_action_genome()
+DatasetCatalog.register_configurator(configure_action_genome)

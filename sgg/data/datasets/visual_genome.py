@@ -622,6 +622,9 @@ def register_all_vg(datasets_root: Callable[[], str]) -> None:
     from sgg.data import dataset_mapper  # noqa: F401  (registers SceneGraphMapper, the mapper named in the metadata)
     from sgg.data.demo import visual_genome_demo as demo
 
+    # DATASETS.VG.* / DATASETS.SYNTHETIC_GENOME.ROOT reach the loaders through the catalog's configurators.
+    DatasetCatalog.register_configurator(configure_vg_datasets)
+
     def vg_root() -> str:
         return str(_OPTIONS["vg_root"]) or os.path.join(datasets_root(), "vg")
 

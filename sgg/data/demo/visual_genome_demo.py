@@ -38,6 +38,7 @@ from sgg.data.datasets.visual_genome import (
 __all__ = [
     "DEMO_CLASSES", "DEMO_PREDICATES", "DEMO_ATTRIBUTES", "DEMO_SPECS", "geometric_predicate", "encode_vg_boxes",
     "generate_demo_dataset", "write_vg_files", "demo_root", "ensure_demo_dataset", "demo_num_val_images",
+    "sample_scene", "render_image",
 ]
 
 logger = logging.getLogger(__name__)

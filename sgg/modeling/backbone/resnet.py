@@ -21,12 +21,13 @@ _DEPTHS = {50: torchvision.models.resnet50, 101: torchvision.models.resnet101}
 
 @BACKBONE_REGISTRY.register()
 class ResNet(nn.Module):
-    """ResNet-``MODEL.BACKBONE.DEPTH`` (50 or 101) returning the last stage (C5): ``(B, 3, H, W) -> (B, 2048, H/32, W/32)``.
+    """ResNet-``MODEL.BACKBONE.DEPTH`` (50 or 101) returning the last stage (C5):
+    ``(B, 3, H, W) -> (B, 2048, H/32, W/32)``.
 
     Every BatchNorm is a :class:`torchvision.ops.FrozenBatchNorm2d` (batch statistics of a few images per GPU are
     useless). ``MODEL.BACKBONE.FREEZE_AT`` = k freezes the stem (k >= 1) and the first k-1 residual stages (detectron2's
-    convention; DETR trains everything but the stem and res2, i.e. k = 2). ``MODEL.BACKBONE.WEIGHTS``: a local torchvision
-    state dict (e.g. ``resnet101-63fe2227.pth``); nothing is ever downloaded.
+    convention; DETR trains everything but the stem and res2, i.e. k = 2). ``MODEL.BACKBONE.WEIGHTS``: a local
+    torchvision state dict (e.g. ``resnet101-63fe2227.pth``); nothing is ever downloaded.
     """
 
     def __init__(self, cfg):
@@ -47,7 +48,8 @@ class ResNet(nn.Module):
     @staticmethod
     def _load(net: nn.Module, path: str) -> None:
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"MODEL.BACKBONE.WEIGHTS='{path}' does not exist (weights load from local files only).")
+            raise FileNotFoundError(f"MODEL.BACKBONE.WEIGHTS='{path}' does not exist (weights load from local files "
+                                    f"only).")
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("model", state) if isinstance(state, dict) else state
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the classifier is not part of C5

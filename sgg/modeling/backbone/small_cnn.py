@@ -11,6 +11,9 @@ from ..build import BACKBONE_REGISTRY
 
 __all__ = ["SmallCNN"]
 
+# Pixel coordinates are fed as two extra input channels, divided by this (so ~[0, 1] on demo-sized images).
+COORD_SCALE = 256.0
+
 
 def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
@@ -22,7 +25,10 @@ class SmallCNN(nn.Module):
     """Four stride-2 conv stages (3x3 conv + GroupNorm + ReLU, an extra stride-1 conv in the last two):
     ``(B, 3, H, W) -> (B, MODEL.BACKBONE.OUT_CHANNELS, H/16, W/16)``.
 
-    GroupNorm rather than BatchNorm so that results do not depend on the per-worker batch size.
+    The input gets two CoordConv channels (x and y in pixels / 256). Why: a DETR decoder reads box positions out of
+    the memory *values*, which carry no position embedding; a pretrained ResNet's large receptive fields learn that
+    slowly, and a from-scratch demo model would otherwise spend its whole CPU budget predicting the same boxes for
+    every image. GroupNorm rather than BatchNorm so that results do not depend on the per-worker batch size.
     """
 
     def __init__(self, cfg):
@@ -31,7 +37,7 @@ class SmallCNN(nn.Module):
         if out < 8:
             raise ValueError(f"MODEL.BACKBONE.OUT_CHANNELS must be >= 8 for SmallCNN, got {out}.")
         widths = [max(out // 4, 8), max(out // 2, 8), out, out]
-        layers, cin = [], 3
+        layers, cin = [], 5
         for i, w in enumerate(widths):
             layers.append(_block(cin, w, 2))
             if i >= 2:
@@ -42,4 +48,8 @@ class SmallCNN(nn.Module):
         self.stride = 16
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.body(images)
+        b, _, h, w = images.shape
+        ys = torch.arange(h, device=images.device, dtype=images.dtype) / COORD_SCALE
+        xs = torch.arange(w, device=images.device, dtype=images.dtype) / COORD_SCALE
+        coords = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=0)  # (2, H, W): x, y
+        return self.body(torch.cat([images, coords[None].expand(b, -1, -1, -1)], dim=1))

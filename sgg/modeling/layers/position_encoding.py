@@ -14,9 +14,10 @@ __all__ = ["PositionEmbeddingSine"]
 class PositionEmbeddingSine(nn.Module):
     """Sine/cosine encoding of (y, x) positions that ignores padded pixels.
 
-    ``forward(mask)`` takes a bool padding mask ``(B, H, W)`` (True = padding) and returns ``(B, 2 * num_pos_feats, H, W)``:
-    the first half encodes y, the second half x. With ``normalize`` the cumulative positions are rescaled to
-    ``[0, scale]`` per image, so images of different sizes in one padded batch get comparable codes.
+    ``forward(mask)`` takes a bool padding mask ``(B, H, W)`` (True = padding) and returns
+    ``(B, 2 * num_pos_feats, H, W)``: the first half encodes y, the second half x. With ``normalize`` the cumulative
+    positions are rescaled to ``[0, scale]`` per image, so images of different sizes in one padded batch get
+    comparable codes.
     """
 
     def __init__(self, num_pos_feats: int = 128, temperature: float = 10000.0, normalize: bool = True,

@@ -19,7 +19,7 @@ Nothing about Visual Genome is hard-coded: the frequencies come from the dataset
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch

@@ -326,7 +326,8 @@ class SpeaQ(nn.Module):
 
     # -------------------------------------------------------------- network
     def preprocess(self, batched_inputs: Sequence[dict]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Normalise and zero-pad the images -> ``(B, 3, H, W)`` float and the padding mask ``(B, H, W)`` (True = pad)."""
+        """Normalise and zero-pad the images -> ``(B, 3, H, W)`` float and the padding mask ``(B, H, W)``
+        (True = padding)."""
         images = [x["image"].to(self.device, torch.float32) for x in batched_inputs]
         hmax = max(i.shape[-2] for i in images)
         wmax = max(i.shape[-1] for i in images)

@@ -424,6 +424,7 @@ class STTran(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """The device the model's parameters live on."""
         return self.pixel_mean.device
 
     def train(self, mode: bool = True):
@@ -585,8 +586,10 @@ class STTran(nn.Module):
             best = torch.full((num_frames,), -1.0, device=probs.device).scatter_reduce(
                 0, frame_idx, p_person, reduce="amax")
             candidates = torch.nonzero(p_person == best[frame_idx]).squeeze(1)
-            # Several boxes may tie; keep the first of each frame.
-            person[frame_idx[candidates.flip(0)]] = candidates.flip(0)
+            # Several boxes may tie; keep the first of each frame (frames without boxes stay -1).
+            first = torch.full((num_frames,), len(probs), dtype=torch.long, device=probs.device).scatter_reduce(
+                0, frame_idx[candidates], candidates, reduce="amin")
+            person = torch.where(first < len(probs), first, person)
         is_person = torch.zeros(len(probs), dtype=torch.bool, device=probs.device)
         has = person >= 0
         is_person[person[has]] = True

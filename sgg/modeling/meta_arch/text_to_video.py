@@ -164,8 +164,9 @@ def _missing_parts_message(folder: str, missing: Sequence[str]) -> str:
         f"MODEL.T2V.PRETRAINED_DIR '{folder}' is not a complete diffusers text-to-video folder: missing "
         f"{', '.join(repr(m) for m in missing)}. Expected {', '.join(PIPELINE_SUBFOLDERS)} subfolders (as written by "
         "`pipe.save_pretrained(dir)`, or `huggingface-cli download ali-vilab/text-to-video-ms-1.7b --local-dir dir` "
-        "on a machine with internet). sgg never downloads weights; set the key to a local folder or to '' to train "
-        "from scratch."
+        "on a machine with internet; for configs/quick/t2v_demo.yaml: `python -m sgg.data.demo.ssv2_demo "
+        "--base-pipeline DIR`). sgg never downloads weights; set the key to a local folder or to '' to train from "
+        "scratch."
     )
 
 
@@ -476,6 +477,16 @@ class TextToVideoDiffusion(nn.Module):
 
         return TextToVideoSDPipeline(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
                                      unet=self.unet, scheduler=make_sampling_scheduler(self.sampling_config))
+
+    @staticmethod
+    def training_hooks(cfg) -> list:
+        """Extra engine hooks: with ``MODEL.T2V.EXPORT_DIFFUSERS``, also write ``OUTPUT_DIR/diffusers/`` (EMA UNet
+        weights when ``MODEL.EMA`` is on) at every checkpoint and at the end, loadable by a plain diffusers pipeline."""
+        if not cfg.MODEL.T2V.EXPORT_DIFFUSERS:
+            return []
+        from sgg.engine.ema import DiffusersExportHook
+
+        return [DiffusersExportHook(cfg)]
 
     def save_pretrained(self, save_directory: str, *, unet_state_dict: Optional[Dict[str, torch.Tensor]] = None) -> str:
         """Write a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).

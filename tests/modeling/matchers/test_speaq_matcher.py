@@ -92,7 +92,8 @@ def _outputs_and_target():
     q = 4
     gt_sub = torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]])
     gt_obj = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.2, 0.8, 0.2, 0.2]])
-    target = {"sub_labels": torch.tensor([0, 1]), "obj_labels": torch.tensor([1, 2]), "rel_labels": torch.tensor([2, 0]),
+    target = {"sub_labels": torch.tensor([0, 1]), "obj_labels": torch.tensor([1, 2]),
+              "rel_labels": torch.tensor([2, 0]),
               "sub_boxes": gt_sub, "obj_boxes": gt_obj, "rel_boxes": torch.tensor([[0.4, 0.4, 0.2, 0.2]] * 2)}
     out = {"sub_logits": torch.zeros(1, q, 4), "obj_logits": torch.zeros(1, q, 4), "rel_logits": torch.zeros(1, q, 4),
            "sub_boxes": torch.tensor([[[0.7, 0.7, 0.2, 0.2], [0.3, 0.3, 0.2, 0.2], [0.3, 0.3, 0.2, 0.2],

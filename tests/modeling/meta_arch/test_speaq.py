@@ -40,7 +40,8 @@ def scene(boxes, labels, relations, size=(64, 64), weight=1.0, image_id=0):
     img = torch.full((3, h, w), 128, dtype=torch.uint8)
     for (x1, y1, x2, y2), lab in zip(boxes, labels):
         img[:, y1:y2, x1:x2] = COLOURS[lab % len(COLOURS)][:, None, None]
-    return {"image": img, "height": h, "width": w, "image_id": image_id, "gt_boxes": torch.tensor(boxes, dtype=torch.float32),
+    return {"image": img, "height": h, "width": w, "image_id": image_id,
+            "gt_boxes": torch.tensor(boxes, dtype=torch.float32),
             "gt_classes": torch.tensor(labels), "gt_relations": torch.tensor(relations).reshape(-1, 3),
             "loss_weight": weight, "dataset_type": "real"}
 
@@ -134,7 +135,8 @@ def test_triplet_inference_snaps_duplicates_and_removes_repeated_triplets():
     assert torch.allclose(boxes[0], torch.tensor([30.0, 15.0, 70.0, 35.0]), atol=1.5)  # original pixels (w 200, h 100)
     assert pred["labels"][pred["rel_pairs"][0]].tolist() == [0, 1]
     assert pred["rel_scores"].shape == (2, 4) and pred["rel_scores"][0].argmax().item() == 2
-    s = pred["rel_scores"].max(1).values * pred["scores"][pred["rel_pairs"][:, 0]] * pred["scores"][pred["rel_pairs"][:, 1]]
+    sub, obj = pred["rel_pairs"].unbind(1)
+    s = pred["rel_scores"].max(1).values * pred["scores"][sub] * pred["scores"][obj]
     assert torch.all(s[:-1] >= s[1:])  # sorted by p(pred) * s_sub * s_obj
 
 
@@ -207,7 +209,8 @@ def test_configs_load(name):
         assert cfg.MODEL.META_ARCHITECTURE == "IterativeSG" and d.MULTIPLY_QUERY == 1 and not d.USE_GROUP_MASK
         assert d.ONE2MANY_SCHEME == "none" and cfg.MODEL.MATCHER.NAME == "IterativeHungarianMatcher"
     else:
-        assert (d.ONE2MANY_SCHEME, d.MULTIPLY_QUERY, d.MATCH_INDEPENDENT, d.USE_GROUP_MASK) == ("dynamic", 2, True, True)
+        speaq_parts = (d.ONE2MANY_SCHEME, d.MULTIPLY_QUERY, d.MATCH_INDEPENDENT, d.USE_GROUP_MASK)
+        assert speaq_parts == ("dynamic", 2, True, True)
     if name == "speaq_multi_dataset.yaml":
         assert cfg.SOLVER.BASE_LR == 1e-4 and cfg.SOLVER.IMS_PER_BATCH == 20 and cfg.SOLVER.MAX_ITER == 150000
         assert cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE == 0.01 and cfg.SOLVER.AMP.ENABLED
