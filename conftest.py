@@ -6,3 +6,20 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import logging  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _restore_sgg_logger():
+    """A run through tools/train_net.py installs the 'sgg' logger's console/file handlers and stops propagation;
+    undo that after each test so later tests' ``caplog`` sees sgg's warnings and no handler holds a stale file."""
+    yield
+    log = logging.getLogger("sgg")
+    for handler in list(log.handlers):
+        if getattr(handler, "_sgg_handler", False):
+            log.removeHandler(handler)
+            handler.close()
+    log.propagate = True

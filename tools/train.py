@@ -206,10 +206,8 @@ def count_train_videos(cfg) -> int:
     """Videos of ``DATASETS.TRAIN`` after the loader's filters (what one epoch iterates over)."""
     import sgg.data  # noqa: F401  (registers the datasets)
     from sgg.data.build import configure_datasets, get_dataset_dicts
-    from sgg.data.datasets.action_genome import configure_action_genome
 
     configure_datasets(cfg)
-    configure_action_genome(cfg)
     return len(get_dataset_dicts(cfg.DATASETS.TRAIN))
 
 

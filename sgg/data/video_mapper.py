@@ -65,9 +65,6 @@ class ActionGenomeMapper:
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> dict:
         """``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST`` for both splits, flip from ``INPUT.RANDOM_FLIP``."""
-        from .datasets.action_genome import configure_action_genome
-
-        configure_action_genome(cfg)
         return {"is_train": is_train, "min_size": cfg.INPUT.MIN_SIZE_TEST, "max_size": cfg.INPUT.MAX_SIZE_TEST,
                 "flip_prob": 0.5 if cfg.INPUT.RANDOM_FLIP == "horizontal" else 0.0}
 

@@ -597,9 +597,9 @@ class VideoSceneGraphEvaluator(DatasetEvaluator):
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None) -> dict:
         """Keyword arguments from ``TEST.RELATION`` and ``TEST.VIDEO_RELATION``."""
-        from sgg.data.datasets.action_genome import configure_action_genome
+        from sgg.data.catalog import DatasetCatalog
 
-        configure_action_genome(cfg)  # the GT must be filtered the way the test loader's dicts were
+        DatasetCatalog.configure(cfg)  # the GT must be filtered the way the test loader's dicts were
         return {
             "dataset_name": dataset_name, "output_dir": output_dir, "mode": cfg.TEST.RELATION.MODE,
             "constraints": tuple(cfg.TEST.VIDEO_RELATION.CONSTRAINTS), "ks": tuple(cfg.TEST.VIDEO_RELATION.KS),

@@ -397,11 +397,8 @@ class STTran(nn.Module):
             from ..video_detector import VideoObjectDetector
 
             detector = VideoObjectDetector(cfg, backbone=backbone)
-        from sgg.data.datasets.action_genome import AG_OBJECT_CLASSES, configure_action_genome
+        from sgg.data.datasets.action_genome import AG_OBJECT_CLASSES
 
-        # The model is built before the loaders: apply DATASETS.AG.* (datasize, small-box filter of the mode) now so
-        # the training loader's first read of ag_* already uses them (sgg.data.build does not configure AG itself).
-        configure_action_genome(cfg)
         return {
             "backbone": backbone, "mode": mode, "num_classes": s.NUM_CLASSES,
             "predicate_groups": tuple(s.PREDICATE_GROUPS), "pooler_resolution": s.POOLER_RESOLUTION,

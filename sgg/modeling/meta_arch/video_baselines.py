@@ -116,13 +116,12 @@ class VideoFrequencyBaseline(nn.Module):
     def from_config(cls, cfg) -> dict:
         """Counts the statistics on ``MODEL.VIDEO_BASELINE.TRAIN_DATASET`` (default ``DATASETS.TRAIN[0]``)."""
         from sgg.data.catalog import DatasetCatalog
-        from sgg.data.datasets.action_genome import configure_action_genome
 
         name = cfg.MODEL.VIDEO_BASELINE.TRAIN_DATASET or (cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else "")
         if not name:
             raise ValueError("VideoFrequencyBaseline needs a training set: set DATASETS.TRAIN or "
                              "MODEL.VIDEO_BASELINE.TRAIN_DATASET.")
-        configure_action_genome(cfg)  # same filters as the loaders
+        DatasetCatalog.configure(cfg)  # the loaders' dataset options (DATASETS.AG.* filters)
         groups = tuple(cfg.MODEL.STTRAN.PREDICATE_GROUPS)
         stats = predicate_statistics(DatasetCatalog.get(name), cfg.MODEL.STTRAN.NUM_CLASSES, sum(groups),
                                      (groups[0], groups[0] + groups[1]))

@@ -21,6 +21,17 @@ from sgg.modeling.meta_arch.speaq import (
 from sgg.structures.boxes import box_cxcywh_to_xyxy
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny ops run faster single-threaded, especially when the CI machine's 2 cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 COLOURS = torch.tensor([[220, 40, 40], [40, 200, 60], [50, 80, 230]], dtype=torch.uint8)
 
 
@@ -140,7 +151,7 @@ def test_triplet_inference_snaps_duplicates_and_removes_repeated_triplets():
     assert torch.all(s[:-1] >= s[1:])  # sorted by p(pred) * s_sub * s_obj
 
 
-def test_overfits_one_image():
+def test_overfits_one_image(one_thread):
     """One image, a few steps: its triplets must come back at the top of the ranking."""
     torch.manual_seed(0)
     x = scene([(4, 6, 24, 26), (36, 30, 60, 58), (40, 4, 58, 20)], [0, 1, 2], [(0, 1, 1), (2, 1, 3)])
@@ -173,7 +184,7 @@ def _register_fake_vg(name, num_predicates=50):
                                       predicate_classes=[f"p{i}" for i in range(num_predicates)])
 
 
-def test_full_size_config_builds_and_trains_one_step_on_cpu():
+def test_full_size_config_builds_and_trains_one_step_on_cpu(one_thread):
     _register_fake_vg("speaq_test_vg_train")
     _register_fake_vg("speaq_test_synthetic_train")
     cfg = get_cfg()
@@ -226,3 +237,18 @@ def test_speaq_keys_need_the_speaq_matcher():
     cfg.merge_from_list(["MODEL.DETR.USE_GROUP_MASK", "False", "TEST.RELATION.MODE", "predcls"])
     with pytest.raises(ValueError, match="sgdet"):
         build_model(cfg)
+
+
+def test_speaq_matcher_in_the_model_with_multiplied_queries():
+    matcher = SpeaQMatcher(predicate_group=torch.tensor([0, 0, 1, 1]), query_group=torch.tensor([0] * 4 + [1] * 4),
+                           use_group_mask=True, one2many_scheme="dynamic")
+    model = tiny_model(queries=4, matcher=matcher)
+    assert model.rel_query.weight.shape[0] == 8 and model.sub_query.weight.shape[0] == 4
+    model.train()
+    losses = model(_batch(1.0, 0.5))
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        pred = model(_batch())[0]
+    assert pred["rel_scores"].shape[1] == 4 and pred["rel_pairs"].shape[0] <= 8
