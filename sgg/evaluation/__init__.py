@@ -1,5 +1,6 @@
 """Evaluation: evaluator protocol, registry, protocol implementations."""
 
+from . import keyframe, video_generation, video_scene_graph  # noqa: F401  (register their evaluators)
 from .box_ap import evaluate_box_ap
 from .build import EVALUATOR_REGISTRY, build_evaluator
 from .evaluator import DatasetEvaluator, DatasetEvaluators, inference_context, inference_on_dataset
@@ -9,6 +10,3 @@ from .testing import flatten_results_dict, print_csv_format, verify_results
 __all__ = ["EVALUATOR_REGISTRY", "build_evaluator", "DatasetEvaluator", "DatasetEvaluators", "inference_context",
            "inference_on_dataset", "flatten_results_dict", "print_csv_format", "verify_results",
            "evaluate_box_ap", "SceneGraphEvaluator", "evaluate_scene_graphs"]
-from . import keyframe  # noqa: F401,E402,I001  (registers "keyframe")
-from . import video_generation  # noqa: F401,E402  (registers "video_generation")
-from . import video_scene_graph  # noqa: F401,E402  (registers "video_scene_graph")

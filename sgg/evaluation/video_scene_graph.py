@@ -693,4 +693,4 @@ class VideoSceneGraphEvaluator(DatasetEvaluator):
             json.dump(payload, f, indent=1)
 
 
-EVALUATOR_REGISTRY._do_register("video_scene_graph", VideoSceneGraphEvaluator)
+EVALUATOR_REGISTRY.register("video_scene_graph")(VideoSceneGraphEvaluator)

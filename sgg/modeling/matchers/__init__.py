@@ -1,2 +1,3 @@
-"""matchers (filled by later issues; each module registers itself on import)."""
-from . import hungarian, speaq  # noqa: F401,E402  (registers HungarianMatcher, IterativeHungarianMatcher, SpeaQMatcher)
+"""Matchers in MATCHER_REGISTRY; each module registers itself on import."""
+
+from . import hungarian, speaq  # noqa: F401  (registers HungarianMatcher, IterativeHungarianMatcher, SpeaQMatcher)

@@ -1,5 +1,10 @@
-"""meta_arch (filled by later issues; each module registers itself on import)."""
-from . import keyframe_detector  # noqa: F401,E402,I001  (registers KeyframeDetector, KeyframeFeatureDetector)
-from . import text_to_video  # noqa: F401,E402  (registers TextToVideoDiffusion)
-from . import speaq, frequency_baseline  # noqa: F401,E402  (registers SpeaQ, IterativeSG, FrequencyBaseline)
-from . import sttran, video_baselines  # noqa: F401,E402  (registers STTran, VideoFrequencyBaseline)
+"""Meta-architectures in META_ARCH_REGISTRY, one model per file; each module registers itself on import."""
+
+from . import (  # noqa: F401
+    frequency_baseline,  # FrequencyBaseline (image SGG)
+    keyframe_detector,  # KeyframeDetector, KeyframeFeatureDetector
+    speaq,  # SpeaQ, IterativeSG
+    sttran,  # STTran
+    text_to_video,  # TextToVideoDiffusion
+    video_baselines,  # VideoFrequencyBaseline
+)
