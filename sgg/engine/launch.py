@@ -100,6 +100,9 @@ def _distributed_worker(local_rank: int, main_func: Callable, world_size: int, n
     global_rank = machine_rank * num_gpus_per_machine + local_rank
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        # CPU workers share the machine's cores; N workers x default threads oversubscribe them (torchrun does the same)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_gpus_per_machine))
     try:
         dist.init_process_group(backend=_backend(), init_method=dist_url, world_size=world_size, rank=global_rank,
                                 timeout=timeout)
