@@ -9,10 +9,6 @@ import sys
 __all__ = ["setup_logger"]
 
 
-class _ColorlessFormatter(logging.Formatter):
-    pass
-
-
 def setup_logger(output: str | None = None, distributed_rank: int = 0, *, name: str = "sgg",
                  abbrev_name: str | None = None) -> logging.Logger:
     """Configure the ``name`` logger: INFO to stdout on rank 0, DEBUG to ``output`` (a file or a directory)."""
@@ -24,7 +20,7 @@ def setup_logger(output: str | None = None, distributed_rank: int = 0, *, name: 
             log.removeHandler(handler)
             handler.close()
     abbrev = abbrev_name or name
-    fmt = _ColorlessFormatter(f"[%(asctime)s {abbrev}]: %(message)s", datefmt="%m/%d %H:%M:%S")
+    fmt = logging.Formatter(f"[%(asctime)s {abbrev}]: %(message)s", datefmt="%m/%d %H:%M:%S")
     if distributed_rank == 0:
         ch = logging.StreamHandler(stream=sys.stdout)
         ch.setLevel(logging.INFO)
