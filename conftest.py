@@ -14,8 +14,9 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _restore_sgg_logger():
-    """A run through tools/train_net.py installs the 'sgg' logger's console/file handlers and stops propagation;
-    undo that after each test so later tests' ``caplog`` sees sgg's warnings and no handler holds a stale file."""
+    """A run through tools/train_net.py installs the 'sgg' logger's console/file handlers, stops propagation and may
+    switch on deterministic algorithms; undo that after each test so later tests' ``caplog`` sees sgg's warnings, no
+    handler holds a stale file, and no global torch mode leaks."""
     yield
     log = logging.getLogger("sgg")
     for handler in list(log.handlers):
@@ -23,3 +24,6 @@ def _restore_sgg_logger():
             log.removeHandler(handler)
             handler.close()
     log.propagate = True
+    import torch
+
+    torch.use_deterministic_algorithms(False)  # DETERMINISTIC True in an in-process engine run must not leak
