@@ -29,13 +29,13 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import shutil
-import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
+
+from sgg.data.demo import ensure_generated
 
 from ..datasets.action_genome import AG_OBJECT_CLASSES_TXT, AG_PREDICATES_TXT
 
@@ -331,42 +331,10 @@ def generate_demo_action_genome(root: str) -> None:
                         ("frame_list.txt", list(person_bbox))):
         with open(os.path.join(ann, name), "w") as f:
             f.write("\n".join(lines) + "\n")
-    with open(os.path.join(root, "DEMO_VERSION"), "w") as f:
-        f.write(DEMO_VERSION + "\n")
-
-
-def _is_current(root: str) -> bool:
-    try:
-        with open(os.path.join(root, "DEMO_VERSION")) as f:
-            return f.read().strip() == DEMO_VERSION
-    except OSError:
-        return False
 
 
 def ensure_demo_action_genome(root: Optional[str] = None) -> str:
-    """Generate the demo dataset at ``root`` (default :func:`demo_action_genome_root`) unless it exists; return it.
-
-    Generation writes into a temporary sibling directory that is renamed into place, so a reader never sees a partial
-    dataset and two processes racing to generate it both end up with one complete copy.
-    """
-    root = os.path.abspath(root or demo_action_genome_root())
-    if _is_current(root):
-        return root
-    parent = os.path.dirname(root)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".action_genome.tmp.", dir=parent)
-    try:
-        generate_demo_action_genome(tmp)
-        if os.path.isdir(root) and not _is_current(root):
-            stale = tempfile.mkdtemp(prefix=".action_genome.stale.", dir=parent)
-            os.rename(root, os.path.join(stale, "old"))  # move an outdated copy out of the way
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            os.rename(tmp, root)
-            logger.info("Generated the demo Action Genome dataset in %s", root)
-        except OSError:
-            if not _is_current(root):  # someone else's complete copy is fine; anything else is an error
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    """Generate the demo dataset at ``root`` (default :func:`demo_action_genome_root`) unless a complete copy of this
+    ``DEMO_VERSION`` exists (see :func:`ensure_generated`); return it."""
+    return ensure_generated(root or demo_action_genome_root(), generate_demo_action_genome,
+                            marker=f".complete-v{DEMO_VERSION}", description="Action Genome dataset")

@@ -28,6 +28,7 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 import torch
 
+from sgg.data.demo import ensure_generated
 from sgg.data.video_io import write_video
 
 __all__ = ["DEMO_TEMPLATES", "DEMO_OBJECTS", "generate_ssv2_demo", "ensure_ssv2_demo", "render_clip",
@@ -132,9 +133,8 @@ def generate_ssv2_demo(root: str, *, train_variants: int = 2, validation_variant
 
 
 def ensure_ssv2_demo(root: str) -> str:
-    """Generate the demo under ``root`` unless it is complete already; safe when several processes race."""
-    if os.path.isfile(os.path.join(root, "validation.json")):
-        return root
+    """Generate the demo under ``root`` unless it is complete already (see :func:`ensure_generated`)."""
+    return ensure_generated(root, generate_ssv2_demo, marker=".complete", description="Something-Something V2 dataset")
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
     # Build in a private folder and rename it into place so a reader never sees half a dataset.

@@ -15,16 +15,15 @@ summary at 15 %) and ``tvsum_splits.json`` (5 folds). Generation is deterministi
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import math
 import os
-import shutil
 from typing import List, Tuple
 
 import numpy as np
 
+from sgg.data.demo import ensure_generated
 from sgg.data.video_io import write_video
 
 __all__ = ["generate_tvsum_demo", "ensure_tvsum_demo", "render_video", "appearance_descriptor", "DEMO_CONFIG"]
@@ -173,23 +172,5 @@ def generate_tvsum_demo(root: str, **overrides) -> str:
 
 
 def ensure_tvsum_demo(root: str) -> str:
-    """Generate the demo under ``root`` unless it is complete; safe when several processes call it at once."""
-    if os.path.isfile(os.path.join(root, _MARKER)):
-        return root
-    parent = os.path.dirname(os.path.abspath(root))
-    os.makedirs(parent, exist_ok=True)
-    with open(os.path.join(parent, ".tvsum_demo.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if os.path.isfile(os.path.join(root, _MARKER)):
-                return root
-            logger.info("Generating the demo TVSum dataset under %s ...", root)
-            tmp = f"{root}.tmp{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            generate_tvsum_demo(tmp)
-            open(os.path.join(tmp, _MARKER), "w").close()
-            shutil.rmtree(root, ignore_errors=True)
-            os.replace(tmp, root)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return root
+    """Generate the demo under ``root`` unless it is complete (see :func:`ensure_generated`)."""
+    return ensure_generated(root, generate_tvsum_demo, marker=_MARKER, description="TVSum dataset")

@@ -15,12 +15,9 @@ concurrent first uses (several worker processes) safe.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -34,6 +31,7 @@ from sgg.data.datasets.visual_genome import (
     VG_IMAGE_DIR,
     decode_vg_boxes,
 )
+from sgg.data.demo import ensure_generated
 
 __all__ = [
     "DEMO_CLASSES", "DEMO_PREDICATES", "DEMO_ATTRIBUTES", "DEMO_SPECS", "geometric_predicate", "encode_vg_boxes",
@@ -411,45 +409,8 @@ def demo_num_val_images(style: str) -> int:
     return int(DEMO_SPECS[style]["num_val"])
 
 
-@contextlib.contextmanager
-def _file_lock(path: str):
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): the atomic rename below still prevents half-written reads
-        yield
-        return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_demo_dataset(datasets_root: Callable[[], str], style: str) -> str:
-    """Generate the demo dataset of ``style`` if it is not complete yet; return its root.
-
-    Written into a temporary sibling directory and renamed into place under a file lock, so a concurrent reader
-    either sees no dataset (and waits for the lock) or a complete one.
-    """
-    root = demo_root(datasets_root, style)
-    if os.path.isfile(os.path.join(root, _MARKER)):
-        return root
-    parent = os.path.dirname(root)
-    os.makedirs(parent, exist_ok=True)
-    with _file_lock(root + ".lock"):
-        if os.path.isfile(os.path.join(root, _MARKER)):
-            return root
-        logger.info("Generating the demo '%s' dataset under %s (first use) ...", style, root)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.tmp-", dir=parent)
-        try:
-            generate_demo_dataset(tmp, style)
-            with open(os.path.join(tmp, _MARKER), "w") as f:
-                f.write("complete\n")
-            if os.path.exists(root):  # an interrupted older attempt without the marker
-                shutil.rmtree(root)
-            os.rename(tmp, root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return root
+    """Generate the demo dataset of ``style`` if it is not complete yet (see :func:`ensure_generated`); return its
+    root."""
+    return ensure_generated(demo_root(datasets_root, style), lambda tmp: generate_demo_dataset(tmp, style),
+                            marker=_MARKER, description=f"'{style}' dataset")
