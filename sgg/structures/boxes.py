@@ -46,11 +46,13 @@ def box_xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack([x, y, x + w, y + h], dim=-1)
 
 
-def box_area(boxes: torch.Tensor, plus_one: bool = False) -> torch.Tensor:
-    """Area of ``(N, 4)`` xyxy boxes -> ``(N,)``; degenerate boxes have area 0."""
+def box_area(boxes: ArrayLike, plus_one: bool = False) -> ArrayLike:
+    """Area of ``(N, 4)`` xyxy boxes -> ``(N,)`` (numpy in -> numpy out, tensor in -> tensor out); degenerate boxes
+    have area 0."""
     off = 1.0 if plus_one else 0.0
-    w = (boxes[..., 2] - boxes[..., 0] + off).clamp(min=0)
-    h = (boxes[..., 3] - boxes[..., 1] + off).clamp(min=0)
+    lib = torch if isinstance(boxes, torch.Tensor) else np
+    w = lib.clip(boxes[..., 2] - boxes[..., 0] + off, 0, None)
+    h = lib.clip(boxes[..., 3] - boxes[..., 1] + off, 0, None)
     return w * h
 
 
@@ -114,11 +116,8 @@ def paired_iou(boxes1: ArrayLike, boxes2: ArrayLike, plus_one: bool = False) -> 
     numpy in -> numpy out, tensor in -> tensor out; float64 stays float64 (evaluators that must reproduce a
     float64 reference, e.g. the video SGG protocol, rely on that). Pairs with zero union get IoU 0.
     """
-    off = 1.0 if plus_one else 0.0
     lib = torch if isinstance(boxes1, torch.Tensor) else np
     inter = paired_intersection(boxes1, boxes2, plus_one)
-    area1 = lib.clip(boxes1[:, 2] - boxes1[:, 0] + off, 0, None) * lib.clip(boxes1[:, 3] - boxes1[:, 1] + off, 0, None)
-    area2 = lib.clip(boxes2[:, 2] - boxes2[:, 0] + off, 0, None) * lib.clip(boxes2[:, 3] - boxes2[:, 1] + off, 0, None)
-    union = area1 + area2 - inter
+    union = box_area(boxes1, plus_one) + box_area(boxes2, plus_one) - inter
     safe = lib.where(union > 0, union, lib.ones_like(union))
     return lib.where(union > 0, inter / safe, lib.zeros_like(inter))

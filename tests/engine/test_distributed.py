@@ -36,19 +36,15 @@ def test_joins_an_existing_torchrun_group(tmp_path):
     import subprocess
     import sys
 
+    from sgg.engine.launch import find_free_port
     from tests.engine.helpers import REPO
 
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                        str(_free_port()), os.path.join(REPO, "tools", "train_net.py"), "--config-file", TOY_CFG,
+                        str(find_free_port()), os.path.join(REPO, "tools", "train_net.py"), "--config-file", TOY_CFG,
                         "OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "4", "TEST.EVAL_PERIOD", "0"],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "World size: 2" in (tmp_path / "log.txt").read_text()
     assert (tmp_path / "model_final.pth").is_file()
 
-
-def _free_port():
-    from sgg.engine.launch import find_free_port
-
-    return find_free_port()

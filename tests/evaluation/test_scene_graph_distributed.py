@@ -3,7 +3,6 @@
 import importlib.util
 import os
 import pickle
-import socket
 
 import numpy as np
 import torch
@@ -11,6 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from sgg.data.catalog import DatasetCatalog, MetadataCatalog
+from sgg.engine.launch import find_free_port
 from sgg.evaluation.scene_graph import SceneGraphEvaluator, load_predictions_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -79,12 +79,6 @@ def _same(a: dict, b: dict) -> bool:
                (a[k] == b[k] or (np.isnan(a[k]) and np.isnan(b[k]))) for k in a)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_gloo_processes_equal_one_process(tmp_path):
     zeroshot_file = str(tmp_path / "zs.npy")
     np.save(zeroshot_file, np.array([[a, b, p] for a in range(12) for b in range(12) for p in range(5)
@@ -93,7 +87,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     single_dir.mkdir()
     dist_dir.mkdir()
     single = _evaluate(0, 1, str(single_dir), zeroshot_file)
-    mp.spawn(_worker, args=(2, _free_port(), str(dist_dir), zeroshot_file), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, find_free_port(), str(dist_dir), zeroshot_file), nprocs=2, join=True)
     with open(dist_dir / "results_rank0.pkl", "rb") as f:
         gathered = pickle.load(f)
     with open(dist_dir / "results_rank1.pkl", "rb") as f:
