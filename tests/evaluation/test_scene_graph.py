@@ -379,3 +379,67 @@ def test_matching_in_small_batches_and_re_added_keys_give_the_same_numbers():
         acc.add(*images[i], key=i)
     assert acc.summarize() == whole
     assert acc.num_evaluated_images() == sum(len(g["relations"]) > 0 for g, _ in images)
+
+
+# ---------------------------------------------------------------------------- chunked processing
+def _acc(**kw):
+    from sgg.evaluation.scene_graph import SceneGraphRecallAccumulator
+
+    return SceneGraphRecallAccumulator(num_predicates=7, ks=(5, 20), **kw)
+
+
+def test_chunk_limits_copied_or_referenced_scores_and_dtypes_give_the_reference_numbers():
+    images = _quantised_images(np.random.default_rng(6), 40, "sgdet")
+    for i, (_, p) in enumerate(images):  # float64 images between float32 ones: separate chunks, native products
+        if i % 7 == 3:
+            p["rel_scores"], p["scores"] = p["rel_scores"].astype(np.float64), p["scores"].astype(np.float64)
+    gts, preds = [g for g, _ in images], [p for _, p in images]
+    ref = _load_benchmark().reference_evaluate(gts, preds, num_predicates=7, ks=(5, 20))
+    for chunk, copy in ((1 << 21, 1 << 16), (600, 300), (50, 0), (7, 1 << 16)):
+        acc = _acc()
+        acc._CHUNK_SCORES, acc._COPY_SCORES = chunk, copy  # many chunks; scores copied, referenced or mixed
+        for i, (g, p) in enumerate(images):
+            acc.add(g, p, key=i)
+        assert acc.summarize() == ref, (chunk, copy)
+
+
+def test_queued_inputs_are_copies():
+    images = _quantised_images(np.random.default_rng(7), 10, "sgdet")
+    expected = evaluate_scene_graphs([g for g, _ in images], [p for _, p in images], num_predicates=7, ks=(5, 20))
+    acc = _acc()
+    for i, (g, p) in enumerate(images):
+        g, p = {k: v.copy() for k, v in g.items()}, {k: v.copy() for k, v in p.items()}
+        acc.add(g, p, key=i)
+        for d in (g, p):  # the caller reuses its buffers before the chunk is processed
+            for v in d.values():
+                v[...] = 0
+    assert acc.summarize() == expected
+
+
+def test_value_errors_of_a_queued_image_name_it():
+    g = gt([[0, 1, 0]])
+    p = pred([[0, 1]], [[1, 0, 0]])
+    bad = pred([[0, 1]], [[np.nan, 0, 0]])
+    with pytest.raises(ValueError, match=r"^image 3: 'rel_scores' contains NaN or inf"):
+        ev([g] * 6, [p, p, p, bad, p, bad])
+    with pytest.raises(ValueError, match=r"^image 2: 'rel_pairs' holds object indices in \[0, 5\]"):
+        ev([g] * 4, [p, p, pred([[0, 5]], [[1, 0, 0]]), bad])
+    with pytest.raises(ValueError, match=r"^image 1: 'relations' holds object indices"):
+        ev([g, gt([[0, 4, 0]]), g], [p, p, bad])
+    with pytest.raises(ValueError, match=r"^image 4: object 'scores' must be probabilities"):
+        ev([g] * 5, [p] * 4 + [pred([[0, 1]], [[1, 0, 0]], scores=[1, -1, 1])])
+
+
+def test_kept_ranked_records_equal_rank_scene_graph_prediction():
+    images = _quantised_images(np.random.default_rng(8), 25, "sgcls")
+    acc = _acc(mode="sgcls", gc_length=0, ng_length=30, keep_ranked=True)
+    acc._CHUNK_SCORES, acc._COPY_SCORES = 400, 200
+    for i, (g, p) in enumerate(images):
+        acc.add(g, p, key=i)
+    for i, (g, p) in enumerate(images):
+        one = rank_scene_graph_prediction(p, num_predicates=7, max_k=0, ng_k=30, mode="sgcls", groundtruth=g)
+        kept = acc.ranked_records[i]
+        assert set(one) == set(kept)
+        for k in one:
+            assert np.array_equal(one[k], kept[k]) and np.asarray(one[k]).dtype == np.asarray(kept[k]).dtype, k
+        assert len(one["rel_pairs"]) == len(p["rel_pairs"])  # gc_length 0: every pair
