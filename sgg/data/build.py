@@ -8,10 +8,14 @@ depend on the number of workers or on where a run was interrupted.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import difflib
+import itertools
 import logging
+import operator
 import random
+from collections import abc
 from typing import Callable, List, Sequence
 
 import numpy as np
@@ -27,7 +31,7 @@ from .samplers import SAMPLER_REGISTRY, InferenceSampler
 __all__ = [
     "MAPPER_REGISTRY", "get_dataset_dicts", "get_multi_dataset_dicts", "build_mapper", "build_train_loader",
     "build_test_loader", "trivial_batch_collator", "MapDataset", "TrainLoader", "configure_datasets",
-    "multi_dataset_sampler_name",
+    "multi_dataset_sampler_name", "ConcatDatasetDicts", "set_dict_fields", "dict_field_values",
 ]
 
 logger = logging.getLogger(__name__)
@@ -48,21 +52,91 @@ class IdentityMapper:
         return copy.deepcopy(dataset_dict)
 
 
-def get_dataset_dicts(names: Sequence[str]) -> List[dict]:
-    """Concatenate the dataset dicts of ``names`` (each dict gets ``dataset_name``)."""
+class ConcatDatasetDicts(abc.Sequence):
+    """Several datasets' dict sequences end to end, without building their dicts (see :func:`get_dataset_dicts`).
+
+    Indexing, slices (-> list), iteration; ``set_fields`` / ``field_values`` delegate to the parts (the column-wise
+    forms of tagging every dict and of reading one key of every dict, like
+    :class:`sgg.data.datasets.visual_genome.VGDatasetDicts`).
+    """
+
+    def __init__(self, parts: Sequence[Sequence[dict]]):
+        self._parts = list(parts)
+        self._ends = list(itertools.accumulate(len(p) for p in self._parts))
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    def __getitem__(self, item):
+        if isinstance(item, slice):
+            return [self[i] for i in range(*item.indices(len(self)))]
+        i = operator.index(item)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"dataset dict index {item} out of range for {len(self)} dicts")
+        part = bisect.bisect_right(self._ends, i)
+        return self._parts[part][i - (self._ends[part - 1] if part else 0)]
+
+    def __iter__(self):
+        return itertools.chain.from_iterable(self._parts)
+
+    def set_fields(self, fields: dict, *, overwrite: bool = True) -> None:
+        """``d.update(fields)`` (``overwrite``) or ``d.setdefault(k, v)`` for every dict of every part."""
+        for part in self._parts:
+            set_dict_fields(part, fields, overwrite=overwrite)
+
+    def field_values(self, key: str, default=None) -> list:
+        """``[d.get(key, default) for d in self]``."""
+        return [v for part in self._parts for v in dict_field_values(part, key, default)]
+
+
+def set_dict_fields(dicts: Sequence[dict], fields: dict, *, overwrite: bool = True) -> None:
+    """Set ``fields`` in every dict (``setdefault`` when not ``overwrite``); column-wise for sequences that build their
+    dicts on demand (they have a ``set_fields`` method), so none is built."""
+    setter = getattr(dicts, "set_fields", None)
+    if setter is not None:
+        setter(fields, overwrite=overwrite)
+        return
+    for d in dicts:
+        if overwrite:
+            d.update(fields)
+        else:
+            for key, value in fields.items():
+                d.setdefault(key, value)
+
+
+def dict_field_values(dicts: Sequence[dict], key: str, default=None) -> list:
+    """``[d.get(key, default) for d in dicts]``, column-wise where the sequence supports it (``field_values``)."""
+    getter = getattr(dicts, "field_values", None)
+    return getter(key, default) if getter is not None else [d.get(key, default) for d in dicts]
+
+
+def _concat(parts: List[Sequence[dict]]) -> Sequence[dict]:
+    """Plain lists stay a plain list (as before); a single lazy sequence is returned as is."""
+    if all(isinstance(p, list) for p in parts):
+        return [d for p in parts for d in p]
+    return parts[0] if len(parts) == 1 else ConcatDatasetDicts(parts)
+
+
+def get_dataset_dicts(names: Sequence[str]) -> Sequence[dict]:
+    """Concatenate the dataset dicts of ``names`` (each dict gets ``dataset_name``).
+
+    Lists of dicts give a list; datasets whose loader returns a lazy sequence (VG's
+    :class:`~sgg.data.datasets.visual_genome.VGDatasetDicts`) stay lazy: a sequence indexable like the list.
+    """
     if isinstance(names, str):
         names = [names]
     if not names:
         raise ValueError("No dataset given (DATASETS.TRAIN / DATASETS.TEST is empty).")
-    out: List[dict] = []
+    parts: List[Sequence[dict]] = []
     for name in names:
         dicts = DatasetCatalog.get(name)
-        if not dicts:
+        if not len(dicts):
             raise ValueError(f"Dataset '{name}' is empty.")
-        for d in dicts:
-            d.setdefault("dataset_name", name)
-        out.extend(dicts)
-    return out
+        set_dict_fields(dicts, {"dataset_name": name}, overwrite=False)
+        parts.append(dicts)
+    return _concat(parts)
 
 
 def multi_dataset_enabled(cfg) -> bool:
@@ -70,10 +144,10 @@ def multi_dataset_enabled(cfg) -> bool:
     return bool(cfg.DATASETS.MULTI_DATASET.ENABLED) or cfg.DATASETS.TYPE == "MULTI_DATASET"
 
 
-def get_multi_dataset_dicts(cfg) -> List[dict]:
+def get_multi_dataset_dicts(cfg) -> Sequence[dict]:
     """Real + synthetic dataset dicts, each tagged with ``dataset_type`` and ``loss_weight`` (real ones first)."""
     m = cfg.DATASETS.MULTI_DATASET
-    out: List[dict] = []
+    parts: List[Sequence[dict]] = []
     for dtype, names, weight in (("real", m.REAL_DATASETS, m.REAL_LOSS_WEIGHT),
                                  ("synthetic", m.SYNTHETIC_DATASETS, m.SYNTHETIC_LOSS_WEIGHT)):
         if not names:
@@ -84,11 +158,10 @@ def get_multi_dataset_dicts(cfg) -> List[dict]:
                 hint = f" Did you mean '{close[0]}'?" if close else ""
                 raise ValueError(f"DATASETS.MULTI_DATASET.{dtype.upper()}_DATASETS names '{name}', which is not a "
                                  f"registered dataset.{hint} Registered: {', '.join(DatasetCatalog.list())}.")
-        for d in get_dataset_dicts(list(names)):
-            d["dataset_type"] = dtype
-            d["loss_weight"] = float(weight)
-            out.append(d)
-    return out
+        dicts = get_dataset_dicts(list(names))
+        set_dict_fields(dicts, {"dataset_type": dtype, "loss_weight": float(weight)})
+        parts.append(dicts)
+    return _concat(parts)
 
 
 def build_mapper(cfg, dataset_name: str, is_train: bool) -> Callable[[dict], dict]:

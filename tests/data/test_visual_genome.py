@@ -12,6 +12,7 @@ import pytest
 from sgg.data import DatasetCatalog, MetadataCatalog
 from sgg.data.datasets import visual_genome as vg
 from sgg.data.demo import visual_genome_demo as demo
+from sgg.data.samplers import SAMPLER_REGISTRY
 
 # ---------------------------------------------------------------------------- a tiny, hand-built VG release
 # 6 h5 rows; image_data.json also lists corrupted image 1592 (no h5 row), as the real file does.
@@ -330,14 +331,20 @@ def test_geometric_predicate_rules():
     assert gp([0, 0, 10, 10], [5, 5, 15, 15]) is None  # partial overlap: no rule
 
 
-def test_matches_a_per_image_reference_loop_on_random_content(tmp_path):
-    # The benchmark's Scene-Graph-Benchmark-style loop is the reference; random content exercises the indexing.
+def _benchmark_module():
+    """tools/benchmarks/vg_load.py: its random release writer and its Scene-Graph-Benchmark-style reference loop."""
     import importlib.util
 
     path = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "benchmarks", "vg_load.py")
     spec = importlib.util.spec_from_file_location("vg_load_bench", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_matches_a_per_image_reference_loop_on_random_content(tmp_path):
+    # The benchmark's Scene-Graph-Benchmark-style loop is the reference; random content exercises the indexing.
+    bench = _benchmark_module()
     bench.write_random_release(str(tmp_path), 600, 6.0, 4.0, seed=3)
     for split in ("train", "val", "test"):
         ours = vg.load_vg_dicts(str(tmp_path), split, num_val_images=50)
@@ -357,3 +364,193 @@ def test_decode_truncates_toward_zero_like_the_int32_reference():
     expected = [[-2, 8, 23, 12], [75, 45, 126, 75], [-1, 0, 7, 5]]
     np.testing.assert_array_equal(vg.decode_vg_boxes(boxes), expected)
     np.testing.assert_array_equal(vg.decode_vg_boxes(boxes.astype(np.float64)), expected)
+
+
+# ---------------------------------------------------------------------------- lazy dataset dicts
+def test_dicts_behave_like_a_list_built_on_access(tmp_path):
+    root = write_tiny_vg(tmp_path)
+    dicts = load(root, "train", num_val_images=0, filter_empty_rels=False)  # images 1, 2, 4
+    assert isinstance(dicts, vg.VGDatasetDicts) and len(dicts) == 3 and dicts.num_built == 0
+    assert dicts.field_values("image_id") == [1, 2, 4] and dicts.field_values("dataset_name") == ["tiny"] * 3
+    assert dicts.num_built == 0  # scalar columns need no dict
+    last = dicts[-1]
+    assert last["image_id"] == 4 and dicts[np.int64(2)] is last and dicts.num_built == 1
+    with pytest.raises(IndexError):
+        dicts[3]
+    last["note"] = "kept"  # a change made to a dict persists, as in a list
+    assert [d["image_id"] for d in dicts] == [1, 2, 4] and dicts[2]["note"] == "kept"
+    assert [d["image_id"] for d in dicts[::2]] == [1, 4] and dicts[1:][0] is dicts[1]
+    assert [d["image_id"] for d in dicts + [{"image_id": 9}]] == [1, 2, 4, 9]
+    assert list(dicts[0]) == ["file_name", "image_id", "height", "width", "boxes", "labels", "relations",
+                              "attributes", "dataset_name"]
+    assert dicts.field_values("note") == [None, None, "kept"]
+
+
+def test_set_fields_tags_built_and_unbuilt_dicts(tmp_path):
+    root = write_tiny_vg(tmp_path)
+    dicts = load(root, "train", num_val_images=0, filter_empty_rels=False)
+    first = dicts[0]
+    dicts.set_fields({"dataset_name": "other", "loss_weight": 0.5}, overwrite=False)  # setdefault: name kept
+    dicts.set_fields({"dataset_type": "real"})
+    assert dicts.num_built == 1
+    assert dicts.field_values("dataset_type") == ["real"] * 3 and dicts.field_values("loss_weight") == [0.5] * 3
+    for d in (first, dicts[1]):
+        assert (d["dataset_name"], d["dataset_type"], d["loss_weight"]) == ("tiny", "real", 0.5)
+    first["dataset_type"] = "synthetic"
+    assert dicts.field_values("dataset_type") == ["synthetic", "real", "real"]
+
+
+def test_random_access_and_iteration_build_the_same_dicts(tmp_path):
+    bench = _benchmark_module()
+    bench.write_random_release(str(tmp_path), 600, 6.0, 4.0, seed=5)
+    one_by_one = vg.load_vg_dicts(str(tmp_path), "train", num_val_images=50)
+    order = np.random.default_rng(0).permutation(len(one_by_one))
+    by_index = {int(i): one_by_one[int(i)] for i in order}
+    chunks = vg.load_vg_dicts(str(tmp_path), "train", num_val_images=50)
+    for i, d in enumerate(chunks):
+        assert list(d) == list(by_index[i])
+        for key, value in d.items():
+            if isinstance(value, np.ndarray):
+                np.testing.assert_array_equal(value, by_index[i][key])
+                assert value.dtype == by_index[i][key].dtype
+            else:
+                assert value == by_index[i][key]
+
+
+def test_pickle_sends_only_the_split_and_keeps_changes(tmp_path):
+    bench = _benchmark_module()
+    bench.write_random_release(str(tmp_path), 2000, 6.0, 4.0, seed=1)
+    dicts = vg.load_vg_dicts(str(tmp_path), "test", num_val_images=50)
+    dicts[3]["note"] = "kept"
+    data = pickle.dumps(dicts)
+    whole_attributes = dicts._rows.attributes.nbytes
+    assert len(data) < 0.5 * whole_attributes  # ~30 % of the images are test images
+    copy = pickle.loads(data)
+    assert len(copy) == len(dicts) and copy.num_built == 1 and copy[3]["note"] == "kept"
+    for a, b in zip(copy, dicts):
+        for key in ("boxes", "labels", "relations", "attributes"):
+            np.testing.assert_array_equal(a[key], b[key])
+        assert (a["file_name"], a["image_id"], a["height"], a["width"]) == \
+            (b["file_name"], b["image_id"], b["height"], b["width"])
+
+
+def test_data_loader_helpers_keep_vg_dicts_lazy(tmp_path):
+    from sgg.config import get_cfg
+    from sgg.data.build import ConcatDatasetDicts, get_dataset_dicts, get_multi_dataset_dicts
+
+    root = write_tiny_vg(tmp_path)
+    names = {"tiny_lazy_train": "train", "tiny_lazy_test": "test"}
+    for name, split in names.items():
+        vg.register_vg_format_dataset(name, root_fn=lambda: root, split=split, num_val_images=lambda: 0)
+    try:
+        single = get_dataset_dicts(["tiny_lazy_train"])
+        assert isinstance(single, vg.VGDatasetDicts) and single.num_built == 0
+        both = get_dataset_dicts(list(names))
+        assert isinstance(both, ConcatDatasetDicts) and len(both) == 4
+        assert [d["dataset_name"] for d in both] == ["tiny_lazy_train"] * 2 + ["tiny_lazy_test"] * 2
+        assert [d["image_id"] for d in both[-3:]] == [2, 3, 6] and both[-1] is both[3]
+
+        cfg = get_cfg()
+        cfg.merge_from_list(["DATASETS.MULTI_DATASET.ENABLED", True,
+                             "DATASETS.MULTI_DATASET.REAL_DATASETS", ("tiny_lazy_train",),
+                             "DATASETS.MULTI_DATASET.SYNTHETIC_DATASETS", ("tiny_lazy_test",),
+                             "DATASETS.MULTI_DATASET.REAL_SAMPLING_RATIO", 0.5,
+                             "DATASETS.MULTI_DATASET.SYNTHETIC_SAMPLING_RATIO", 0.5,
+                             "DATASETS.MULTI_DATASET.SYNTHETIC_LOSS_WEIGHT", 0.25, "DATALOADER.REPEAT_THRESHOLD", 0.5])
+        mixed = get_multi_dataset_dicts(cfg)
+        sampler = SAMPLER_REGISTRY.get("MultiDatasetDynamicSampler")(cfg, dataset_dicts=mixed, batch_size=2, seed=0)
+        assert sum(part.num_built for part in mixed._parts) == 0  # tagging and sampling built no dict
+        batch = next(iter(sampler))
+        assert [mixed[i]["dataset_type"] for i in batch] == ["real", "synthetic"]
+        assert [mixed[i]["loss_weight"] for i in batch] == [1.0, 0.25]
+        factors = SAMPLER_REGISTRY.get("RepeatFactorTrainingSampler").from_config(
+            cfg, mixed, batch_size=2, seed=0)["repeat_factors"]
+        as_list = SAMPLER_REGISTRY.get("RepeatFactorTrainingSampler").from_config(
+            cfg, list(mixed), batch_size=2, seed=0)["repeat_factors"]
+        np.testing.assert_array_equal(factors, as_list)  # walks every dict's relations: builds them
+    finally:
+        for name in names:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+
+
+# ---------------------------------------------------------------------------- image_data.json cache
+def test_image_list_is_cached_beside_the_file_and_reused(tmp_path, monkeypatch):
+    monkeypatch.delenv("SGG_CACHE", raising=False)
+    root = write_tiny_vg(tmp_path)
+    path = os.path.join(root, vg.VG_IMAGE_DATA_FILE)
+    vg.clear_vg_caches()
+    first = [d["image_id"] for d in load(root, "test")]
+    cache = os.path.join(root, ".image_data.json.sgg-cache.npz")
+    assert vg.image_info_cache_files(path)[0] == cache and os.path.isfile(cache)
+    assert not [f for f in os.listdir(root) if f.endswith(".tmp")]
+
+    def no_parse(_path):
+        raise AssertionError("parsed again")
+
+    vg.clear_vg_caches()  # a new process: only the disk cache is left
+    monkeypatch.setattr(vg, "_parse_image_info", no_parse)
+    assert [d["image_id"] for d in load(root, "test")] == first
+    with pytest.raises(vg.VGFormatError, match=r"lists 6 images .* h5 has 7 rows"):
+        vg.load_vg_image_info(path, 7)  # the count check holds for cached lists too
+    monkeypatch.undo()
+
+    entries = json.load(open(path))
+    entries[3]["image_id"] = 33  # h5 row 2 (image 3, a test image) now has id 33: the stale cache is not used
+    json.dump(entries, open(path, "w"))
+    os.utime(path, ns=(1, 1))
+    vg.clear_vg_caches()
+    assert [d["image_id"] for d in load(root, "test")] == [33, 6]
+
+    with open(cache, "wb") as f:
+        f.write(b"PK\x03\x04 not a zip")  # damaged by something else: ignored and rewritten
+    vg.clear_vg_caches()
+    assert [d["image_id"] for d in load(root, "test")] == [33, 6]
+    assert np.load(cache)["image_ids"].tolist()[2] == 33
+    vg.clear_vg_caches(disk=True)
+    assert not os.path.exists(cache)
+
+
+def test_image_list_cache_falls_back_to_the_user_cache_for_read_only_datasets(tmp_path, monkeypatch):
+    root = write_tiny_vg(tmp_path / "dataset")
+    monkeypatch.delenv("SGG_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    real_mkstemp = vg.tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if os.path.samefile(dir, root):
+            raise PermissionError(13, "Permission denied", dir)  # what a read-only dataset directory gives
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(vg.tempfile, "mkstemp", mkstemp)
+    vg.clear_vg_caches()
+    ids = [d["image_id"] for d in load(root, "test")]
+    assert sorted(os.listdir(root)) == sorted([vg.VG_H5_FILE, vg.VG_DICTS_FILE, vg.VG_IMAGE_DATA_FILE])
+    cache_dir = tmp_path / "xdg" / "sgg" / "vg_image_data"
+    (cached,) = os.listdir(cache_dir)
+    assert cached.startswith("image_data.json.") and cached.endswith(".npz")
+    monkeypatch.setattr(vg, "_parse_image_info", lambda _path: pytest.fail("parsed again"))
+    vg.clear_vg_caches()
+    assert [d["image_id"] for d in load(root, "test")] == ids
+    vg.clear_vg_caches(disk=True)
+    assert not os.listdir(cache_dir)
+
+
+def test_sgg_cache_variable_keeps_caches_out_of_the_dataset(tmp_path, monkeypatch):
+    root = write_tiny_vg(tmp_path / "dataset")
+    monkeypatch.setenv("SGG_CACHE", str(tmp_path / "cache"))
+    vg.clear_vg_caches()
+    load(root, "test")
+    assert sorted(os.listdir(root)) == sorted([vg.VG_H5_FILE, vg.VG_DICTS_FILE, vg.VG_IMAGE_DATA_FILE])
+    assert len(os.listdir(tmp_path / "cache" / "vg_image_data")) == 1
+
+
+def test_entry_without_a_key_names_it(tmp_path):
+    root = write_tiny_vg(tmp_path)
+    path = os.path.join(root, vg.VG_IMAGE_DATA_FILE)
+    entries = json.load(open(path))
+    del entries[4]["height"]
+    json.dump(entries, open(path, "w"))
+    vg.clear_vg_caches()
+    with pytest.raises(vg.VGFormatError, match=r"image_data.json': entry 3 .* has no key 'height'"):
+        load(root, "train")

@@ -32,6 +32,7 @@ __all__ = ["MultiDatasetDynamicSampler", "real_count", "slot_real_counts", "vali
 logger = logging.getLogger(__name__)
 
 DATASET_TYPES = ("real", "synthetic")
+_MISSING = object()
 _KEY = "DATASETS.MULTI_DATASET"
 
 
@@ -134,14 +135,18 @@ class MultiDatasetDynamicSampler(Sampler[List[int]]):
     @classmethod
     def from_config(cls, cfg, dataset_dicts, *, batch_size, seed, rank=0, world_size=1, start_batch=0):
         m = cfg.DATASETS.MULTI_DATASET
-        missing = [i for i, d in enumerate(dataset_dicts) if "dataset_type" not in d]
+        # Column-wise where the sequence offers it (VG's lazy dataset dicts): no dict is built just to read a tag.
+        values = getattr(dataset_dicts, "field_values", None)
+        types = values("dataset_type", _MISSING) if values is not None else [
+            d.get("dataset_type", _MISSING) for d in dataset_dicts]
+        missing = [i for i, t in enumerate(types) if t is _MISSING]
         if missing:
             raise ValueError(
                 f"MultiDatasetDynamicSampler needs 'dataset_type' in every dataset dict; dict {missing[0]} "
                 f"('{dataset_dicts[missing[0]].get('dataset_name', '?')}') has none. Enable {_KEY}.ENABLED so that "
                 "build_train_loader tags them."
             )
-        return {"dataset_types": [d["dataset_type"] for d in dataset_dicts], "batch_size": batch_size,
+        return {"dataset_types": types, "batch_size": batch_size,
                 "real_ratio": m.REAL_SAMPLING_RATIO, "synthetic_ratio": m.SYNTHETIC_SAMPLING_RATIO, "seed": seed,
                 "rank": rank, "world_size": world_size, "accumulation": cfg.SOLVER.ACCUMULATE_GRAD_STEPS,
                 "start_batch": start_batch}
