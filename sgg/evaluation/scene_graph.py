@@ -16,9 +16,11 @@ Metrics (all fractions in [0, 1], exactly as Scene-Graph-Benchmark logs them):
 
 A predicted triplet hits a GT relation when subject label, object label and predicate are equal and both boxes have
 IoU >= ``iou_threshold`` in the +1-pixel convention (``sgg.structures.boxes``, ``plus_one=True``, float32). Images
-without GT relations or without candidate pairs are skipped by every metric. Ties in scores are broken
-deterministically (graph-constrained: lower pair index; no graph constraint: the pair's graph-constrained rank, then
-the lower predicate); the reference's unstable sorts leave them unspecified.
+without GT relations are skipped by every metric; an image with GT relations but no candidate pair counts, with every
+GT relation missed (the reference has no defined behaviour there; skipping it would let a model raise its recall by
+predicting nothing on hard images). Ties in scores are broken deterministically (graph-constrained: lower pair index;
+no graph constraint: the pair's graph-constrained rank, then the lower predicate); the reference's unstable sorts
+leave them unspecified.
 
 The evaluation runs in two stages on *chunks* of images (``scene_graph_ops``: a fixed number of numpy calls per chunk,
 so small images do not pay numpy's per-call overhead) and keeps memory bounded: ranking turns each image's
@@ -604,17 +606,17 @@ class SceneGraphRecallAccumulator:
                                     gt if self.mode in ("predcls", "sgcls") else None)
             if self.keep_ranked:
                 ranked = ranking.records(pred, pending.preds, self.gc_length, self.ng_length)
-            boxes, labels, lists, num_pairs = pred.boxes, pred.labels, ranking.lists(pred), pred.num_pairs
+            boxes, labels, lists = pred.boxes, pred.labels, ranking.lists(pred)
         else:
             if not gt.values_ok():
                 self._raise_first_invalid(pending)
             gt.resolve()
             ranked = pending.preds
             boxes, labels, lists = _lists_from_records(ranked)
-            num_pairs = np.array([int(r["num_pairs"]) for r in ranked], dtype=np.int64)
         stats = _match_chunk(gt, boxes, labels, lists, self.iou_threshold)
-        # the reference skips images without GT relations or without predictions
-        evaluated = ((gt.num_relations > 0) & (num_pairs > 0)).tolist()
+        # images without GT relations are skipped, as in the reference; an image with GT relations but no candidate
+        # pair counts, its GT relations unmatched (no listed triplet of that image: every rank is NOT_HIT)
+        evaluated = (gt.num_relations > 0).tolist()
         ends = np.cumsum(gt.num_relations).tolist()
         chunk = len(self._chunks)
         self._chunks.append(stats)
@@ -687,7 +689,7 @@ class SceneGraphRecallAccumulator:
         return out
 
     def num_evaluated_images(self) -> int:
-        """Images that count (with GT relations and candidate pairs)."""
+        """Images that count: those with GT relations (with or without candidate pairs)."""
         self._flush()
         return sum(loc is not None for loc in self._index.values())
 
@@ -702,7 +704,7 @@ class SceneGraphRecallAccumulator:
         if self.mode in ("predcls", "sgcls"):
             names.append(("A", "acc_rank", "accuracy"))
         if data is None:
-            logger.warning("No image with both GT relations and predictions: every scene-graph metric is NaN.")
+            logger.warning("No image with GT relations: every scene-graph metric is NaN.")
         zs_mask = None
         if data is not None and zeroshot_triplets is not None:
             zs_mask = _rows_in(data["gt_triplets"], np.asarray(zeroshot_triplets).reshape(-1, 3))
@@ -1058,7 +1060,7 @@ class SceneGraphEvaluator(DatasetEvaluator):
             logger.warning("Evaluated %d of the %d images of '%s'.", self._accumulator.num_images(), num_dataset,
                            self._dataset_name)
         metrics = self._accumulator.summarize(self._zeroshot)
-        logger.info("Scene-graph evaluation (%s) on %d images with relations and predictions (of %d received).",
+        logger.info("Scene-graph evaluation (%s) on %d images with GT relations (of %d received).",
                     self._mode, self._accumulator.num_evaluated_images(), self._accumulator.num_images())
         results = OrderedDict(sgg=metrics)
         if self._box_ap:

@@ -123,16 +123,67 @@ def test_no_graph_constraint_uses_every_predicate():
     assert r["ngR@2"] == 0.0 and ev([g], [p], ks=(3,))["ngR@3"] == 1.0
 
 
-def test_images_without_relations_or_predictions_are_skipped():
+def test_images_without_relations_are_skipped():
     g = gt([[0, 1, 0], [1, 2, 1]])
     p = pred([[0, 1], [1, 2]], [[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]])
     base = ev([g], [p])
     no_rel = gt([])
-    no_pred = pred([], [])
-    with_skipped = ev([no_rel, g, g], [p, p, no_pred])
-    assert with_skipped == base  # neither the empty GT nor the image without pairs counts as 0
-    everything_skipped = ev([no_rel], [p])
+    with_skipped = ev([no_rel, g, no_rel], [p, p, pred([], [])])
+    assert with_skipped == base  # an empty GT does not count, with or without candidate pairs
+    everything_skipped = ev([no_rel, no_rel], [p, pred([], [])])
     assert all(math.isnan(v) for v in everything_skipped.values())
+
+
+def _with_and_without_pairs():
+    """Image A (2 GT relations, a good prediction) and image B (3 GT relations, no candidate pair)."""
+    g_a = gt([[0, 1, 0], [1, 2, 1]])
+    p_a = pred([[0, 1], [1, 2]], [[0.9, 0.05, 0.05], [0.1, 0.8, 0.1]])
+    g_b = gt([[0, 2, 2], [1, 0, 0], [2, 1, 0]])
+    return g_a, p_a, g_b, pred([], [])
+
+
+def test_image_with_relations_but_no_pairs_counts_as_zero():
+    g_a, p_a, g_b, p_b = _with_and_without_pairs()
+    zs = np.array([[1, 2, 1], [0, 2, 2]])  # A's (1,2,p1) (hit at K=2) and B's (0,2,p2)
+    alone = ev([g_a], [p_a], zeroshot_triplets=zs, mode="sgcls")
+    assert (alone["R@1"], alone["R@2"], alone["mR@1"], alone["A@1"]) == (0.5, 1.0, 1 / 3, 0.5)
+    r = ev([g_a, g_b], [p_a, p_b], zeroshot_triplets=zs, mode="sgcls")
+    # R@K: A recalls 1/2 then 2/2; B recalls 0 of its 3
+    assert r["R@1"] == np.mean([0.5, 0.0]) == 0.25 and r["R@2"] == np.mean([1.0, 0.0]) == 0.5
+    assert r["ngR@1"] == 0.25 and r["ngR@2"] == 0.5  # combos 0.9 (0,1,p0), 0.8 (1,2,p1): as graph-constrained
+    # mR@K per image and predicate: A p0 1, p1 0 (K=1) / 1 (K=2); B p0 0/2, p2 0/1.
+    # K=1: p0 mean(1, 0) = 0.5, p1 0, p2 0 ; K=2: p0 0.5, p1 1, p2 0 ; each / 3 predicates
+    assert r["mR@1"] == (0.5 + 0.0 + 0.0) / 3 and r["mR@2"] == (0.5 + 1.0 + 0.0) / 3
+    assert r["ngmR@1"] == r["mR@1"] and r["ngmR@2"] == r["mR@2"]
+    # zR: A's zero-shot relation hit at K=2 only, B's missed
+    assert r["zR@1"] == 0.0 and r["zR@2"] == np.mean([1.0, 0.0]) and r["ngzR@2"] == 0.5
+    # A@K: total hits / total GT relations; B's 3 relations are misses
+    assert r["A@1"] == np.mean([1.0, 0.0]) / np.mean([2.0, 3.0]) == 0.2
+    assert r["A@2"] == np.mean([2.0, 0.0]) / np.mean([2.0, 3.0]) == 0.4
+    # the order of the images does not matter here, and ranked records give the same numbers
+    assert ev([g_b, g_a], [p_b, p_a], zeroshot_triplets=zs, mode="sgcls") == r
+    ranked = [rank_scene_graph_prediction(p, num_predicates=3, max_k=2, ng_k=2, mode="sgcls", groundtruth=g)
+              for g, p in ((g_a, p_a), (g_b, p_b))]
+    assert ranked[1]["num_pairs"] == 0 and len(ranked[1]["rel_pairs"]) == 0
+    assert ev([g_a, g_b], ranked, zeroshot_triplets=zs, mode="sgcls") == r
+    # the accumulator counts B and its GT relations
+    from sgg.evaluation.scene_graph import SceneGraphRecallAccumulator
+
+    acc = SceneGraphRecallAccumulator(num_predicates=3, ks=(1, 2))
+    for i, (g, p) in enumerate(((g_a, p_a), (g_b, p_b), (gt([]), p_a))):
+        acc.add(g, p, key=i)
+    assert acc.num_images() == 3 and acc.num_evaluated_images() == 2
+    assert acc.predicate_gt_counts().tolist() == [3, 1, 1]
+    assert acc.per_predicate_recall(2).tolist() == [0.5, 1.0, 0.0]
+
+
+def test_no_pairs_anywhere_gives_zero_not_nan():
+    g_a, _, g_b, no_pairs = _with_and_without_pairs()
+    zs = np.array([[1, 2, 1]])
+    r = ev([g_a, gt([]), g_b], [no_pairs] * 3, zeroshot_triplets=zs, mode="sgcls")
+    assert len(r) == 14 and all(v == 0.0 for v in r.values()), r  # R, ngR, mR, ngmR, zR, ngzR, A at K=1, 2
+    r = ev([g_b], [no_pairs], mode="predcls")
+    assert all(v == 0.0 for v in r.values()), r
 
 
 def test_mean_recall_averages_per_image_then_over_all_predicates():
@@ -199,7 +250,8 @@ def test_tensor_inputs_and_half_precision():
 
 # ---------------------------------------------------------------------------- equivalence with the loop version
 def _quantised_images(rng, n, mode):
-    """Random images with many score ties (quantised scores), duplicate GT rows and empty images."""
+    """Random images with many score ties (quantised scores), duplicate GT rows, images without GT relations and
+    images without candidate pairs."""
     bench = _load_benchmark()
     out = []
     for i in range(n):
@@ -209,6 +261,8 @@ def _quantised_images(rng, n, mode):
         p["scores"] = np.round(p["scores"] * 4).astype(np.float32) / 4 + np.float32(0.25)
         if i % 5 == 0 and len(g["relations"]):
             g["relations"] = np.concatenate([g["relations"], g["relations"][:1]])
+        if i % 9 == 4:  # no candidate pair (with or without GT relations): counts 0 when it has GT relations
+            p["rel_pairs"], p["rel_scores"] = p["rel_pairs"][:0], p["rel_scores"][:0]
         if mode in ("predcls", "sgcls"):
             n_gt = len(g["boxes"])
             keep = (p["rel_pairs"] < n_gt).all(1)

@@ -16,20 +16,26 @@ from sgg.evaluation.scene_graph import SceneGraphEvaluator, load_predictions_fil
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATASET = "sgg_eval_test_distributed"
 NUM_IMAGES = 24
+NO_PAIRS = (5, 14)  # images without candidate pairs (they count 0 where they have GT relations), one per process
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("sgg_bench_eval", os.path.join(ROOT, "tools/benchmarks/eval.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
 
 
 def _images():
     """Deterministic SGCls-style images (predictions hold the GT boxes) with tied scores."""
-    spec = importlib.util.spec_from_file_location("sgg_bench_eval", os.path.join(ROOT, "tools/benchmarks/eval.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _benchmark()
     rng = np.random.default_rng(7)
     out = []
-    for _ in range(NUM_IMAGES):
+    for i in range(NUM_IMAGES):
         g, p = bench.random_image(rng, num_pairs=int(rng.integers(5, 120)), num_predicates=5, max_gt_objects=8,
                                  num_classes=12)
         n = len(g["boxes"])
-        keep = (p["rel_pairs"] < n).all(1)
+        keep = (p["rel_pairs"] < n).all(1) & (i not in NO_PAIRS)
         p = dict(p, boxes=p["boxes"][:n], labels=p["labels"][:n], scores=np.round(p["scores"][:n] * 4) / 4 + 0.25,
                  rel_pairs=p["rel_pairs"][keep], rel_scores=np.round(p["rel_scores"][keep] * 10) / 10)
         out.append((g, p))
@@ -95,6 +101,12 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     assert _same(gathered, single)  # exact equality of every float, "sgg" and "bbox"
     assert set(single) == {"sgg", "bbox"} and 0 < single["sgg"]["R@20"] < 1 and "A@20" in single["sgg"]
     assert "zR@20" in single["sgg"]
+    # the per-image reference, with the images without pairs counted as 0
+    images = _images()
+    assert all(len(images[i][0]["relations"]) and not len(images[i][1]["rel_pairs"]) for i in NO_PAIRS)
+    ref = _benchmark().reference_evaluate([g for g, _ in images], [p for _, p in images], num_predicates=5,
+                                          ks=(1, 5, 20), zeroshot_triplets=np.load(zeroshot_file), mode="sgcls")
+    assert dict(single["sgg"]) == ref
     a = load_predictions_file(str(single_dir / "predictions.pth"))["predictions"]
     b = load_predictions_file(str(dist_dir / "predictions.pth"))["predictions"]
     assert [r["image_id"] for r in b] == [1000 + i for i in range(NUM_IMAGES)]

@@ -72,7 +72,9 @@ def reference_evaluate(groundtruths: Sequence[dict], predictions: Sequence[dict]
 
     Differences from the original, all without effect on the numbers: predictions are first sorted by
     ``rel * s_sub * s_obj`` (the reference's post-processor does it); sorts are stable (ties by index; the original's
-    quicksort leaves ties unspecified); the no-graph-constraint list has max(ks) entries (the original: 100).
+    quicksort leaves ties unspecified); the no-graph-constraint list has max(ks) entries (the original: 100). One
+    extension where the original is undefined (it raises): an image with GT relations but no candidate pair counts,
+    with recall 0 and its GT relations in every denominator, like sgg. Images without GT relations are skipped.
     """
     c = num_predicates
     recall = {k: [] for k in ks}
@@ -98,27 +100,30 @@ def reference_evaluate(groundtruths: Sequence[dict], predictions: Sequence[dict]
         if mode == "predcls":
             boxes, labels, scores = gt_boxes, gt_labels, np.ones(gt_labels.shape[0], dtype=np.float32)
         if pairs.shape[0] == 0:
-            continue
-        # the post-processor's ordering
-        best = rel_scores.max(1)
-        order = np.argsort(-(best * scores[pairs[:, 0]] * scores[pairs[:, 1]]), kind="stable")
-        pairs, rel_scores = pairs[order], rel_scores[order]
+            # no candidate pair: the image counts with every GT relation missed (sgg's extension; the original's
+            # reduce(np.union1d, pred_to_gt[:k]) raises on the empty list)
+            pred_to_gt, ng_pred_to_gt, in_gt_pair = [], [], np.zeros(0, dtype=bool)
+        else:
+            # the post-processor's ordering
+            best = rel_scores.max(1)
+            order = np.argsort(-(best * scores[pairs[:, 0]] * scores[pairs[:, 1]]), kind="stable")
+            pairs, rel_scores = pairs[order], rel_scores[order]
 
-        pred_rels = np.column_stack((pairs, rel_scores.argmax(1)))
-        gt_trip, gt_trip_boxes = _triplets(gt_rels, gt_labels, gt_boxes)
-        pred_trip, pred_trip_boxes = _triplets(pred_rels, labels, boxes)
-        pred_to_gt = _pred_to_gt(gt_trip, gt_trip_boxes, pred_trip, pred_trip_boxes, iou_threshold)
+            pred_rels = np.column_stack((pairs, rel_scores.argmax(1)))
+            gt_trip, gt_trip_boxes = _triplets(gt_rels, gt_labels, gt_boxes)
+            pred_trip, pred_trip_boxes = _triplets(pred_rels, labels, boxes)
+            pred_to_gt = _pred_to_gt(gt_trip, gt_trip_boxes, pred_trip, pred_trip_boxes, iou_threshold)
 
-        pair_scores = scores[pairs].prod(1)
-        ng_all = pair_scores[:, None] * rel_scores
-        ng_idx = np.column_stack(np.unravel_index(np.argsort(-ng_all.ravel(), kind="stable"), ng_all.shape))
-        ng_idx = ng_idx[:max(ks)]
-        ng_rels = np.column_stack((pairs[ng_idx[:, 0]], ng_idx[:, 1]))
-        ng_trip, ng_trip_boxes = _triplets(ng_rels, labels, boxes)
-        ng_pred_to_gt = _pred_to_gt(gt_trip, gt_trip_boxes, ng_trip, ng_trip_boxes, iou_threshold)
+            pair_scores = scores[pairs].prod(1)
+            ng_all = pair_scores[:, None] * rel_scores
+            ng_idx = np.column_stack(np.unravel_index(np.argsort(-ng_all.ravel(), kind="stable"), ng_all.shape))
+            ng_idx = ng_idx[:max(ks)]
+            ng_rels = np.column_stack((pairs[ng_idx[:, 0]], ng_idx[:, 1]))
+            ng_trip, ng_trip_boxes = _triplets(ng_rels, labels, boxes)
+            ng_pred_to_gt = _pred_to_gt(gt_trip, gt_trip_boxes, ng_trip, ng_trip_boxes, iou_threshold)
 
-        in_gt_pair = (((pairs[:, 0] * 1024 + pairs[:, 1])[:, None] == (gt_rels[:, 0] * 1024 + gt_rels[:, 1])[None])
-                      .sum(-1) > 0)
+            in_gt_pair = (((pairs[:, 0] * 1024 + pairs[:, 1])[:, None] ==
+                           (gt_rels[:, 0] * 1024 + gt_rels[:, 1])[None]).sum(-1) > 0)
         for k in ks:
             for lists, rec, collect, zs in ((pred_to_gt, recall, mean_collect, zs_recall),
                                             (ng_pred_to_gt, ng_recall, ng_mean_collect, ng_zs_recall)):
