@@ -19,7 +19,7 @@ from fvcore.common.checkpoint import Checkpointer
 from fvcore.common.checkpoint import PeriodicCheckpointer as _FvPeriodicCheckpointer
 
 __all__ = ["DetectionCheckpointer", "PeriodicCheckpointer", "CheckpointError", "atomic_write_bytes",
-           "atomic_torch_save"]
+           "atomic_torch_save", "load_checkpoint_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,36 @@ def atomic_torch_save(obj: Any, path: str) -> None:
     _atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def load_checkpoint_file(filename: str) -> Dict[str, Any]:
+    """Safely load a checkpoint (``torch.load(weights_only=True)``) -> a dict with a ``model`` state dict (a bare
+    state dict is wrapped); :class:`CheckpointError` with the file named for a missing, corrupt, truncated or
+    code-carrying file."""
+    if not os.path.isfile(filename):
+        raise CheckpointError(f"Checkpoint not found: '{filename}'.")
+    try:
+        data = torch.load(filename, map_location=torch.device("cpu"), weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Weights only load failed" in str(e):
+            raise CheckpointError(
+                f"Checkpoint '{filename}' contains Python objects that cannot be loaded safely "
+                f"(torch.load(weights_only=True) refused it). Re-save it as a plain state dict of tensors."
+            ) from e
+        raise CheckpointError(f"Checkpoint '{filename}' is corrupt or truncated ({e}). "
+                              "Point MODEL.WEIGHTS at an intact file.") from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"Checkpoint '{filename}' is corrupt or truncated ({type(e).__name__}: {e}). "
+                              "Point MODEL.WEIGHTS at an intact file.") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"Checkpoint '{filename}' holds a {type(data).__name__}, expected a dict.")
+    if "model" not in data:
+        # A bare state dict (e.g. exported weights): treat the whole thing as the model's.
+        if all(isinstance(v, torch.Tensor) for v in data.values()):
+            data = {"model": data}
+        else:
+            raise CheckpointError(f"Checkpoint '{filename}' has no 'model' entry; keys: {sorted(data)[:10]}")
+    return data
+
+
 class DetectionCheckpointer(Checkpointer):
     """fvcore ``Checkpointer`` with atomic saves, safe loads and clear errors.
 
@@ -114,28 +144,7 @@ class DetectionCheckpointer(Checkpointer):
         return super().load(path, checkpointables=checkpointables)
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
-        try:
-            data = torch.load(filename, map_location=torch.device("cpu"), weights_only=True)
-        except pickle.UnpicklingError as e:
-            if "weights_only" in str(e) or "Weights only load failed" in str(e):
-                raise CheckpointError(
-                    f"Checkpoint '{filename}' contains Python objects that cannot be loaded safely "
-                    f"(torch.load(weights_only=True) refused it). Re-save it as a plain state dict of tensors."
-                ) from e
-            raise CheckpointError(f"Checkpoint '{filename}' is corrupt or truncated ({e}). "
-                                  "Point MODEL.WEIGHTS at an intact file.") from e
-        except (RuntimeError, EOFError, OSError, ValueError) as e:
-            raise CheckpointError(f"Checkpoint '{filename}' is corrupt or truncated ({type(e).__name__}: {e}). "
-                                  "Point MODEL.WEIGHTS at an intact file.") from e
-        if not isinstance(data, dict):
-            raise CheckpointError(f"Checkpoint '{filename}' holds a {type(data).__name__}, expected a dict.")
-        if "model" not in data:
-            # A bare state dict (e.g. exported weights): treat the whole thing as the model's.
-            if all(isinstance(v, torch.Tensor) for v in data.values()):
-                data = {"model": data}
-            else:
-                raise CheckpointError(f"Checkpoint '{filename}' has no 'model' entry; keys: {sorted(data)[:10]}")
-        return data
+        return load_checkpoint_file(filename)
 
     def get_checkpoint_file(self) -> str:
         """The newest checkpoint named by ``last_checkpoint``; error if it names a file that is gone."""

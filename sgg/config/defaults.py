@@ -306,6 +306,14 @@ _C.MODEL.DETR.L1_WEIGHT = 5.0
 _C.MODEL.DETR.GIOU_WEIGHT = 2.0
 _C.MODEL.DETR.NO_OBJECT_WEIGHT = 0.1  # CE weight of the background class of the subject/object heads
 _C.MODEL.DETR.NO_RELATION_WEIGHT = 0.1  # CE weight of the no-relation class of the predicate head
+# Not upstream (0 = off, as in every full-size config): weight of a dense entity-class loss on the encoder output (each
+# feature cell -> class of the smallest GT box covering its centre, else background). A from-scratch demo backbone
+# has no pretrained features; this gives the memory class-discriminative features early. Discarded at inference.
+_C.MODEL.DETR.ENCODER_AUX_CLASS_WEIGHT = 0.0
+# SpeaQ / IterativeSG: a local checkpoint of sgg's DETR detector (META_ARCHITECTURE "DETR") to start from, its
+# decoder replicated into the subject, object and relation decoders (upstream starts from a DETR trained on VG). "" =
+# random init. Applied when the model is built; MODEL.WEIGHTS / --resume load afterwards and take precedence.
+_C.MODEL.DETR.DETECTOR_WEIGHTS = ""
 # Relation CE class weights w_c = max(sqrt(OVERSAMPLE_PARAM / f_c), 1) ** UNDERSAMPLE_PARAM, f_c = predicate share in
 # the training set (dataset metadata); OVERSAMPLE_PARAM <= 0 = uniform weights.
 _C.MODEL.DETR.OVERSAMPLE_PARAM = 0.07

@@ -105,16 +105,21 @@ def triplet_cost_matrices(outputs: Dict[str, torch.Tensor], targets: Sequence[Di
     ``outputs``: ``{s}_logits (B, Q, C_s)`` and ``{s}_boxes (B, Q, 4)`` for ``s`` in ``sub, obj, rel``; ``targets[b]``:
     ``{s}_labels (T,)`` and ``{s}_boxes (T, 4)``.
     """
-    costs = []
-    for b, t in enumerate(targets):
-        total = outputs["rel_logits"].new_zeros((outputs["rel_logits"].shape[1], len(t["rel_labels"])),
-                                                dtype=torch.float32)
-        for s in STREAMS:
-            c_cls, c_l1, c_giou = _class_l1_giou(outputs[f"{s}_logits"][b], outputs[f"{s}_boxes"][b],
-                                                 t[f"{s}_labels"], t[f"{s}_boxes"])
-            total = total + cost_class * c_cls + cost_bbox * c_l1 + cost_giou * c_giou
-        costs.append(total)
-    return costs
+    b, q = outputs["rel_logits"].shape[:2]
+    if len(targets) != b:
+        raise ValueError(f"{len(targets)} targets for a batch of {b} predictions.")
+    sizes = [len(t["rel_labels"]) for t in targets]
+    # One (B*Q, T_all) matrix per stream for the whole batch (DETR's trick), split per image at the end: far fewer,
+    # larger ops than a loop over images; every entry is computed exactly as for the image alone.
+    total = None
+    for s in STREAMS:
+        c_cls, c_l1, c_giou = _class_l1_giou(outputs[f"{s}_logits"].flatten(0, 1), outputs[f"{s}_boxes"].flatten(0, 1),
+                                             torch.cat([t[f"{s}_labels"] for t in targets]),
+                                             torch.cat([t[f"{s}_boxes"] for t in targets]))
+        stream = cost_class * c_cls + cost_bbox * c_l1 + cost_giou * c_giou
+        total = stream if total is None else total + stream
+    total = total.view(b, q, -1)
+    return [chunk[i] for i, chunk in enumerate(total.split(sizes, dim=-1))]
 
 
 @MATCHER_REGISTRY.register()

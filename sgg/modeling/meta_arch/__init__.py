@@ -1,6 +1,7 @@
 """Meta-architectures in META_ARCH_REGISTRY, one model per file; each module registers itself on import."""
 
 from . import (  # noqa: F401
+    detr,  # DETR (the detector SpeaQ starts from)
     frequency_baseline,  # FrequencyBaseline (image SGG)
     keyframe_detector,  # KeyframeDetector, KeyframeFeatureDetector
     speaq,  # SpeaQ, IterativeSG

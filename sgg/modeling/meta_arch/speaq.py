@@ -40,10 +40,11 @@ from sgg.structures.boxes import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, general
 from sgg.utils import comm
 
 from ..build import META_ARCH_REGISTRY, build_backbone, build_matcher
-from ..layers import MLP, PositionEmbeddingSine, TransformerDecoderLayer, TransformerEncoder
+from ..layers import MLP, TransformerDecoderLayer
 from ..layers.transformer import clones, with_pos
 from ..matchers.hungarian import STREAMS
 from ..matchers.speaq import relation_class_weights, training_predicate_frequencies
+from .detr import DETRFrontEnd, dense_entity_labels, detr_to_speaq_state_dict, encoder_class_loss, pad_and_normalize
 
 __all__ = ["IterativeRelationDecoder", "SpeaQ", "IterativeSG", "build_relation_targets", "relation_boxes_from_pairs",
            "triplet_inference"]
@@ -228,7 +229,7 @@ def triplet_inference(out: Dict[str, torch.Tensor], image_size: Tuple[int, int],
 
 # ---------------------------------------------------------------------------- model
 @META_ARCH_REGISTRY.register()
-class SpeaQ(nn.Module):
+class SpeaQ(DETRFrontEnd):
     """IterativeSG / SpeaQ scene graph detector (see the module docstring).
 
     ``forward(batched_inputs)``: a list of mapper dicts (``image`` uint8 (3, H, W) RGB, ``height``/``width`` of the
@@ -242,24 +243,23 @@ class SpeaQ(nn.Module):
                  dim_feedforward: int = 2048, enc_layers: int = 6, dec_layers: int = 6, dropout: float = 0.1,
                  deep_supervision: bool = True, class_weight: float = 1.0, l1_weight: float = 5.0,
                  giou_weight: float = 2.0, no_object_weight: float = 0.1,
-                 rel_class_weights: Optional[torch.Tensor] = None, nms_thresh: float = 0.5, topk: int = 100,
+                 rel_class_weights: Optional[torch.Tensor] = None, encoder_aux_class_weight: float = 0.0,
+                 detector_weights: str = "",
+                 nms_thresh: float = 0.5, topk: int = 100,
                  pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
                  pixel_std: Sequence[float] = (58.395, 57.12, 57.375)):
         super().__init__()
         if num_queries < 1 or multiply_query < 1:
             raise ValueError(f"NUM_QUERIES and MULTIPLY_QUERY must be >= 1, got {num_queries}, {multiply_query}.")
-        if hidden_dim % nheads or hidden_dim % 2:
-            raise ValueError(f"HIDDEN_DIM ({hidden_dim}) must be even and divisible by NHEADS ({nheads}).")
-        self.backbone, self.matcher = backbone, matcher
+        self.matcher = matcher
         self.num_classes, self.num_predicates = num_classes, num_predicates
         self.num_queries, self.multiply_query = num_queries, multiply_query
         self.deep_supervision = deep_supervision
         self.loss_coef = {"ce": class_weight, "bbox": l1_weight, "giou": giou_weight}
         self.nms_thresh, self.topk = nms_thresh, topk
 
-        self.input_proj = nn.Conv2d(backbone.out_channels, hidden_dim, kernel_size=1)
-        self.position = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
-        self.encoder = TransformerEncoder(hidden_dim, nheads, enc_layers, dim_feedforward, dropout)
+        self.build_front_end(backbone, hidden_dim=hidden_dim, nheads=nheads, dim_feedforward=dim_feedforward,
+                             dropout=dropout, num_layers=enc_layers)
         self.decoder = IterativeRelationDecoder(d_model=hidden_dim, nhead=nheads, dim_feedforward=dim_feedforward,
                                                 dropout=dropout, num_layers=dec_layers, multiply=multiply_query)
         self.sub_query = nn.Embedding(num_queries, hidden_dim)
@@ -268,6 +268,7 @@ class SpeaQ(nn.Module):
         self.entity_class = nn.Linear(hidden_dim, num_classes + 1)  # last column = no object
         self.relation_class = nn.Linear(hidden_dim, num_predicates + 1)  # last column = no relation
         self.box_head = MLP(hidden_dim, hidden_dim, 4, 3)  # shared by the subject, object and relation streams
+        self.build_encoder_aux_head(hidden_dim, num_classes, encoder_aux_class_weight)
         self._reset_parameters()
 
         entity_w = torch.ones(num_classes + 1)
@@ -282,6 +283,35 @@ class SpeaQ(nn.Module):
         self.register_buffer("rel_class_weights", rel_class_weights.float(), persistent=False)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+        if detector_weights:
+            self.load_detector(detector_weights)
+
+    def load_detector(self, path: str) -> None:
+        """Initialise from a :class:`~.detr.DETR` checkpoint (``MODEL.DETR.DETECTOR_WEIGHTS``), its decoder replicated
+        ×3 (:func:`~.detr.detr_to_speaq_state_dict`); the predicate head and the cross-stream conditioning keep their
+        initialisation. Clear errors for a missing file or an incompatible detector."""
+        from sgg.checkpoint.checkpointer import CheckpointError, load_checkpoint_file
+
+        detr = load_checkpoint_file(path)["model"]
+        if not any(k.startswith("decoder_norm.") for k in detr):
+            raise CheckpointError(f"MODEL.DETR.DETECTOR_WEIGHTS='{path}' is not a checkpoint of sgg's DETR detector "
+                                  f"(no 'decoder_norm.*' keys; first keys: {sorted(detr)[:5]}).")
+        state = detr_to_speaq_state_dict(detr, multiply_query=self.multiply_query,
+                                         num_relation_queries=self.rel_query.num_embeddings)
+        own = self.state_dict()
+        if self.encoder_class is None:  # the detector's auxiliary head has no use here
+            state = {k: v for k, v in state.items() if not k.startswith("encoder_class.")}
+        for key, value in state.items():
+            if key not in own:
+                raise CheckpointError(f"MODEL.DETR.DETECTOR_WEIGHTS='{path}': '{key}' has no counterpart in this "
+                                      f"SpeaQ (e.g. DEC_LAYERS, ENCODER_AUX_CLASS_WEIGHT or the backbone differ).")
+            if own[key].shape != value.shape:
+                raise CheckpointError(f"MODEL.DETR.DETECTOR_WEIGHTS='{path}': '{key}' has shape {tuple(value.shape)}, "
+                                      f"this model needs {tuple(own[key].shape)} (HIDDEN_DIM, NUM_QUERIES, "
+                                      f"NUM_CLASSES and the backbone must match the detector's config).")
+        self.load_state_dict(state, strict=False)
+        logger.info("SpeaQ initialised from the DETR detector %s (%d tensors; decoder replicated x3).", path,
+                    len(state))
 
     def _reset_parameters(self) -> None:
         for module in (self.encoder, self.decoder):
@@ -317,6 +347,7 @@ class SpeaQ(nn.Module):
                 "enc_layers": d.ENC_LAYERS, "dec_layers": d.DEC_LAYERS, "dropout": d.DROPOUT,
                 "deep_supervision": d.DEEP_SUPERVISION, "class_weight": d.CLASS_WEIGHT, "l1_weight": d.L1_WEIGHT,
                 "giou_weight": d.GIOU_WEIGHT, "no_object_weight": d.NO_OBJECT_WEIGHT, "rel_class_weights": rel_w,
+                "encoder_aux_class_weight": d.ENCODER_AUX_CLASS_WEIGHT, "detector_weights": d.DETECTOR_WEIGHTS,
                 "nms_thresh": d.NMS_THRESH, "topk": cfg.TEST.RELATION.TOPK, "pixel_mean": cfg.MODEL.PIXEL_MEAN,
                 "pixel_std": cfg.MODEL.PIXEL_STD}
 
@@ -328,27 +359,16 @@ class SpeaQ(nn.Module):
     def preprocess(self, batched_inputs: Sequence[dict]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Normalise and zero-pad the images -> ``(B, 3, H, W)`` float and the padding mask ``(B, H, W)``
         (True = padding)."""
-        images = [x["image"].to(self.device, torch.float32) for x in batched_inputs]
-        hmax = max(i.shape[-2] for i in images)
-        wmax = max(i.shape[-1] for i in images)
-        batch = images[0].new_zeros((len(images), 3, hmax, wmax))
-        mask = torch.ones((len(images), hmax, wmax), dtype=torch.bool, device=self.device)
-        for i, img in enumerate(images):
-            batch[i, :, : img.shape[-2], : img.shape[-1]] = (img - self.pixel_mean) / self.pixel_std
-            mask[i, : img.shape[-2], : img.shape[-1]] = False
-        return batch, mask
+        return pad_and_normalize(batched_inputs, self.pixel_mean, self.pixel_std)
 
-    def network(self, images: torch.Tensor, mask: torch.Tensor) -> List[Dict[str, torch.Tensor]]:
-        """Images -> per decoder layer ``{sub,obj,rel}_logits`` and ``{sub,obj,rel}_boxes`` (B, Qr, ·)."""
-        feat = self.input_proj(self.backbone(images))
-        fmask = F.interpolate(mask[:, None].float(), size=feat.shape[-2:]).bool()[:, 0]
-        pos = self.position(fmask).to(feat.dtype).flatten(2).transpose(1, 2)
-        src = feat.flatten(2).transpose(1, 2)
-        fmask = fmask.flatten(1)
-        memory = self.encoder(src, pos, fmask)
+    def network(self, images: torch.Tensor, mask: torch.Tensor
+                ) -> Tuple[List[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]:
+        """Images -> (per decoder layer ``{sub,obj,rel}_logits`` and ``{sub,obj,rel}_boxes`` (B, Qr, ·), the encoder
+        output of :meth:`DETRFrontEnd.encode`)."""
+        enc = self.encode(images, mask)
         b = images.shape[0]
         queries = [q.weight[None].expand(b, -1, -1) for q in (self.sub_query, self.obj_query, self.rel_query)]
-        sub, obj, rel = self.decoder(memory, pos, fmask, *queries)
+        sub, obj, rel = self.decoder(enc["memory"], enc["pos"], enc["padding"], *queries)
         if self.multiply_query > 1:  # every relation query has its own copy of its subject/object predictions
             sub = sub.repeat_interleave(self.multiply_query, dim=2)
             obj = obj.repeat_interleave(self.multiply_query, dim=2)
@@ -357,14 +377,22 @@ class SpeaQ(nn.Module):
             layers.append({"sub_logits": self.entity_class(sub[i]), "obj_logits": self.entity_class(obj[i]),
                            "rel_logits": self.relation_class(rel[i]), "sub_boxes": self.box_head(sub[i]).sigmoid(),
                            "obj_boxes": self.box_head(obj[i]).sigmoid(), "rel_boxes": self.box_head(rel[i]).sigmoid()})
-        return layers
+        return layers, enc
 
     def forward(self, batched_inputs: Sequence[dict]):
         images, mask = self.preprocess(batched_inputs)
-        layers = self.network(images, mask)
+        layers, encoded = self.network(images, mask)
         if self.training:
             targets = build_relation_targets(batched_inputs, self.num_classes, self.num_predicates, self.device)
-            return self.losses(layers, targets)
+            losses = self.losses(layers, targets)
+            if self.encoder_class is not None:
+                labels = dense_entity_labels(batched_inputs, tuple(encoded["grid_padding"].shape[-2:]),
+                                             encoded["stride"], self.num_classes, self.device)
+                sample_w = torch.stack([t["loss_weight"] for t in targets]).float()
+                losses["loss_encoder_ce"] = self.encoder_aux_class_weight * encoder_class_loss(
+                    self.encoder_class(encoded["memory"]), labels, encoded["padding"], self.entity_class_weights,
+                    sample_w)
+            return losses
         last = layers[-1]
         results = []
         for b, x in enumerate(batched_inputs):

@@ -57,6 +57,18 @@ def scene(boxes, labels, relations, size=(64, 64), weight=1.0, image_id=0):
             "loss_weight": weight, "dataset_type": "real"}
 
 
+def fit(model, batch, steps=100, lr=3e-3):
+    """``steps`` AdamW steps on one batch (overfit tests); returns the model in eval mode."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        loss = sum(model(batch).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
 def test_relation_boxes_span_centres():
     sub = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
     obj = torch.tensor([[20.0, 4.0, 40.0, 8.0]])
@@ -155,15 +167,7 @@ def test_overfits_one_image(one_thread):
     """One image, a few steps: its triplets must come back at the top of the ranking."""
     torch.manual_seed(0)
     x = scene([(4, 6, 24, 26), (36, 30, 60, 58), (40, 4, 58, 20)], [0, 1, 2], [(0, 1, 1), (2, 1, 3)])
-    model = tiny_model(queries=4, hidden=32)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(100):  # R@5 reaches 1.0 after ~60 steps
-        loss = sum(model([x]).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    model = fit(tiny_model(queries=4, hidden=32), [x])  # R@5 reaches 1.0 after ~60 steps
     with torch.no_grad():
         pred, = model([x])
     gt = {"boxes": x["gt_boxes"], "labels": x["gt_classes"], "relations": x["gt_relations"]}
@@ -226,6 +230,19 @@ def test_configs_load(name):
         assert cfg.SOLVER.BASE_LR == 1e-4 and cfg.SOLVER.IMS_PER_BATCH == 20 and cfg.SOLVER.MAX_ITER == 150000
         assert cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE == 0.01 and cfg.SOLVER.AMP.ENABLED
         assert cfg.SOLVER.BACKBONE_MULTIPLIER == 0.1 and d.NUM_GROUPS == 4 and cfg.DATASETS.MULTI_DATASET.ENABLED
+    # the dense auxiliary loss is a CPU-demo aid only: off in every full-size config
+    assert (d.ENCODER_AUX_CLASS_WEIGHT > 0) == name.startswith("quick/")
+
+
+def test_demo_detector_config_matches_the_demo_speaq():
+    """configs/quick/detr_demo.yaml must produce a checkpoint speaq_demo.yaml can start from (same model keys)."""
+    detr, speaq = get_cfg(), get_cfg()
+    detr.merge_from_file(os.path.join(CONFIGS, "quick", "detr_demo.yaml"))
+    speaq.merge_from_file(os.path.join(CONFIGS, "quick", "speaq_demo.yaml"))
+    assert detr.MODEL.META_ARCHITECTURE == "DETR" and speaq.MODEL.META_ARCHITECTURE == "SpeaQ"
+    for key in ("NUM_QUERIES", "HIDDEN_DIM", "NHEADS", "DIM_FEEDFORWARD", "ENC_LAYERS", "DEC_LAYERS"):
+        assert detr.MODEL.DETR[key] == speaq.MODEL.DETR[key], key
+    assert detr.MODEL.BACKBONE == speaq.MODEL.BACKBONE and detr.MODEL.ROI_HEADS == speaq.MODEL.ROI_HEADS
 
 
 def test_speaq_keys_need_the_speaq_matcher():
