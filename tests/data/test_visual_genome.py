@@ -554,3 +554,21 @@ def test_entry_without_a_key_names_it(tmp_path):
     vg.clear_vg_caches()
     with pytest.raises(vg.VGFormatError, match=r"image_data.json': entry 3 .* has no key 'height'"):
         load(root, "train")
+
+
+def test_bulk_built_arrays_are_views_owned_by_their_image(tmp_path):
+    bench = _benchmark_module()
+    bench.write_random_release(str(tmp_path), 400, 6.0, 4.0, seed=3)
+    dicts = vg.load_vg_dicts(str(tmp_path), "train", num_val_images=20)
+    reference = [{k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in d.items()}
+                 for d in vg.load_vg_dicts(str(tmp_path), "train", num_val_images=20)]
+    built = list(dicts)
+    assert built[0]["labels"].min() >= 0 and built[0]["attributes"].min() >= -1
+    for key in ("labels", "attributes", "relations"):
+        assert built[0][key].base is not None  # a view, not a per-image copy
+        built[0][key][...] = 7  # changes that dict only
+    for d, ref in zip(built[1:], reference[1:]):
+        for key in ("boxes", "labels", "attributes", "relations"):
+            np.testing.assert_array_equal(d[key], ref[key])
+            assert d[key].dtype == ref[key].dtype
+    assert dicts[0] is built[0] and (dicts[0]["labels"] == 7).all()
