@@ -112,5 +112,7 @@ def _distributed_worker(local_rank: int, main_func: Callable, world_size: int, n
     comm.synchronize()
     try:
         main_func(*args)
+        # No rank may tear the group down while another still talks to it (gloo aborts the process otherwise).
+        comm.synchronize()
     finally:
         dist.destroy_process_group()

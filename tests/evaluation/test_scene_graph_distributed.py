@@ -73,6 +73,7 @@ def _worker(rank, world, port, output_dir, zeroshot_file):
         results = _evaluate(rank, world, output_dir, zeroshot_file)
         with open(os.path.join(output_dir, f"results_rank{rank}.pkl"), "wb") as f:
             pickle.dump(results, f)
+        dist.barrier()  # rank 1 must not destroy the group while rank 0 still evaluates (gloo aborts otherwise)
     finally:
         dist.destroy_process_group()
 
