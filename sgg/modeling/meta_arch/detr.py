@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sgg.config import configurable
-from sgg.structures.boxes import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, generalized_box_iou
+from sgg.structures.boxes import box_area, box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, generalized_box_iou
 from sgg.utils import comm
 
 from ..build import META_ARCH_REGISTRY, build_backbone
@@ -37,8 +37,8 @@ from ..layers import MLP, PositionEmbeddingSine, TransformerDecoderLayer, Transf
 from ..layers.transformer import clones
 from ..matchers.hungarian import HungarianMatcher
 
-__all__ = ["pad_and_normalize", "DETRFrontEnd", "sample_loss_weights", "dense_entity_labels", "encoder_class_loss",
-           "DETR", "detr_to_speaq_state_dict"]
+__all__ = ["pad_and_normalize", "DETRFrontEnd", "dense_entity_labels", "encoder_class_loss", "loss_weight_of",
+           "sample_loss_weights", "boxes_over_ranks", "set_prediction_losses", "DETR", "detr_to_speaq_state_dict"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,15 @@ class DETRFrontEnd(nn.Module):
         self.encoder_aux_class_weight = weight
         self.encoder_class = nn.Linear(hidden_dim, num_classes + 1) if weight > 0 else None
 
+    def encoder_aux_loss(self, batched_inputs: Sequence[dict], enc: Dict[str, torch.Tensor],
+                         class_weights: torch.Tensor, sample_weights: torch.Tensor) -> torch.Tensor:
+        """``ENCODER_AUX_CLASS_WEIGHT`` x :func:`encoder_class_loss` of :meth:`encode`'s output ``enc`` against
+        :func:`dense_entity_labels` (only when the head exists)."""
+        labels = dense_entity_labels(batched_inputs, tuple(enc["grid_padding"].shape[-2:]), enc["stride"],
+                                     class_weights.numel() - 1, enc["memory"].device)
+        return self.encoder_aux_class_weight * encoder_class_loss(
+            self.encoder_class(enc["memory"]), labels, enc["padding"], class_weights, sample_weights)
+
     def encode(self, images: torch.Tensor, mask: torch.Tensor) -> Dict[str, torch.Tensor]:
         """``images (B, 3, H, W)``, ``mask (B, H, W)`` -> ``memory`` (B, h*w, d), ``pos`` (B, h*w, d), ``padding``
         (B, h*w) bool, ``grid_padding`` (B, h, w) bool on the backbone's feature grid, and ``stride`` (input pixels
@@ -115,7 +124,7 @@ def dense_entity_labels(batched_inputs: Sequence[dict], grid_shape: Tuple[int, i
             continue
         inside = ((cx[:, None] >= boxes[:, 0]) & (cx[:, None] < boxes[:, 2])
                   & (cy[:, None] >= boxes[:, 1]) & (cy[:, None] < boxes[:, 3]))  # (h*w, N)
-        area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).expand_as(inside)
+        area = box_area(boxes).expand_as(inside)
         smallest = torch.where(inside, area, torch.full_like(area, float("inf"))).argmin(1)
         labels[k] = torch.where(inside.any(1), classes[smallest], labels[k])
     return labels
@@ -132,15 +141,63 @@ def encoder_class_loss(logits: torch.Tensor, labels: torch.Tensor, padding: torc
     return (ce * weight * sample_weights[:, None]).sum() / weight.sum().clamp(min=1e-6)
 
 
+def loss_weight_of(x: dict) -> float:
+    """An input's per-sample ``loss_weight`` (1 when absent), checked finite and >= 0."""
+    w = float(x.get("loss_weight", 1.0))
+    if not w >= 0 or w == float("inf"):
+        raise ValueError(f"image {x.get('image_id', '?')}: loss_weight must be finite and >= 0, got {w}.")
+    return w
+
+
 def sample_loss_weights(batched_inputs: Sequence[dict], device: torch.device) -> torch.Tensor:
-    """``(B,)`` per-image ``loss_weight`` (1 when absent), checked finite and >= 0."""
-    weights = []
-    for x in batched_inputs:
-        w = float(x.get("loss_weight", 1.0))
-        if not w >= 0 or w == float("inf"):
-            raise ValueError(f"image {x.get('image_id', '?')}: loss_weight must be finite and >= 0, got {w}.")
-        weights.append(w)
-    return torch.tensor(weights, dtype=torch.float32, device=device)
+    """``(B,)`` per-image ``loss_weight`` (:func:`loss_weight_of`)."""
+    return torch.tensor([loss_weight_of(x) for x in batched_inputs], dtype=torch.float32, device=device)
+
+
+def boxes_over_ranks(counts: torch.Tensor) -> torch.Tensor:
+    """Box-loss normaliser: matched GT counts (any shape) averaged over all ranks, at least 1 (DETR)."""
+    if comm.get_world_size() > 1 and dist.is_initialized():
+        dist.all_reduce(counts)
+        counts = counts / comm.get_world_size()
+    return counts.clamp(min=1.0)
+
+
+def set_prediction_losses(logits: torch.Tensor, boxes: torch.Tensor,
+                          indices: Sequence[Tuple[torch.Tensor, torch.Tensor]], tgt_labels: Sequence[torch.Tensor],
+                          tgt_boxes: Sequence[torch.Tensor], *, class_weights: torch.Tensor,
+                          sample_weights: torch.Tensor, num_boxes: torch.Tensor,
+                          coef: Dict[str, float]) -> Dict[str, torch.Tensor]:
+    """DETR's CE + L1 + GIoU of one prediction set after matching, with per-sample weights.
+
+    ``logits (B, Q, C+1)`` (last column = background), ``boxes (B, Q, 4)`` normalised cxcywh; ``indices[b]`` =
+    (query indices, target indices) of image ``b`` into ``tgt_labels[b] (T,)`` / ``tgt_boxes[b] (T, 4)``.
+    CE over every query (unmatched ones -> background), each weighted by its target's ``class_weights`` and its
+    image's ``sample_weights`` (B,), divided by the summed class weights; L1 and GIoU of the matched queries scaled by
+    their image's weight, divided by ``num_boxes``. Returns ``{"ce", "bbox", "giou"}`` (times ``coef``); with no
+    match at all the box terms are exact zeros still connected to ``boxes`` (DDP).
+    """
+    device = logits.device
+    b, q = logits.shape[:2]
+    batch_idx = torch.cat([torch.full_like(r, k) for k, (r, _) in enumerate(indices)]).to(device)
+    query_idx = torch.cat([r for r, _ in indices]).to(device)
+    target_cls = torch.full((b, q), class_weights.numel() - 1, dtype=torch.int64, device=device)
+    if len(query_idx):
+        target_cls[batch_idx, query_idx] = torch.cat([t[c.to(device)] for t, (_, c) in zip(tgt_labels, indices)])
+    ce = F.cross_entropy(logits.float().flatten(0, 1), target_cls.flatten(), reduction="none").view(b, q)
+    w = class_weights[target_cls]  # (B, Q): class weight of each query's target, background included
+    losses = {"ce": coef["ce"] * (ce * w * sample_weights[:, None]).sum() / w.sum().clamp(min=1e-6)}
+    if len(query_idx):
+        pred = boxes[batch_idx, query_idx].float()
+        gt = torch.cat([t[c.to(device)] for t, (_, c) in zip(tgt_boxes, indices)])
+        per_w = sample_weights[batch_idx]
+        l1 = F.l1_loss(pred, gt, reduction="none").sum(-1)
+        giou = 1 - torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(pred), box_cxcywh_to_xyxy(gt)))
+        losses["bbox"] = coef["bbox"] * (l1 * per_w).sum() / num_boxes
+        losses["giou"] = coef["giou"] * (giou * per_w).sum() / num_boxes
+    else:
+        zero = boxes.sum() * 0.0
+        losses["bbox"], losses["giou"] = zero, zero.clone()
+    return losses
 
 
 # ---------------------------------------------------------------------------- model
@@ -227,10 +284,7 @@ class DETR(DETRFrontEnd):
         targets = self.targets(batched_inputs)
         losses = self.losses(layers if self.deep_supervision else layers[-1:], targets, sample_w)
         if self.encoder_class is not None:
-            labels = dense_entity_labels(batched_inputs, tuple(enc["grid_padding"].shape[-2:]), enc["stride"],
-                                         self.num_classes, self.device)
-            losses["loss_encoder_ce"] = self.encoder_aux_class_weight * encoder_class_loss(
-                self.encoder_class(enc["memory"]), labels, enc["padding"], self.class_weights, sample_w)
+            losses["loss_encoder_ce"] = self.encoder_aux_loss(batched_inputs, enc, self.class_weights, sample_w)
         return losses
 
     def targets(self, batched_inputs: Sequence[dict]) -> List[Dict[str, torch.Tensor]]:
@@ -252,37 +306,16 @@ class DETR(DETRFrontEnd):
         """CE (class weights, no-object ``NO_OBJECT_WEIGHT``) + L1 + GIoU per decoder layer (suffix ``_i`` for the
         earlier ones), every per-query term scaled by its image's loss weight; boxes normalised by the GT count over
         all ranks."""
-        n_boxes = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=self.device)
-        if comm.get_world_size() > 1 and dist.is_initialized():
-            dist.all_reduce(n_boxes)
-            n_boxes = n_boxes / comm.get_world_size()
-        n_boxes = n_boxes.clamp(min=1.0)
+        n_boxes = boxes_over_ranks(torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=self.device))
         losses = {}
         for i, out in enumerate(layers):
             suffix = "" if i == len(layers) - 1 else f"_{i}"
             indices = self.matcher(out["logits"], out["boxes"], targets)
-            b, q = out["logits"].shape[:2]
-            batch_idx = torch.cat([torch.full_like(r, k) for k, (r, _) in enumerate(indices)]).to(self.device)
-            query_idx = torch.cat([r for r, _ in indices]).to(self.device)
-            target_cls = torch.full((b, q), self.num_classes, dtype=torch.int64, device=self.device)
-            if len(query_idx):
-                target_cls[batch_idx, query_idx] = torch.cat(
-                    [t["labels"][c.to(self.device)] for t, (_, c) in zip(targets, indices)])
-            ce = F.cross_entropy(out["logits"].float().flatten(0, 1), target_cls.flatten(), reduction="none")
-            w = self.class_weights[target_cls]
-            losses[f"loss_ce{suffix}"] = self.loss_coef["ce"] * (ce.view(b, q) * w * sample_w[:, None]).sum() / (
-                w.sum().clamp(min=1e-6))
-            if len(query_idx):
-                pred = out["boxes"][batch_idx, query_idx].float()
-                gt = torch.cat([t["boxes"][c.to(self.device)] for t, (_, c) in zip(targets, indices)])
-                per_w = sample_w[batch_idx]
-                giou = 1 - torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(pred), box_cxcywh_to_xyxy(gt)))
-                losses[f"loss_bbox{suffix}"] = self.loss_coef["bbox"] * (
-                    F.l1_loss(pred, gt, reduction="none").sum(-1) * per_w).sum() / n_boxes
-                losses[f"loss_giou{suffix}"] = self.loss_coef["giou"] * (giou * per_w).sum() / n_boxes
-            else:  # keep the graph connected (DDP) with an exact zero
-                losses[f"loss_bbox{suffix}"] = out["boxes"].sum() * 0.0
-                losses[f"loss_giou{suffix}"] = out["boxes"].sum() * 0.0
+            terms = set_prediction_losses(out["logits"], out["boxes"], indices, [t["labels"] for t in targets],
+                                          [t["boxes"] for t in targets], class_weights=self.class_weights,
+                                          sample_weights=sample_w, num_boxes=n_boxes, coef=self.loss_coef)
+            for name, value in terms.items():
+                losses[f"loss_{name}{suffix}"] = value
         return losses
 
     def inference(self, logits: torch.Tensor, boxes: torch.Tensor, image_size: Tuple[int, int]) -> Dict:

@@ -30,21 +30,25 @@ import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.nn import functional as F
 from torchvision.ops import batched_nms
 
 from sgg.config import configurable
-from sgg.structures.boxes import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, generalized_box_iou, pairwise_iou
-from sgg.utils import comm
+from sgg.structures.boxes import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, pairwise_iou
 
 from ..build import META_ARCH_REGISTRY, build_backbone, build_matcher
 from ..layers import MLP, TransformerDecoderLayer
 from ..layers.transformer import clones, with_pos
 from ..matchers.hungarian import STREAMS
 from ..matchers.speaq import relation_class_weights, training_predicate_frequencies
-from .detr import DETRFrontEnd, dense_entity_labels, detr_to_speaq_state_dict, encoder_class_loss, pad_and_normalize
+from .detr import (
+    DETRFrontEnd,
+    boxes_over_ranks,
+    detr_to_speaq_state_dict,
+    loss_weight_of,
+    pad_and_normalize,
+    set_prediction_losses,
+)
 
 __all__ = ["IterativeRelationDecoder", "SpeaQ", "IterativeSG", "build_relation_targets", "relation_boxes_from_pairs",
            "triplet_inference"]
@@ -170,9 +174,7 @@ def build_relation_targets(batched_inputs: Sequence[dict], num_classes: int, num
         def norm(b):
             return box_xyxy_to_cxcywh((b / scale).clamp(0, 1))
 
-        weight = float(x.get("loss_weight", 1.0))
-        if not weight >= 0 or weight == float("inf"):
-            raise ValueError(f"{where}: loss_weight must be finite and >= 0, got {weight}.")
+        weight = loss_weight_of(x)
         targets.append({
             "sub_labels": labels[rels[:, 0]], "obj_labels": labels[rels[:, 1]], "rel_labels": rels[:, 2],
             "sub_boxes": norm(sub_xyxy), "obj_boxes": norm(obj_xyxy), "rel_boxes": norm(rel_xyxy),
@@ -386,12 +388,9 @@ class SpeaQ(DETRFrontEnd):
             targets = build_relation_targets(batched_inputs, self.num_classes, self.num_predicates, self.device)
             losses = self.losses(layers, targets)
             if self.encoder_class is not None:
-                labels = dense_entity_labels(batched_inputs, tuple(encoded["grid_padding"].shape[-2:]),
-                                             encoded["stride"], self.num_classes, self.device)
                 sample_w = torch.stack([t["loss_weight"] for t in targets]).float()
-                losses["loss_encoder_ce"] = self.encoder_aux_class_weight * encoder_class_loss(
-                    self.encoder_class(encoded["memory"]), labels, encoded["padding"], self.entity_class_weights,
-                    sample_w)
+                losses["loss_encoder_ce"] = self.encoder_aux_loss(batched_inputs, encoded, self.entity_class_weights,
+                                                                  sample_w)
             return losses
         last = layers[-1]
         results = []
@@ -409,11 +408,8 @@ class SpeaQ(DETRFrontEnd):
             layers = layers[-1:]
         matches = self.matcher(layers, targets)
         # Box-loss normaliser of each layer: matched GT copies over the whole (distributed) batch, at least 1.
-        n_boxes = torch.tensor([float(sum(len(r) for r, _ in idx)) for idx, _ in matches], device=self.device)
-        if comm.get_world_size() > 1 and dist.is_initialized():
-            dist.all_reduce(n_boxes)
-            n_boxes = n_boxes / comm.get_world_size()
-        n_boxes = n_boxes.clamp(min=1.0)
+        n_boxes = boxes_over_ranks(torch.tensor([float(sum(len(r) for r, _ in idx)) for idx, _ in matches],
+                                                device=self.device))
         losses = {}
         for i, (out, (indices, tgts)) in enumerate(zip(layers, matches)):
             suffix = "" if i == len(layers) - 1 else f"_{i}"
@@ -422,34 +418,16 @@ class SpeaQ(DETRFrontEnd):
         return losses
 
     def _layer_losses(self, out, indices, tgts, n_boxes) -> Dict[str, torch.Tensor]:
-        b, q = out["rel_logits"].shape[:2]
         sample_w = torch.stack([t["loss_weight"] for t in tgts]).float()  # (B,)
-        batch_idx = torch.cat([torch.full_like(r, k) for k, (r, _) in enumerate(indices)]).to(self.device)
-        query_idx = torch.cat([r for r, _ in indices]).to(self.device)
         losses = {}
         for s in STREAMS:
-            bg = self.num_predicates if s == "rel" else self.num_classes
             class_w = self.rel_class_weights if s == "rel" else self.entity_class_weights
-            target_cls = torch.full((b, q), bg, dtype=torch.int64, device=self.device)
-            if len(query_idx):
-                target_cls[batch_idx, query_idx] = torch.cat(
-                    [t[f"{s}_labels"][c.to(self.device)] for t, (_, c) in zip(tgts, indices)])
-            logits = out[f"{s}_logits"].float()
-            ce = F.cross_entropy(logits.flatten(0, 1), target_cls.flatten(), reduction="none").view(b, q)
-            w = class_w[target_cls]  # (B, Q): class weight of each query's target, background included
-            losses[f"loss_{s}_ce"] = self.loss_coef["ce"] * (ce * w * sample_w[:, None]).sum() / w.sum().clamp(min=1e-6)
-            pred = out[f"{s}_boxes"][batch_idx, query_idx].float()
-            if len(query_idx):
-                gt = torch.cat([t[f"{s}_boxes"][c.to(self.device)] for t, (_, c) in zip(tgts, indices)])
-                per_w = sample_w[batch_idx]
-                l1 = F.l1_loss(pred, gt, reduction="none").sum(-1)
-                giou = 1 - torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(pred), box_cxcywh_to_xyxy(gt)))
-                losses[f"loss_{s}_bbox"] = self.loss_coef["bbox"] * (l1 * per_w).sum() / n_boxes
-                losses[f"loss_{s}_giou"] = self.loss_coef["giou"] * (giou * per_w).sum() / n_boxes
-            else:  # keep the graph connected (DDP) with an exact zero
-                zero = out[f"{s}_boxes"].sum() * 0.0
-                losses[f"loss_{s}_bbox"] = zero
-                losses[f"loss_{s}_giou"] = zero.clone()
+            terms = set_prediction_losses(out[f"{s}_logits"], out[f"{s}_boxes"], indices,
+                                          [t[f"{s}_labels"] for t in tgts], [t[f"{s}_boxes"] for t in tgts],
+                                          class_weights=class_w, sample_weights=sample_w, num_boxes=n_boxes,
+                                          coef=self.loss_coef)
+            for name, value in terms.items():
+                losses[f"loss_{s}_{name}"] = value
         return losses
 
 
