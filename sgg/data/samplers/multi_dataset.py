@@ -135,10 +135,10 @@ class MultiDatasetDynamicSampler(Sampler[List[int]]):
     @classmethod
     def from_config(cls, cfg, dataset_dicts, *, batch_size, seed, rank=0, world_size=1, start_batch=0):
         m = cfg.DATASETS.MULTI_DATASET
+        from ..build import dict_field_values  # here: sgg.data.build imports the samplers
+
         # Column-wise where the sequence offers it (VG's lazy dataset dicts): no dict is built just to read a tag.
-        values = getattr(dataset_dicts, "field_values", None)
-        types = values("dataset_type", _MISSING) if values is not None else [
-            d.get("dataset_type", _MISSING) for d in dataset_dicts]
+        types = dict_field_values(dataset_dicts, "dataset_type", _MISSING)
         missing = [i for i, t in enumerate(types) if t is _MISSING]
         if missing:
             raise ValueError(
