@@ -68,12 +68,12 @@ def atomic_torch_save(obj: Any, path: str) -> None:
     _atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load_checkpoint_file(filename: str) -> Dict[str, Any]:
+def load_checkpoint_file(filename: str, key: str = "MODEL.WEIGHTS") -> Dict[str, Any]:
     """Safely load a checkpoint (``torch.load(weights_only=True)``) -> a dict with a ``model`` state dict (a bare
-    state dict is wrapped); :class:`CheckpointError` with the file named for a missing, corrupt, truncated or
-    code-carrying file."""
+    state dict is wrapped); :class:`CheckpointError` with the file (and the config ``key`` that named it) for a
+    missing, corrupt, truncated or code-carrying file."""
     if not os.path.isfile(filename):
-        raise CheckpointError(f"Checkpoint not found: '{filename}'.")
+        raise CheckpointError(f"Checkpoint not found: '{filename}'. Check {key}.")
     try:
         data = torch.load(filename, map_location=torch.device("cpu"), weights_only=True)
     except pickle.UnpicklingError as e:
@@ -83,10 +83,10 @@ def load_checkpoint_file(filename: str) -> Dict[str, Any]:
                 f"(torch.load(weights_only=True) refused it). Re-save it as a plain state dict of tensors."
             ) from e
         raise CheckpointError(f"Checkpoint '{filename}' is corrupt or truncated ({e}). "
-                              "Point MODEL.WEIGHTS at an intact file.") from e
+                              f"Point {key} at an intact file.") from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"Checkpoint '{filename}' is corrupt or truncated ({type(e).__name__}: {e}). "
-                              "Point MODEL.WEIGHTS at an intact file.") from e
+                              f"Point {key} at an intact file.") from e
     if not isinstance(data, dict):
         raise CheckpointError(f"Checkpoint '{filename}' holds a {type(data).__name__}, expected a dict.")
     if "model" not in data:

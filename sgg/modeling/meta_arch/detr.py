@@ -352,7 +352,8 @@ def detr_to_speaq_state_dict(detr_state: Dict[str, torch.Tensor], *, multiply_qu
             out["obj_query.weight"] = value
             rel = value.repeat_interleave(multiply_query, dim=0)
             if rel.shape[0] != num_relation_queries:
-                raise ValueError(f"The DETR checkpoint has {value.shape[0]} queries; SpeaQ needs NUM_QUERIES "
-                                 f"= {num_relation_queries // multiply_query} to take them over.")
+                raise ValueError(f"The DETR checkpoint has {value.shape[0]} queries but this SpeaQ has NUM_QUERIES "
+                                 f"= {num_relation_queries // multiply_query}; set MODEL.DETR.NUM_QUERIES "
+                                 f"{value.shape[0]} to start from it.")
             out["rel_query.weight"] = rel
     return out

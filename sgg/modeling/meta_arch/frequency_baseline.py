@@ -121,8 +121,9 @@ def load_detector(cfg) -> nn.Module:
     det_cfg.MODEL.META_ARCHITECTURE = "DETR"
     path = det_cfg.MODEL.DETR.DETECTOR_WEIGHTS
     detector = META_ARCH_REGISTRY.get("DETR")(det_cfg)
+    state = load_checkpoint_file(path, "MODEL.DETR.DETECTOR_WEIGHTS")["model"]
     try:
-        missing, unexpected = detector.load_state_dict(load_checkpoint_file(path)["model"], strict=False)
+        missing, unexpected = detector.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
         raise CheckpointError(f"MODEL.DETR.DETECTOR_WEIGHTS='{path}' does not fit a DETR built from this config "
                               f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}); use the "

@@ -294,7 +294,7 @@ class SpeaQ(DETRFrontEnd):
         initialisation. Clear errors for a missing file or an incompatible detector."""
         from sgg.checkpoint.checkpointer import CheckpointError, load_checkpoint_file
 
-        detr = load_checkpoint_file(path)["model"]
+        detr = load_checkpoint_file(path, "MODEL.DETR.DETECTOR_WEIGHTS")["model"]
         if not any(k.startswith("decoder_norm.") for k in detr):
             raise CheckpointError(f"MODEL.DETR.DETECTOR_WEIGHTS='{path}' is not a checkpoint of sgg's DETR detector "
                                   f"(no 'decoder_norm.*' keys; first keys: {sorted(detr)[:5]}).")

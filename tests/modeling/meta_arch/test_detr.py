@@ -94,15 +94,20 @@ def test_speaq_starts_from_the_detector_with_its_decoder_replicated(tmp_path):
 
 
 def test_detector_weights_errors_name_the_file_and_the_mismatch(tmp_path):
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(CheckpointError, match="not found.*Check MODEL.DETR.DETECTOR_WEIGHTS"):
         tiny_speaq(detector_weights=str(tmp_path / "missing.pth"))
+    truncated = tmp_path / "truncated.pth"
+    atomic_torch_save({"model": tiny_detr().state_dict()}, str(truncated))
+    truncated.write_bytes(truncated.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match="corrupt or truncated.*Point MODEL.DETR.DETECTOR_WEIGHTS at an intact"):
+        tiny_speaq(detector_weights=str(truncated))
     speaq_ckpt = str(tmp_path / "speaq.pth")
     atomic_torch_save({"model": tiny_speaq().state_dict()}, speaq_ckpt)
     with pytest.raises(CheckpointError, match="not a checkpoint of sgg's DETR"):
         tiny_speaq(detector_weights=speaq_ckpt)
     wide = str(tmp_path / "wide.pth")
     atomic_torch_save({"model": tiny_detr(queries=4, hidden=32).state_dict()}, wide)
-    with pytest.raises(ValueError, match="NUM_QUERIES"):
+    with pytest.raises(ValueError, match="has 4 queries but this SpeaQ has NUM_QUERIES = 3; set .*NUM_QUERIES 4"):
         tiny_speaq(queries=3, detector_weights=wide)
     with pytest.raises(CheckpointError, match="shape"):
         cfg_detr = tiny_detr(queries=4, hidden=16)
