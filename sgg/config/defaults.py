@@ -26,6 +26,7 @@ _C.MODEL.BACKBONE.FREEZE_AT = 2  # 0 = train everything; k = freeze the stem and
 _C.MODEL.BACKBONE.WEIGHTS = ""  # local path to backbone weights (torchvision state dict)
 _C.MODEL.BACKBONE.DEPTH = 50
 _C.MODEL.BACKBONE.OUT_CHANNELS = 256  # for the small demo CNN
+_C.MODEL.BACKBONE.SMALL_CNN_STRIDE = 16  # SmallCNN output stride: 8 or 16
 _C.MODEL.BACKBONE.NORM = "FrozenBN"
 
 _C.MODEL.MATCHER = CN()

@@ -22,8 +22,9 @@ def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
 
 @BACKBONE_REGISTRY.register()
 class SmallCNN(nn.Module):
-    """Four stride-2 conv stages (3x3 conv + GroupNorm + ReLU, an extra stride-1 conv in the last two):
-    ``(B, 3, H, W) -> (B, MODEL.BACKBONE.OUT_CHANNELS, H/16, W/16)``.
+    """Four conv stages (3x3 conv + GroupNorm + ReLU, an extra stride-1 conv in the last two), each halving the
+    resolution until ``MODEL.BACKBONE.SMALL_CNN_STRIDE`` (8 or 16) is reached:
+    ``(B, 3, H, W) -> (B, MODEL.BACKBONE.OUT_CHANNELS, H/stride, W/stride)``.
 
     The input gets two CoordConv channels (x and y in pixels / 256). Why: a DETR decoder reads box positions out of
     the memory *values*, which carry no position embedding; a pretrained ResNet's large receptive fields learn that
@@ -36,16 +37,20 @@ class SmallCNN(nn.Module):
         out = cfg.MODEL.BACKBONE.OUT_CHANNELS
         if out < 8:
             raise ValueError(f"MODEL.BACKBONE.OUT_CHANNELS must be >= 8 for SmallCNN, got {out}.")
+        stride = cfg.MODEL.BACKBONE.SMALL_CNN_STRIDE
+        if stride not in (8, 16):
+            raise ValueError(f"MODEL.BACKBONE.SMALL_CNN_STRIDE must be 8 or 16, got {stride}.")
         widths = [max(out // 4, 8), max(out // 2, 8), out, out]
+        num_down = int(math.log2(stride))
         layers, cin = [], 5
         for i, w in enumerate(widths):
-            layers.append(_block(cin, w, 2))
+            layers.append(_block(cin, w, 2 if i < num_down else 1))
             if i >= 2:
                 layers.append(_block(w, w, 1))
             cin = w
         self.body = nn.Sequential(*layers)
         self.out_channels = out
-        self.stride = 16
+        self.stride = stride
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         b, _, h, w = images.shape

@@ -24,6 +24,13 @@ def test_small_cnn_shape_and_stride():
         build_backbone(_cfg(NAME="SmallCNN", OUT_CHANNELS=4))
 
 
+def test_small_cnn_stride_8_keeps_twice_the_resolution():
+    net = build_backbone(_cfg(NAME="SmallCNN", OUT_CHANNELS=16, SMALL_CNN_STRIDE=8))
+    assert net.stride == 8 and net(torch.randn(1, 3, 64, 96)).shape == (1, 16, 8, 12)
+    with pytest.raises(ValueError, match="SMALL_CNN_STRIDE must be 8 or 16, got 4"):
+        build_backbone(_cfg(NAME="SmallCNN", SMALL_CNN_STRIDE=4))
+
+
 def test_resnet50_frozen_bn_freeze_at_and_output():
     net = build_backbone(_cfg(NAME="ResNet", DEPTH=50, FREEZE_AT=2))
     assert "ResNet" in BACKBONE_REGISTRY and net.out_channels == 2048 and net.stride == 32
