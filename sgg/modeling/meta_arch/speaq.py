@@ -109,12 +109,12 @@ class IterativeRelationDecoder(nn.Module):
         for i in range(self.num_layers):
             sub = self.sub_layers[i](sub_t, memory, pos, sub_pos, mask)
             # Object queries look at the subjects just decoded (their positional part becomes subject-aware).
-            cond = self.obj_cond_attn[i](obj_pos, with_pos(sub, sub_pos), sub)[0]
+            cond = self.obj_cond_attn[i](obj_pos, with_pos(sub, sub_pos), sub, need_weights=False)[0]
             obj_pos_i = obj_pos + self.dropout(self.obj_cond_proj[i](cond))
             obj = self.obj_layers[i](obj_t, memory, pos, obj_pos_i, mask)
             # Relation queries look at (subject, object) pairs.
             keys = torch.cat([with_pos(sub, sub_pos), with_pos(obj, obj_pos_i)], dim=-1)
-            cond = self.rel_cond_attn[i](rel_pos, keys, torch.cat([sub, obj], dim=-1))[0]
+            cond = self.rel_cond_attn[i](rel_pos, keys, torch.cat([sub, obj], dim=-1), need_weights=False)[0]
             rel_pos_i = rel_pos + self.dropout(self.rel_cond_proj[i](cond))
             rel = self.rel_layers[i](rel_t, memory, pos, rel_pos_i, mask)
             outs["sub"].append(self.entity_norm(sub))
@@ -129,7 +129,7 @@ class IterativeRelationDecoder(nn.Module):
             feats = {"sub": (sub, sub_pos), "obj": (obj, obj_pos_i), "rel": (rel, rel_pos_i)}
             nxt = {}
             for s, (x, p) in feats.items():
-                g = self.graph_attn[s][i](x + p, triplet_k, triplet)[0]
+                g = self.graph_attn[s][i](x + p, triplet_k, triplet, need_weights=False)[0]
                 nxt[s] = x + self.graph_norm[s][i](self.dropout(self.graph_proj[s][i](g)))
             sub_t, obj_t, rel_t = nxt["sub"], nxt["obj"], nxt["rel"]
         return tuple(torch.stack(outs[s]) for s in STREAMS)
