@@ -16,6 +16,7 @@ INSTALL_REQUIRES = [
     "pyyaml>=6",
     "pycocotools==2.0.11",
     "h5py==3.16.0",
+    "msgspec==0.22.0",  # VG image_data.json: typed decoding of the 3 needed fields, ~4x faster than json
     "scipy>=1.11",
     "tensorboard==2.21.0",
     "tqdm==4.70.1",

@@ -97,6 +97,88 @@ def test_decodes_boxes_labels_relations_exactly(tmp_path):
     np.testing.assert_array_equal(test[0]["relations"], [[1, 0, 0]])
 
 
+def _dicts_as_values(dicts):
+    """Comparable contents (array values and dtypes; file names without the root)."""
+    return [{k: (v.tolist(), v.dtype) if isinstance(v, np.ndarray) else os.path.basename(v) if k == "file_name" else v
+             for k, v in d.items()} for d in dicts]
+
+
+def test_mapped_and_h5py_reads_give_the_same_dicts(tmp_path):
+    # Contiguous datasets are gathered from the file mapped in memory; chunked / compressed ones (and big-endian
+    # ones, whose bytes differ) are read through h5py or converted: the same dicts either way.
+    plain = write_tiny_vg(tmp_path / "plain")
+    other = write_tiny_vg(tmp_path / "chunked")
+    path = os.path.join(other, vg.VG_H5_FILE)
+    with h5py.File(os.path.join(plain, vg.VG_H5_FILE), "r") as src, h5py.File(path, "w") as dst:
+        for key in src:
+            value = src[key][()]
+            if key == "attributes":
+                dst.create_dataset(key, data=value, chunks=(3, 10), compression="gzip")
+            elif key == "labels":
+                dst.create_dataset(key, data=value.astype(">i4"))  # contiguous, big-endian int32
+            else:
+                dst.create_dataset(key, data=value, chunks=True)
+    mapped = vg._read_h5(path, 1024, None, mapped=vg._MAPPED_KEYS)
+    assert mapped["attributes"].flags.writeable and not mapped["labels"].flags.writeable  # read / mapped
+    assert not vg._read_h5(os.path.join(plain, vg.VG_H5_FILE), 1024, None, mapped=vg._MAPPED_KEYS)[
+        "attributes"].flags.writeable
+    for split in ("train", "val", "test"):
+        for kwargs in ({}, {"filter_empty_rels": False}):
+            assert _dicts_as_values(load(plain, split, **kwargs)) == _dicts_as_values(load(other, split, **kwargs))
+    h5 = os.path.join(plain, vg.VG_H5_FILE)
+    assert vg.read_vg_h5(h5)["attributes"].flags.writeable  # the public reader still returns owned arrays
+
+
+def test_mapped_block_past_the_end_of_the_file_names_the_key(tmp_path, monkeypatch):
+    # HDF5 itself refuses a truncated file when opening it (test_truncated_h5); a file cut after that is caught by
+    # the mapped read's own bounds check instead of a crash.
+    root = write_tiny_vg(tmp_path)
+    real_get = vg._FileMap.get
+
+    def cut_short(self):
+        buffer = real_get(self)
+        self.size = 2100  # as if the file ended inside 'boxes_1024'
+        return buffer
+
+    monkeypatch.setattr(vg._FileMap, "get", cut_short)
+    with pytest.raises(vg.VGFormatError, match=r"VG-SGG-with-attri.h5': key '\w+' cannot be read.*runs past the end"):
+        load(root, "train")
+
+
+def test_image_list_fast_parse_matches_json_and_falls_back(tmp_path, monkeypatch):
+    root = write_tiny_vg(tmp_path)
+    path = os.path.join(root, vg.VG_IMAGE_DATA_FILE)
+
+    def parse_with_json_only(p):
+        with monkeypatch.context() as m:
+            m.setattr(vg, "_parse_image_info_typed", lambda _p: None)
+            return vg._parse_image_info(p)
+
+    def same(a, b):
+        for field in ("image_ids", "widths", "heights"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+            assert getattr(a, field).dtype == getattr(b, field).dtype == np.int64
+
+    typed = vg._parse_image_info_typed(path)
+    assert typed is not None and typed.image_ids.tolist() == [1, 2, 3, 4, 5, 6]
+    same(typed, parse_with_json_only(path))
+    entries = json.load(open(path))
+    entries[0]["width"] = 512.0  # not a JSON integer: msgspec refuses it, json + numpy accept it as before
+    entries[3]["extra"] = {"nested": [1, 2, {"width": 5}]}  # unknown keys of any shape are skipped
+    json.dump(entries, open(path, "w"))
+    assert vg._parse_image_info_typed(path) is None
+    same(vg._parse_image_info(path), parse_with_json_only(path))
+    assert vg._parse_image_info(path).widths.tolist() == [512, 300, 1024, 1024, 1024, 1024]
+    with open(path, "w") as f:  # a duplicate key: the last wins in both parsers
+        f.write('[{"image_id": 1, "width": 2, "height": 3, "width": 4}]')
+    same(vg._parse_image_info_typed(path), parse_with_json_only(path))
+    with open(path, "w") as f:
+        f.write('[{"image_id": 1, "width": 2, "height": 3},]')  # malformed: json's error names the file
+    assert vg._parse_image_info_typed(path) is None
+    with pytest.raises(vg.VGFormatError, match="image_data.json' is not valid JSON"):
+        vg._parse_image_info(path)
+
+
 def test_split_filters(tmp_path):
     root = write_tiny_vg(tmp_path)
     ids = lambda dicts: [d["image_id"] for d in dicts]  # noqa: E731
@@ -164,12 +246,24 @@ def test_box_scale_absent_from_file(tmp_path):
     ("img_to_first_rel", np.array([0, 1, 4, -1, -1, 6]), r"'img_to_first_rel' holds 1 value\(s\) outside \[0, 5\]"),
     ("split", np.array([0, 0, 2, 0, 0]), r"'img_to_first_box' has shape \(6,\), expected \(5,\)"),
     ("boxes_1024", BOXES_1024[:, :3], r"'boxes_1024' has shape \(10, 3\), expected \(10, 4\)"),
+    ("boxes_1024", np.where(np.arange(10)[:, None] == 3, [60, 60, 0, 20], BOXES_1024),
+     r"'boxes_1024' holds boxes with w/h <= 0 or a negative centre"),
+    ("boxes_1024", np.where(np.arange(10)[:, None] == 3, [-1, 60, 20, 20], BOXES_1024),
+     r"'boxes_1024' holds boxes with w/h <= 0 or a negative centre"),
 ])
 def test_out_of_range_and_inconsistent_arrays(tmp_path, key, value, message):
     root = write_tiny_vg(tmp_path, **{key: value})
     with pytest.raises(vg.VGFormatError, match=message) as info:
         load(root, "test" if key == "img_to_first_rel" else "train", num_val_images=0)
     assert vg.VG_H5_FILE in str(info.value)
+
+
+def test_box_centred_on_the_border_is_valid(tmp_path):
+    boxes = BOXES_1024.copy()
+    boxes[3] = [0, 0, 20, 20]  # image 2: x1 = y1 = -10, clipped to 0
+    root = write_tiny_vg(tmp_path, boxes_1024=boxes)
+    (train,) = load(root, "train")
+    np.testing.assert_array_equal(train["boxes"][1], [0, 0, 20, 20])
 
 
 def test_truncated_h5(tmp_path):
@@ -423,8 +517,10 @@ def test_pickle_sends_only_the_split_and_keeps_changes(tmp_path):
     dicts = vg.load_vg_dicts(str(tmp_path), "test", num_val_images=50)
     dicts[3]["note"] = "kept"
     data = pickle.dumps(dicts)
-    whole_attributes = dicts._rows.attributes.nbytes
-    assert len(data) < 0.5 * whole_attributes  # ~30 % of the images are test images
+    with h5py.File(os.path.join(str(tmp_path), vg.VG_H5_FILE), "r") as f:
+        whole_attributes = f["attributes"].nbytes
+    assert dicts._rows.attributes.nbytes < 0.5 * whole_attributes  # only the split's rows are read ...
+    assert len(data) < 0.5 * whole_attributes  # ... and sent (~30 % of the images are test images)
     copy = pickle.loads(data)
     assert len(copy) == len(dicts) and copy.num_built == 1 and copy[3]["note"] == "kept"
     for a, b in zip(copy, dicts):
