@@ -191,7 +191,9 @@ class MapDataset(Dataset):
             idx, seed = item
             random.seed(seed)
             np.random.seed(seed % 2**32)
-            torch.manual_seed(seed)
+            # Only the CPU generator: torch.manual_seed also seeds (lazily queues) every accelerator backend, which
+            # costs ~0.3 ms per sample; the mappers draw from the CPU generator only.
+            torch.default_generator.manual_seed(seed)
         else:
             idx = item
         return self._mapper(self._dicts[idx])

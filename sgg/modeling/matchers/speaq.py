@@ -214,16 +214,22 @@ class SpeaQMatcher(IterativeHungarianMatcher):
         if self.one2many_scheme == "static":
             return [torch.full((len(t["rel_labels"]),), self.one2many_k, dtype=torch.int64) for t in targets]
         combine = _QUALITIES[self.quality]
-        counts = []
+        # One IoU matrix for the whole batch (every query x every image's targets), sliced per image: the same
+        # values as per-image calls, in 2 calls instead of 2 per image.
+        num_images, num_queries = outputs["sub_boxes"].shape[:2]
+        ious = {}
+        for s in ("sub", "obj"):
+            pred = box_cxcywh_to_xyxy(outputs[f"{s}_boxes"].flatten(0, 1).float())
+            gt = box_cxcywh_to_xyxy(torch.cat([t[f"{s}_boxes"].float().to(pred.device) for t in targets]))
+            ious[s] = pairwise_iou(pred, gt).view(num_images, num_queries, len(gt))
+        counts, start = [], 0
         for b, t in enumerate(targets):
-            iou_s = pairwise_iou(box_cxcywh_to_xyxy(outputs["sub_boxes"][b].float()),
-                                 box_cxcywh_to_xyxy(t["sub_boxes"].float()))
-            iou_o = pairwise_iou(box_cxcywh_to_xyxy(outputs["obj_boxes"][b].float()),
-                                 box_cxcywh_to_xyxy(t["obj_boxes"].float()))
-            q = combine(iou_s, iou_o)
+            end = start + len(t["rel_labels"])
+            q = combine(ious["sub"][b, :, start:end], ious["obj"][b, :, start:end])
             if masks is not None:
                 q = q * masks[b].to(q.dtype)
             counts.append(one_to_many_counts(q, self.one2many_k))
+            start = end
         return counts
 
     def prepare_targets(self, outputs, targets):

@@ -144,6 +144,26 @@ def test_static_and_dynamic_replication():
     assert all(groups[r] == (1 if tgts[0]["rel_labels"][c] == 2 else 0) for r, c in zip(rows.tolist(), cols.tolist()))
 
 
+def test_dynamic_counts_of_a_batch_equal_per_image_counts():
+    """The batched IoU computation gives each image exactly its own counts, also next to an image without
+    relations (and for a batch where no image has any)."""
+    from sgg.structures.boxes import box_cxcywh_to_xyxy, pairwise_iou
+    gen = torch.Generator().manual_seed(0)
+    outputs = {s: torch.rand(4, 6, 4, generator=gen) * 0.5 + 0.2 for s in ("sub_boxes", "obj_boxes")}
+    targets = [{"sub_boxes": torch.rand(n, 4, generator=gen) * 0.5 + 0.2,
+                "obj_boxes": torch.rand(n, 4, generator=gen) * 0.5 + 0.2,
+                "rel_labels": torch.zeros(n, dtype=torch.int64)} for n in (3, 0, 5, 1)]
+    matcher = _matcher("dynamic", mask=False)
+    counts = matcher.replication_counts(outputs, targets, None)
+    for b, t in enumerate(targets):
+        q = torch.maximum(*(pairwise_iou(box_cxcywh_to_xyxy(outputs[k][b]), box_cxcywh_to_xyxy(t[k]))
+                            for k in ("sub_boxes", "obj_boxes")))
+        assert torch.equal(counts[b], one_to_many_counts(q, 4))
+    assert counts[1].numel() == 0 and max(c.max() for c in counts if c.numel()) >= 2
+    empty = [{k: v[:0] for k, v in t.items()} for t in targets]
+    assert [c.numel() for c in matcher.replication_counts(outputs, empty, None)] == [0, 0, 0, 0]
+
+
 def test_more_copies_than_group_queries_are_dropped_not_cross_matched():
     out, target = _outputs_and_target()
     (indices, tgts), = _matcher("static", mask=True, k=3)([out], [target])
