@@ -28,6 +28,14 @@ _C.MODEL.BACKBONE.DEPTH = 50
 _C.MODEL.BACKBONE.OUT_CHANNELS = 256  # for the small demo CNN
 _C.MODEL.BACKBONE.SMALL_CNN_STRIDE = 16  # SmallCNN output stride: 8 or 16
 _C.MODEL.BACKBONE.NORM = "FrozenBN"
+# NAME "D2Backbone": any backbone of detectron2's BACKBONE_REGISTRY (needs detectron2; docs/detectron2.md). DEPTH,
+# FREEZE_AT, NORM map to MODEL.RESNETS.DEPTH, MODEL.BACKBONE.FREEZE_AT, MODEL.RESNETS.NORM; CONFIG_FILE (a detectron2
+# YAML, "detectron2://COCO-Detection/..." = one of its model-zoo configs) overrides them; detectron2 keys written
+# inline here (MODEL.BACKBONE.D2.MODEL.RESNETS.DEPTH, ...) override both and are checked against detectron2's own.
+# WEIGHTS then is a detectron2 checkpoint (.pkl / .pth, local), read by detectron2's DetectionCheckpointer.
+_C.MODEL.BACKBONE.D2 = CN(new_allowed=True)
+_C.MODEL.BACKBONE.D2.CONFIG_FILE = ""
+_C.MODEL.BACKBONE.D2.OUT_FEATURE = ""  # the output feature sgg uses ("res5", "p3", ...; "" = the coarsest)
 
 _C.MODEL.MATCHER = CN()
 _C.MODEL.MATCHER.NAME = ""

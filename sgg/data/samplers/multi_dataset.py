@@ -11,6 +11,11 @@ Order: each source is an infinite stream of seeded per-epoch permutations shared
 positions ``[s R, (s + 1) R)`` of the real stream (and likewise of the synthetic stream), sliced between slots in slot
 order. So ranks never draw the same sample within a step, the stream is a pure function of (seed, config), and
 resuming at ``start_batch`` is O(1) per epoch skipped.
+
+With ``flatten=True`` the same stream is yielded one index at a time (a per-sample sampler): batch ``k`` is then
+indices ``[k B, (k + 1) B)``. That is what detectron2's loaders take as ``sampler=``
+(``build_detection_train_loader(..., sampler=..., total_batch_size=G, aspect_ratio_grouping=False)``: its
+per-worker sharding hands out whole chunks of ``B``, so every batch it forms is one batch of this sampler).
 """
 
 from __future__ import annotations
@@ -98,12 +103,14 @@ class MultiDatasetDynamicSampler(Sampler[List[int]]):
 
     Yields lists of ``batch_size`` indices into ``dataset_dicts`` (real ones first). See the module docstring for the
     composition and ordering guarantees. ``accumulation`` is ``SOLVER.ACCUMULATE_GRAD_STEPS``: consecutive batches of
-    one optimizer step count as slots of the same global batch.
+    one optimizer step count as slots of the same global batch. ``flatten=True`` yields the same indices one by one
+    (for detectron2's ``build_detection_train_loader``; see the module docstring).
     """
 
     @configurable
     def __init__(self, *, dataset_types: Sequence[str], batch_size: int, real_ratio: float, synthetic_ratio: float,
-                 seed: int, rank: int = 0, world_size: int = 1, accumulation: int = 1, start_batch: int = 0):
+                 seed: int, rank: int = 0, world_size: int = 1, accumulation: int = 1, start_batch: int = 0,
+                 flatten: bool = False):
         if batch_size <= 0:
             raise ValueError(f"MultiDatasetDynamicSampler batch_size must be positive, got {batch_size}.")
         if not 0 <= rank < world_size:
@@ -122,6 +129,7 @@ class MultiDatasetDynamicSampler(Sampler[List[int]]):
         self._global_batch = self._batch_size * self._world_size * self._accumulation
         self._n_real = validate_multi_dataset_ratios(real_ratio, synthetic_ratio, self._global_batch)
         self._real_ratio, self._synthetic_ratio = float(real_ratio), float(synthetic_ratio)
+        self._flatten = bool(flatten)
         for name, idx, count in (("REAL", self._real, self._n_real),
                                  ("SYNTHETIC", self._synthetic, self._global_batch - self._n_real)):
             if count > 0 and len(idx) == 0:
@@ -163,7 +171,12 @@ class MultiDatasetDynamicSampler(Sampler[List[int]]):
         synthetic_before = slot * self._batch_size - real_before
         return counts[slot], real_before, synthetic_before
 
-    def __iter__(self) -> Iterator[List[int]]:
+    def __iter__(self) -> Iterator:
+        if self._flatten:
+            return (index for batch in self._batches() for index in batch)
+        return self._batches()
+
+    def _batches(self) -> Iterator[List[int]]:
         n_real, n_syn = self.global_composition
         step, micro = divmod(self._start_batch, self._accumulation)
         real_stream = _source_stream(self._real, self._seed, 1, step * n_real) if n_real else None

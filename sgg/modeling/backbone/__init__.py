@@ -4,4 +4,5 @@ Interface: built as ``cls(cfg)``; ``forward(images: float (B,3,H,W) normalized) 
 attributes ``out_channels`` and ``stride``.
 """
 
-from . import efficientnet, resnet, small_cnn  # noqa: F401  (registers EfficientNetB0, ResNet, SmallCNN)
+# Registers D2Backbone, EfficientNetB0, ResNet, SmallCNN (D2Backbone imports detectron2 only when it is built).
+from . import detectron2, efficientnet, resnet, small_cnn  # noqa: F401
