@@ -9,7 +9,7 @@ import torch
 
 from sgg.checkpoint import CheckpointError
 from sgg.config import ConfigError, get_cfg
-from sgg.config.detectron2 import resolve_detectron2_config_file
+from sgg.config.detectron2 import merge_detectron2_config, resolve_detectron2_config_file
 from sgg.modeling import build_backbone
 from sgg.modeling.backbone.detectron2 import D2Backbone, detectron2_backbone_cfg
 
@@ -175,3 +175,30 @@ def test_backbone_in_the_detr_demo_config_trains(tmp_path_factory, monkeypatch, 
     assert trained.keys() == fresh.keys()
     first = read_metrics(str(out))[0]
     assert first["lr"] > 0  # the optimizer held the detectron2 parameters (their LR group is logged)
+
+
+def test_a_detectron2_yaml_merged_into_the_sgg_backbone_section(tmp_path):
+    """merge_detectron2_config: the model keys of a _BASE_ chain land in MODEL.BACKBONE.D2 (and are what detectron2
+    itself reads from the file), training sections are left out, the result round-trips through config.yaml."""
+    from detectron2.config import get_cfg as d2_get_cfg
+
+    cfg = get_cfg()
+    path = "detectron2://COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml"
+    dropped = merge_detectron2_config(cfg, path)
+    assert "SOLVER" in dropped and "DATASETS" in dropped and "MODEL" not in dropped
+    section = cfg.MODEL.BACKBONE.D2
+    assert section.MODEL.BACKBONE.NAME == "build_resnet_fpn_backbone" and section.MODEL.RESNETS.DEPTH == 50
+    assert "SOLVER" not in section and section.CONFIG_FILE == ""
+    reference = d2_get_cfg()
+    reference.merge_from_file(resolve_detectron2_config_file(path, "test"))
+    ours = detectron2_backbone_cfg(cfg)
+    assert ours.MODEL == reference.MODEL and ours.INPUT.FORMAT == reference.INPUT.FORMAT
+    (tmp_path / "config.yaml").write_text(cfg.dump())
+    again = get_cfg()
+    again.merge_from_file(str(tmp_path / "config.yaml"))
+    assert detectron2_backbone_cfg(again).MODEL == reference.MODEL
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("MODEL:\n  RESNETS:\n    DEPTHH: 18\n")
+    with pytest.raises(ConfigError, match=r"Unknown detectron2 config key 'MODEL.RESNETS.DEPTHH'.*"
+                                          r"Did you mean 'MODEL.RESNETS.DEPTH'\?"):
+        merge_detectron2_config(cfg, str(bad))
