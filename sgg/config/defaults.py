@@ -362,6 +362,12 @@ _C.MODEL.STTRAN.OBJECT_LOSS_WEIGHT = 1.0
 _C.MODEL.STTRAN.FREEZE_BACKBONE = True  # STTran keeps its (AG-trained) detector backbone fixed
 _C.MODEL.STTRAN.FRAME_CHUNK = 10  # frames per backbone forward
 _C.MODEL.VIDEO_DETECTOR = CN()  # SGDet detector (sgg/modeling/video_detector.py): torchvision Faster R-CNN heads
+# "VideoObjectDetector" (torchvision's heads) or "D2VideoObjectDetector" (detectron2's RPN + StandardROIHeads; needs
+# detectron2). The keys below map to detectron2's for the latter; MODEL.VIDEO_DETECTOR.D2 holds detectron2 keys
+# (CONFIG_FILE, inline MODEL.* keys) that override them, and WEIGHTS is then a detectron2 checkpoint (.pkl / .pth).
+_C.MODEL.VIDEO_DETECTOR.NAME = "VideoObjectDetector"
+_C.MODEL.VIDEO_DETECTOR.D2 = CN(new_allowed=True)
+_C.MODEL.VIDEO_DETECTOR.D2.CONFIG_FILE = ""
 _C.MODEL.VIDEO_DETECTOR.WEIGHTS = ""  # local state dict of the detector ("" = random init)
 _C.MODEL.VIDEO_DETECTOR.TRAIN = True  # add the detector losses while training (False = frozen)
 _C.MODEL.VIDEO_DETECTOR.ANCHOR_SIZES = (16, 32, 64, 128)  # resized-frame pixels

@@ -8,8 +8,8 @@ import torch
 
 from sgg.utils.registry import Registry
 
-__all__ = ["META_ARCH_REGISTRY", "BACKBONE_REGISTRY", "MATCHER_REGISTRY", "build_model", "build_backbone",
-           "build_matcher", "resolve_device"]
+__all__ = ["META_ARCH_REGISTRY", "BACKBONE_REGISTRY", "MATCHER_REGISTRY", "VIDEO_DETECTOR_REGISTRY", "build_model",
+           "build_backbone", "build_matcher", "build_video_detector", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +22,11 @@ BACKBONE_REGISTRY.__doc__ = """Feature extractors, built as ``cls(cfg)`` (``MODE
 
 MATCHER_REGISTRY = Registry("MATCHER")
 MATCHER_REGISTRY.__doc__ = """Prediction/target assignment (``MODEL.MATCHER.NAME``), built as ``cls(cfg)``."""
+
+VIDEO_DETECTOR_REGISTRY = Registry("VIDEO_DETECTOR")
+VIDEO_DETECTOR_REGISTRY.__doc__ = """SGDet object detectors of the video models (``MODEL.VIDEO_DETECTOR.NAME``), built
+as ``cls(cfg, backbone=backbone)`` on the video model's backbone features; interface: ``losses(fmap, image_size,
+boxes, labels, frame_idx)``, ``detect(fmap, image_size)``, attributes ``trainable`` and ``num_classes``."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -44,6 +49,11 @@ def build_model(cfg) -> torch.nn.Module:
 def build_backbone(cfg) -> torch.nn.Module:
     """Build ``cfg.MODEL.BACKBONE.NAME``."""
     return BACKBONE_REGISTRY.get(cfg.MODEL.BACKBONE.NAME)(cfg)
+
+
+def build_video_detector(cfg, backbone: torch.nn.Module) -> torch.nn.Module:
+    """Build ``cfg.MODEL.VIDEO_DETECTOR.NAME`` over ``backbone``'s features."""
+    return VIDEO_DETECTOR_REGISTRY.get(cfg.MODEL.VIDEO_DETECTOR.NAME)(cfg, backbone=backbone)
 
 
 def build_matcher(cfg):

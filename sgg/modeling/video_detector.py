@@ -1,4 +1,6 @@
-"""``VideoObjectDetector``: the SGDet object detector of video SGG models (STTran's role of its AG Faster R-CNN).
+"""The SGDet object detectors of video SGG models (STTran's role of its AG Faster R-CNN), in
+``VIDEO_DETECTOR_REGISTRY`` (``MODEL.VIDEO_DETECTOR.NAME``): ``VideoObjectDetector`` (torchvision's heads, below) and
+``D2VideoObjectDetector`` (detectron2's Faster R-CNN heads, when detectron2 is installed).
 
 It is torchvision's Faster R-CNN detection heads (``RegionProposalNetwork`` + ``RoIHeads`` with a two-layer MLP box
 head), run on the feature maps the SGG model already computed with its backbone, so backbone features are shared
@@ -15,6 +17,7 @@ background 0 is added internally).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import OrderedDict
 from typing import Dict, Sequence, Tuple
@@ -28,13 +31,18 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import AnchorGenerator, RegionProposalNetwork, RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from sgg.config import configurable
+from sgg.checkpoint.detectron2 import load_detectron2_weights
+from sgg.config import ConfigError, configurable
+from sgg.config.detectron2 import build_detectron2_cfg, import_detectron2
 
-__all__ = ["VideoObjectDetector"]
+from .build import VIDEO_DETECTOR_REGISTRY
+
+__all__ = ["VideoObjectDetector", "D2VideoObjectDetector", "detectron2_detector_cfg"]
 
 logger = logging.getLogger(__name__)
 
 
+@VIDEO_DETECTOR_REGISTRY.register()
 class VideoObjectDetector(nn.Module):
     """Faster R-CNN heads over precomputed per-frame feature maps ``(T, C, H/s, W/s)``.
 
@@ -149,3 +157,139 @@ class VideoObjectDetector(nn.Module):
                                for t, d in enumerate(detections)]) if detections else labels
         distribution = F.one_hot(labels, self.num_classes).to(fmap.dtype)
         return boxes, frame_idx, distribution
+
+
+# ------------------------------------------------------------------------------------------------- detectron2
+_D2_FEATURE = "MODEL.VIDEO_DETECTOR.NAME 'D2VideoObjectDetector'"
+_D2_IN_FEATURE = "video"  # the name of the video model's feature map inside the detectron2 heads
+
+
+def detectron2_detector_cfg(cfg):
+    """The detectron2 config of :class:`D2VideoObjectDetector`: detectron2's RPN + ``StandardROIHeads`` with a
+    two-FC box head on one feature level, with ``MODEL.VIDEO_DETECTOR.*`` mapped to detectron2's keys
+    (anchors, NMS / score thresholds, proposal counts, box-head width and batch, detections per frame) and
+    ``MODEL.STTRAN.NUM_CLASSES`` classes; ``MODEL.VIDEO_DETECTOR.D2`` (``CONFIG_FILE``, inline detectron2 keys)
+    overrides them."""
+    import_detectron2(_D2_FEATURE, "detectron2.config")
+    d = cfg.MODEL.VIDEO_DETECTOR
+    mapped = [
+        ("MODEL.PROPOSAL_GENERATOR.NAME", "RPN"), ("MODEL.ROI_HEADS.NAME", "StandardROIHeads"),
+        ("MODEL.ROI_BOX_HEAD.NAME", "FastRCNNConvFCHead"), ("MODEL.ROI_BOX_HEAD.NUM_FC", 2),
+        ("MODEL.ROI_BOX_HEAD.POOLER_TYPE", "ROIAlignV2"), ("MODEL.ROI_BOX_HEAD.FC_DIM", d.REPRESENTATION_DIM),
+        ("MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.STTRAN.NUM_CLASSES),
+        ("MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", d.BOX_BATCH_SIZE_PER_IMAGE),
+        ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", d.SCORE_THRESH), ("MODEL.ROI_HEADS.NMS_THRESH_TEST", d.NMS_THRESH),
+        ("TEST.DETECTIONS_PER_IMAGE", d.DETECTIONS_PER_FRAME),
+        ("MODEL.ANCHOR_GENERATOR.SIZES", [[float(x) for x in d.ANCHOR_SIZES]]),
+        ("MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", [[float(x) for x in d.ASPECT_RATIOS]]),
+        ("MODEL.RPN.PRE_NMS_TOPK_TRAIN", d.RPN_PRE_NMS_TOP_N[0]),
+        ("MODEL.RPN.PRE_NMS_TOPK_TEST", d.RPN_PRE_NMS_TOP_N[1]),
+        ("MODEL.RPN.POST_NMS_TOPK_TRAIN", d.RPN_POST_NMS_TOP_N[0]),
+        ("MODEL.RPN.POST_NMS_TOPK_TEST", d.RPN_POST_NMS_TOP_N[1]),
+    ]
+    return build_detectron2_cfg(d.D2, name="MODEL.VIDEO_DETECTOR.D2", mapped=mapped)
+
+
+@VIDEO_DETECTOR_REGISTRY.register()
+class D2VideoObjectDetector(nn.Module):
+    """detectron2's Faster R-CNN heads (``proposal_generator``: its RPN, ``roi_heads``: its ROI heads, built by its
+    registries from a detectron2 config) over the video model's per-frame feature maps ``(T, C, H/s, W/s)``, with
+    :class:`VideoObjectDetector`'s interface. Attribute names are those of a detectron2 ``GeneralizedRCNN``, so
+    ``weights`` (a local detectron2 ``.pkl`` / ``.pth``) loads through detectron2's checkpointer wherever shapes match
+    (same feature channels, anchors per location and classes). Classes are 0-based, as in detectron2.
+    """
+
+    @configurable
+    def __init__(self, *, d2_cfg, in_channels: int, stride: int, trainable: bool = True, weights: str = ""):
+        """
+        Args:
+            d2_cfg: a detectron2 ``CfgNode`` (``MODEL.PROPOSAL_GENERATOR``, ``MODEL.ROI_HEADS``, ...).
+            in_channels / stride: channels and stride of the feature maps (the backbone's).
+            trainable: add the detector's losses in training; False freezes it.
+            weights: local detectron2 checkpoint ("" = random init).
+        """
+        super().__init__()
+        modeling = import_detectron2(_D2_FEATURE, "detectron2.modeling")
+        layers = import_detectron2(_D2_FEATURE, "detectron2.layers")
+        if in_channels <= 0 or stride <= 0:
+            raise ValueError(f"D2VideoObjectDetector: in_channels ({in_channels}) and stride ({stride}) must be > 0.")
+        d2_cfg = d2_cfg.clone()
+        d2_cfg.defrost()
+        d2_cfg.MODEL.RPN.IN_FEATURES = [_D2_IN_FEATURE]
+        d2_cfg.MODEL.ROI_HEADS.IN_FEATURES = [_D2_IN_FEATURE]
+        shape = {_D2_IN_FEATURE: layers.ShapeSpec(channels=int(in_channels), stride=int(stride))}
+        try:
+            self.proposal_generator = modeling.build_proposal_generator(d2_cfg, shape)
+            self.roi_heads = modeling.build_roi_heads(d2_cfg, shape)
+        except (AssertionError, KeyError) as e:  # detectron2 checks configs with asserts; unknown registry names
+            raise ConfigError(f"MODEL.VIDEO_DETECTOR.D2: detectron2 refused the detector config: {e}") from e
+        self.num_classes = int(d2_cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+        self._structures = import_detectron2(_D2_FEATURE, "detectron2.structures")
+        if weights:
+            load_detectron2_weights(self, weights, key="MODEL.VIDEO_DETECTOR.WEIGHTS",
+                                    prefixes=("proposal_generator.", "roi_heads."))
+        self.trainable = bool(trainable)
+        if not self.trainable:
+            self.requires_grad_(False)
+
+    @classmethod
+    def from_config(cls, cfg, in_channels: int = 0, backbone: nn.Module = None) -> dict:
+        """:func:`detectron2_detector_cfg`; ``in_channels`` / stride from ``backbone`` when one is given."""
+        stride = cfg.MODEL.BACKBONE.SMALL_CNN_STRIDE
+        if backbone is not None:
+            in_channels, stride = backbone.out_channels, backbone.stride
+        return {"d2_cfg": detectron2_detector_cfg(cfg), "in_channels": in_channels, "stride": stride,
+                "trainable": cfg.MODEL.VIDEO_DETECTOR.TRAIN, "weights": cfg.MODEL.VIDEO_DETECTOR.WEIGHTS}
+
+    def _inputs(self, fmap: torch.Tensor, image_size):
+        h, w = int(image_size[0]), int(image_size[1])
+        # detectron2's heads read only the image sizes (clipping) and the batch length of the image tensor.
+        images = self._structures.ImageList(fmap.new_zeros((fmap.shape[0], 1, h, w)), [(h, w)] * fmap.shape[0])
+        return images, {_D2_IN_FEATURE: fmap}
+
+    def _event_storage(self):
+        """detectron2's heads log training statistics (``rpn/num_pos_anchors``, ``fast_rcnn/cls_accuracy``) to
+        detectron2's current ``EventStorage``: inside a detectron2 trainer that one, under sgg's trainer a private
+        one whose statistics are dropped (sgg logs the losses)."""
+        events = import_detectron2(_D2_FEATURE, "detectron2.utils.events")
+        try:
+            events.get_event_storage()
+        except AssertionError:
+            return events.EventStorage()
+        return contextlib.nullcontext()
+
+    def losses(self, fmap: torch.Tensor, image_size, boxes: torch.Tensor, labels: torch.Tensor,
+               frame_idx: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """detectron2's RPN + box-head losses (``loss_det_rpn_cls``, ``loss_det_rpn_loc``, ``loss_det_cls``,
+        ``loss_det_box_reg``) on GT ``boxes`` (N, 4) / 0-based ``labels`` (N,) / ``frame_idx`` (N,)."""
+        images, features = self._inputs(fmap, image_size)
+        s = self._structures
+        targets = []
+        for t in range(fmap.shape[0]):
+            inst = s.Instances(images.image_sizes[t])
+            inst.gt_boxes = s.Boxes(boxes[frame_idx == t].float())
+            inst.gt_classes = labels[frame_idx == t].long()
+            targets.append(inst)
+        with self._event_storage():
+            proposals, rpn_losses = self.proposal_generator(images, features, targets)
+            _, det_losses = self.roi_heads(images, features, proposals, targets)
+        return {f"loss_det_{k.replace('loss_', '')}": v for k, v in {**rpn_losses, **det_losses}.items()}
+
+    @torch.no_grad()
+    def detect(self, fmap: torch.Tensor, image_size) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Detections of every frame, concatenated frame by frame: ``(boxes (N, 4), frame_idx (N,) ascending,
+        one-hot class distribution (N, num_classes))``."""
+        was_training = self.training
+        self.eval()
+        try:
+            images, features = self._inputs(fmap, image_size)
+            proposals, _ = self.proposal_generator(images, features)
+            detections, _ = self.roi_heads(images, features, proposals)
+        finally:
+            self.train(was_training)
+        boxes = torch.cat([d.pred_boxes.tensor for d in detections]) if detections else fmap.new_zeros((0, 4))
+        labels = torch.cat([d.pred_classes for d in detections]).long() if detections else \
+            torch.zeros(0, dtype=torch.long, device=fmap.device)
+        frame_idx = torch.cat([torch.full((len(d),), t, dtype=torch.long, device=fmap.device)
+                               for t, d in enumerate(detections)]) if detections else labels
+        return boxes, frame_idx, F.one_hot(labels, self.num_classes).to(fmap.dtype)

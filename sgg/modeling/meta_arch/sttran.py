@@ -46,8 +46,7 @@ from sgg.config import configurable
 from sgg.data.datasets.action_genome import AG_OBJECT_CLASSES
 from sgg.structures.boxes import box_xyxy_to_cxcywh, union_box
 
-from ..build import META_ARCH_REGISTRY, build_backbone
-from ..video_detector import VideoObjectDetector
+from ..build import META_ARCH_REGISTRY, build_backbone, build_video_detector
 
 __all__ = ["STTran", "SpatialTemporalTransformer", "TemporalDecoderLayer", "ObjectClassifier", "pair_box_masks",
            "load_word_vectors", "relation_targets", "MODES"]
@@ -311,7 +310,8 @@ class STTran(nn.Module):
             multi_label_loss: ``"margin"`` (STTran's default MultiLabelMarginLoss on sigmoid outputs) or ``"bce"``.
             freeze_backbone: keep the backbone fixed (STTran freezes its AG-trained Faster R-CNN).
             frame_chunk: frames per backbone forward (bounds memory on long videos).
-            detector: SGDet only, a :class:`~sgg.modeling.video_detector.VideoObjectDetector` sharing ``backbone``.
+            detector: SGDet only, a ``MODEL.VIDEO_DETECTOR.NAME`` detector (:mod:`sgg.modeling.video_detector`)
+                sharing ``backbone``.
         """
         super().__init__()
         if mode not in MODES:
@@ -396,7 +396,7 @@ class STTran(nn.Module):
         if backbone is None:
             backbone = build_backbone(cfg)
         if mode == "sgdet" and detector is None:
-            detector = VideoObjectDetector(cfg, backbone=backbone)
+            detector = build_video_detector(cfg, backbone)
         return {
             "backbone": backbone, "mode": mode, "num_classes": s.NUM_CLASSES,
             "predicate_groups": tuple(s.PREDICATE_GROUPS), "pooler_resolution": s.POOLER_RESOLUTION,
