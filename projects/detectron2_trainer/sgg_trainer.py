@@ -2,8 +2,8 @@
 whose model, datasets, mapper and evaluators come from an sgg config, with sgg's ``MultiDatasetDynamicSampler``
 as the ``sampler=`` of detectron2's ``build_detection_train_loader`` and sgg's evaluators run by detectron2's
 ``inference_on_dataset``. The optimizer is sgg's (``SOLVER.OPTIMIZER`` of the sgg config: AdamW for SpeaQ, with
-sgg's parameter groups); the LR schedule, hooks, checkpoints, logging and ``launch`` are detectron2's, from the
-detectron2 config. See docs/detectron2.md.
+sgg's parameter groups), clipped by detectron2's ``SOLVER.CLIP_GRADIENTS``; the LR schedule, hooks, checkpoints,
+logging and ``launch`` are detectron2's, from the detectron2 config. See docs/detectron2.md.
 
 The detectron2 config gets a section ``SGG``: ``CONFIG_FILE`` (an sgg YAML) and ``OPTS`` (sgg ``KEY VALUE``
 overrides). Trainer settings (``SOLVER.*``, ``OUTPUT_DIR``, ``TEST.EVAL_PERIOD``, ``DATASETS.TEST``) are detectron2's.
@@ -15,6 +15,7 @@ import os
 from detectron2.config import CfgNode as D2CfgNode
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer
+from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
 
 from sgg.config import get_cfg as get_sgg_cfg
@@ -62,12 +63,13 @@ class SceneGraphTrainer(DefaultTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        """sgg's optimizer for the sgg config; its ``BASE_LR`` is detectron2's ``SOLVER.BASE_LR`` (the LR schedule
-        that detectron2 builds scales every group from its initial LR)."""
+        """sgg's optimizer for the sgg config (its parameter groups and LR multipliers) at detectron2's
+        ``SOLVER.BASE_LR`` (detectron2's LR schedule scales every group from its initial LR), with detectron2's
+        ``SOLVER.CLIP_GRADIENTS`` (per-parameter value / norm clipping)."""
         sgg_cfg = sgg_config(cfg).clone()
         sgg_cfg.defrost()
         sgg_cfg.SOLVER.BASE_LR = cfg.SOLVER.BASE_LR
-        return build_optimizer(sgg_cfg, model)
+        return maybe_add_gradient_clipping(cfg, build_optimizer(sgg_cfg, model))
 
     @classmethod
     def build_train_loader(cls, cfg):

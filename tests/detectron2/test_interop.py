@@ -201,7 +201,8 @@ def test_example_project_trains_an_sgg_model_with_detectron2s_default_trainer(de
     batch = next(iter(project.SceneGraphTrainer.build_train_loader(cfg)))
     assert [x["dataset_type"] for x in batch] == ["real", "real", "synthetic", "synthetic"]
     trainer = project.SceneGraphTrainer(cfg)
-    assert type(trainer.optimizer).__name__ == "AdamW"  # sgg's optimizer for SpeaQ
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)  # sgg's optimizer for SpeaQ ...
+    assert type(trainer.optimizer).__name__ == "AdamWWithGradientClip"  # ... with detectron2's clipping
     trainer.train()
     assert trainer.iter == 3
     results = trainer._last_eval_results  # what detectron2's EvalHook got from SceneGraphTrainer.test
