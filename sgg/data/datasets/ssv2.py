@@ -25,6 +25,7 @@ from typing import Dict, List, Optional
 
 from sgg.data import t2v_mapper  # noqa: F401  (registers TextToVideoMapper, the mapper named in the metadata)
 from sgg.data.catalog import DatasetCatalog, MetadataCatalog
+from sgg.data.demo.ssv2_demo import ensure_ssv2_demo
 
 __all__ = ["load_ssv2_json", "fill_template", "register_ssv2", "register_all_ssv2", "SSV2_SPLITS", "REQUIRED_KEYS"]
 
@@ -147,8 +148,6 @@ def register_all_ssv2(datasets_root_fn) -> None:
     ``datasets_root_fn()`` returns ``$SGG_DATASETS``; the real data lives in ``<it>/ssv2``, the demo in
     ``<it>/demo/ssv2``.
     """
-    from sgg.data.demo.ssv2_demo import ensure_ssv2_demo
-
     for split in SSV2_SPLITS:
         register_ssv2(f"ssv2_{split}", lambda: os.path.join(datasets_root_fn(), "ssv2"), split)
         register_ssv2(f"demo_ssv2_{split}", lambda: os.path.join(datasets_root_fn(), "demo", "ssv2"), split,
