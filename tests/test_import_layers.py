@@ -1,60 +1,100 @@
-"""Package layering, read from the import statements (ast, so comments and docstrings do not count; imports inside
-functions do): models never import the engine, data never imports models, and the SSv2 demo-data module imports
-neither models nor evaluation."""
+"""The layer rules of docs/engine.md ("Layout"), checked from the import statements themselves (ast, not text)."""
 
 import ast
 import os
-from typing import Iterator, List
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SGG = os.path.join(REPO, "sgg")
 
 
-def _python_files(path: str) -> List[str]:
-    if os.path.isfile(path):
-        return [path]
-    return sorted(os.path.join(d, f) for d, _, files in os.walk(path) for f in files if f.endswith(".py"))
+def _python_files(folder):
+    for root, _, files in os.walk(folder):
+        for name in sorted(files):
+            if name.endswith(".py"):
+                yield os.path.join(root, name)
 
 
-def imported_modules(path: str, root: str = REPO) -> Iterator[str]:
-    """Absolute names of the modules every ``import`` / ``from ... import`` statement of ``path`` (a file under
-    ``root``) reaches; relative imports are resolved against the file's package."""
-    package = os.path.relpath(path, root).split(os.sep)[:-1]
-    with open(path) as f:
-        tree = ast.parse(f.read(), filename=path)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = package[:len(package) - node.level + 1] if node.level else []
-            module = ".".join(base + ([node.module] if node.module else []))
-            yield module
-            yield from (f"{module}.{alias.name}" for alias in node.names)  # `from sgg import engine`
+def _module_name(path, repo):
+    rel = os.path.relpath(path, repo)[:-3].replace(os.sep, ".")
+    return rel[: -len(".__init__")] if rel.endswith(".__init__") else rel
 
 
-def _offenders(path: str, forbidden: tuple) -> List[str]:
+def _imports(path, repo=REPO):
+    """(imported module, line, inside a function) for every import of ``path``, relative ones resolved."""
+    tree = ast.parse(open(path).read(), filename=path)
+    name = _module_name(path, repo)
+    package = name if path.endswith("__init__.py") else name.rsplit(".", 1)[0]
     found = []
-    for file in _python_files(os.path.join(REPO, path)):
-        for name in imported_modules(file):
-            if any(name == f or name.startswith(f + ".") for f in forbidden):
-                found.append(f"{os.path.relpath(file, REPO)}: {name}")
+
+    def visit(node, in_function):
+        for child in ast.iter_child_nodes(node):
+            nested = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if isinstance(child, ast.Import):
+                found.extend((alias.name, child.lineno, in_function) for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                if child.level:
+                    base = package.split(".")
+                    base = base[: len(base) - child.level + 1]
+                    module = ".".join(base + ([child.module] if child.module else []))
+                else:
+                    module = child.module or ""
+                found.append((module, child.lineno, in_function))
+            visit(child, nested)
+
+    visit(tree, False)
     return found
 
 
-@pytest.mark.parametrize("path, forbidden", [
-    ("sgg/modeling", ("sgg.engine",)),
-    ("sgg/data", ("sgg.modeling",)),
-    ("sgg/data/demo/ssv2_demo.py", ("sgg.modeling", "sgg.evaluation")),
+def _violations(folder, forbidden_prefixes):
+    bad = []
+    for path in _python_files(folder):
+        for module, line, _ in _imports(path):
+            if any(module == p or module.startswith(p + ".") for p in forbidden_prefixes):
+                bad.append(f"{os.path.relpath(path, REPO)}:{line} imports {module}")
+    return bad
+
+
+def test_no_model_knows_the_trainer():
+    assert _violations(os.path.join(SGG, "modeling"), ["sgg.engine"]) == []
+
+
+def test_data_knows_no_model_and_no_metric():
+    assert _violations(os.path.join(SGG, "data"), ["sgg.modeling", "sgg.evaluation", "sgg.engine"]) == []
+
+
+def test_evaluation_knows_no_model_and_no_trainer():
+    assert _violations(os.path.join(SGG, "evaluation"), ["sgg.modeling", "sgg.engine"]) == []
+
+
+@pytest.mark.parametrize("layer,above", [
+    ("checkpoint", ["sgg.engine", "sgg.modeling", "sgg.data", "sgg.evaluation"]),
+    ("solver", ["sgg.engine", "sgg.modeling", "sgg.data", "sgg.evaluation"]),
+    ("config", ["sgg.engine", "sgg.modeling", "sgg.data", "sgg.evaluation", "sgg.checkpoint", "sgg.solver"]),
+    ("structures", ["sgg.engine", "sgg.modeling", "sgg.data", "sgg.evaluation", "sgg.checkpoint", "sgg.solver"]),
+    ("utils", ["sgg.engine", "sgg.modeling", "sgg.data", "sgg.evaluation", "sgg.checkpoint", "sgg.solver"]),
 ])
-def test_package_does_not_import(path, forbidden):
-    assert _offenders(path, forbidden) == []
+def test_lower_layers_import_nothing_above(layer, above):
+    assert _violations(os.path.join(SGG, layer), above) == []
 
 
-def test_relative_and_function_level_imports_count_and_text_does_not(tmp_path):
-    folder = tmp_path / "sgg" / "modeling" / "meta_arch"
-    folder.mkdir(parents=True)
-    (folder / "text.py").write_text('"""Never `import sgg.engine` here."""\n# from sgg.engine import hooks\nX = 1\n')
-    (folder / "code.py").write_text("def f():\n    from ...engine.hooks import HookBase\n    from sgg import engine\n")
-    assert list(imported_modules(str(folder / "text.py"), root=str(tmp_path))) == []
-    assert {"sgg.engine.hooks", "sgg.engine"} <= set(imported_modules(str(folder / "code.py"), root=str(tmp_path)))
+def test_the_library_never_imports_tools():
+    assert _violations(SGG, ["tools"]) == []
+
+
+def test_no_function_local_import_of_sgg_in_the_library():
+    """Imports of sgg's own modules are at module level: a local one would only dodge an import circle."""
+    bad = [f"{os.path.relpath(path, REPO)}:{line} imports {module} inside a function"
+           for path in _python_files(SGG) for module, line, local in _imports(path)
+           if local and (module == "sgg" or module.startswith("sgg."))]
+    assert bad == []
+
+
+def test_the_checker_sees_relative_and_local_imports(tmp_path):
+    pkg = tmp_path / "sgg" / "data"
+    pkg.mkdir(parents=True)
+    f = pkg / "x.py"
+    f.write_text("from ..modeling import thing\n\ndef g():\n    from sgg.engine import y\n")
+    assert [(m, local) for m, _, local in _imports(str(f), str(tmp_path))] == [("sgg.modeling", False),
+                                                                                ("sgg.engine", True)]

@@ -10,111 +10,20 @@ Examples::
     python tools/train_net.py --list                               # every registered part and dataset
 """
 
-import logging
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sgg.checkpoint import CheckpointError, DetectionCheckpointer  # noqa: E402
-from sgg.config import ConfigError, get_cfg, import_user_modules  # noqa: E402
-from sgg.data.catalog import DatasetCatalog  # noqa: E402
-from sgg.engine import (  # noqa: E402
-    DefaultTrainer,
-    NonFiniteLossError,
-    OutputDirInUseError,
-    default_argument_parser,
-    default_setup,
-    launch,
-    maybe_list_registries,
-)
-from sgg.evaluation import verify_results  # noqa: E402
-from sgg.utils import comm  # noqa: E402
-from sgg.utils.registry import RegistryError  # noqa: E402
-
-logger = logging.getLogger("sgg")
-
-# Errors whose message says everything a user needs: printed as one line, no traceback.
-USER_ERRORS = (ConfigError, CheckpointError, RegistryError, OutputDirInUseError, NonFiniteLossError,
-               FileNotFoundError, ValueError, KeyError)
-
-
-class ExpectedResultsNotMet(SystemExit):
-    """--eval-only results missed TEST.EXPECTED_RESULTS."""
-
-
-def setup(args):
-    """Config from defaults + file + overrides, frozen; then the standard run setup."""
-    import sgg.data  # noqa: F401  (registers datasets, mappers, samplers)
-    import sgg.evaluation  # noqa: F401
-    import sgg.modeling  # noqa: F401
-
-    cfg = get_cfg()
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts or [])
-    cfg.freeze()
-    import_user_modules(cfg)
-    DatasetCatalog.configure(cfg)  # dataset options (DATASETS.VG.*, DATASETS.AG.*) before anything reads a dataset
-    default_setup(cfg, args)
-    return cfg
-
-
-def main(args):
-    cfg = setup(args)
-    if args.eval_only:
-        model = DefaultTrainer.build_model(cfg)
-        if not cfg.MODEL.WEIGHTS and any(True for _ in model.parameters()):
-            raise ConfigError("--eval-only needs MODEL.WEIGHTS (a checkpoint path), e.g. MODEL.WEIGHTS "
-                              f"{os.path.join(cfg.OUTPUT_DIR, 'model_final.pth')}")
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
-        results = DefaultTrainer.test(cfg, model)
-        if comm.is_main_process() and not verify_results(cfg, results):
-            raise ExpectedResultsNotMet(1)
-        return results
-    trainer = DefaultTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    results = trainer.train()
-    if comm.is_main_process() and results is not None and cfg.TEST.EXPECTED_RESULTS:
-        from sgg.evaluation.testing import flatten_results_dict  # noqa: F401
-
-        if not verify_results(cfg, trainer.test(cfg, trainer.model)):
-            raise ExpectedResultsNotMet(1)
-    return results
+from sgg.engine import default_argument_parser, default_main, launch_cli, maybe_list_registries  # noqa: E402
 
 
 def cli(argv=None) -> int:
-    """Parse arguments, launch workers, turn user errors into one-line messages; returns the exit code."""
+    """Parse arguments, run :func:`sgg.engine.default_main` on the workers; returns the exit code."""
     args = default_argument_parser(__doc__).parse_args(argv)
     if maybe_list_registries(args):
         return 0
-    try:
-        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,))
-    except ExpectedResultsNotMet:
-        print("error: evaluation results do not meet TEST.EXPECTED_RESULTS (see the log above)", file=sys.stderr)
-        return 1
-    except USER_ERRORS as e:
-        logger.debug("User error", exc_info=True)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # errors raised inside spawned workers arrive wrapped
-        cause = _user_error_from_worker(e)
-        if cause is None:
-            raise
-        print(f"error: {cause}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _user_error_from_worker(exc: Exception):
-    """Extract a user-facing message from torch.multiprocessing's ProcessRaisedException, if it wraps one."""
-    text = str(exc)
-    for cls in USER_ERRORS:
-        marker = f"{cls.__name__}: "
-        if marker in text:
-            return text.rsplit(marker, 1)[1].strip().splitlines()[0]
-    return None
+    return launch_cli(default_main, args)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Checkpoint saving/loading."""
+"""Checkpoint saving/loading (the engine's ``hooks.PeriodicCheckpointer`` decides when)."""
 
-from .checkpointer import CheckpointError, DetectionCheckpointer, PeriodicCheckpointer
+from .checkpointer import CheckpointError, DetectionCheckpointer
 
-__all__ = ["CheckpointError", "DetectionCheckpointer", "PeriodicCheckpointer"]
+__all__ = ["CheckpointError", "DetectionCheckpointer"]

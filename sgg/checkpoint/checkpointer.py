@@ -16,9 +16,10 @@ from typing import Any, Dict, Optional
 
 import torch
 from fvcore.common.checkpoint import Checkpointer
-from fvcore.common.checkpoint import PeriodicCheckpointer as _FvPeriodicCheckpointer
 
-__all__ = ["DetectionCheckpointer", "PeriodicCheckpointer", "CheckpointError", "atomic_write_bytes",
+from sgg.utils import comm
+
+__all__ = ["DetectionCheckpointer", "CheckpointError", "atomic_write_bytes",
            "atomic_torch_save", "load_checkpoint_file"]
 
 logger = logging.getLogger(__name__)
@@ -111,8 +112,6 @@ class DetectionCheckpointer(Checkpointer):
     def __init__(self, model: torch.nn.Module, save_dir: str = "", *, save_to_disk: Optional[bool] = None,
                  **checkpointables: Any):
         if save_to_disk is None:
-            from sgg.utils import comm
-
             save_to_disk = comm.is_main_process()
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
 
@@ -155,7 +154,3 @@ class DetectionCheckpointer(Checkpointer):
                 "exist. Restore the file, or edit last_checkpoint to name an existing model_*.pth."
             )
         return path
-
-
-class PeriodicCheckpointer(_FvPeriodicCheckpointer):
-    """fvcore's periodic checkpointer (``model_{iter:07d}.pth`` every period, ``model_final.pth`` at the end)."""

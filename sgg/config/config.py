@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, List, Optional
 import yaml
 from fvcore.common.config import CfgNode as _FvCfgNode
 
-__all__ = ["CfgNode", "ConfigError", "get_cfg", "configurable", "all_config_keys", "import_user_modules"]
+__all__ = ["CfgNode", "ConfigError", "configurable", "all_config_keys", "import_user_modules"]
 
 logger = logging.getLogger(__name__)
 
@@ -230,13 +230,6 @@ def _merge_dicts(src: dict, dst: dict) -> None:
             _merge_dicts(v, dst[k])
         else:
             dst[k] = v
-
-
-def get_cfg() -> CfgNode:
-    """Return a fresh copy of sgg's default config tree (see ``sgg/config/defaults.py``)."""
-    from .defaults import _C
-
-    return _C.clone()
 
 
 def import_user_modules(cfg: "CfgNode") -> None:

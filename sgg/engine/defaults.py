@@ -14,13 +14,19 @@ from typing import Dict, List, Optional
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from sgg.checkpoint import DetectionCheckpointer
+import sgg.data  # noqa: F401  (registers the datasets, mappers and samplers)
+import sgg.evaluation  # noqa: F401  (registers the evaluators)
+import sgg.modeling  # noqa: F401  (registers the models and their parts)
+from sgg.checkpoint import CheckpointError, DetectionCheckpointer
+from sgg.config import ConfigError, get_cfg, import_user_modules
 from sgg.data.build import build_test_loader, build_train_loader
+from sgg.data.catalog import DatasetCatalog
 from sgg.evaluation import (
     DatasetEvaluator,
     build_evaluator,
     inference_on_dataset,
     print_csv_format,
+    verify_results,
 )
 from sgg.modeling import build_model
 from sgg.solver import build_lr_scheduler, build_optimizer
@@ -28,19 +34,26 @@ from sgg.utils import comm
 from sgg.utils.env import collect_env_info, get_rng_state, seed_all_rng, set_deterministic, set_rng_state
 from sgg.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from sgg.utils.logger import setup_logger
+from sgg.utils.registry import RegistryError, all_registries
 
 from . import hooks
 from .ema import EMAHook
-from .train_loop import SimpleTrainer, TrainerBase
+from .launch import launch
+from .train_loop import NonFiniteLossError, SimpleTrainer, TrainerBase
 
-__all__ = ["default_argument_parser", "default_setup", "default_writers", "create_ddp_model", "DefaultTrainer",
-           "OutputDirInUseError"]
+__all__ = ["default_argument_parser", "setup", "default_setup", "default_writers", "create_ddp_model",
+           "DefaultTrainer", "OutputDirInUseError", "ExpectedResultsNotMet", "evaluate_weights", "train",
+           "default_main", "launch_cli", "USER_ERRORS", "maybe_list_registries"]
 
 logger = logging.getLogger(__name__)
 
 
 class OutputDirInUseError(RuntimeError):
     """OUTPUT_DIR already holds checkpoints of another run and --resume was not given."""
+
+
+class ExpectedResultsNotMet(SystemExit):
+    """The evaluation results missed ``TEST.EXPECTED_RESULTS`` (the CLIs exit with code 1)."""
 
 
 def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -66,6 +79,21 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                         help="config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.001")
     return parser
+
+
+def setup(args):
+    """The run's setup, in every worker: config = defaults + ``args.config_file`` + ``args.opts`` (frozen), the
+    config's ``IMPORTS``, the dataset options fixed from it (``DatasetCatalog.configure``), then
+    :func:`default_setup`. Returns the config."""
+    cfg = get_cfg()
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts or [])
+    cfg.freeze()
+    import_user_modules(cfg)
+    DatasetCatalog.configure(cfg)
+    default_setup(cfg, args)
+    return cfg
 
 
 def default_setup(cfg, args) -> None:
@@ -351,16 +379,91 @@ class DefaultTrainer(TrainerBase):
         return results
 
 
+def evaluate_weights(cfg, *, require_weights: bool = True):
+    """The ``--eval-only`` path: build the model, load ``MODEL.WEIGHTS``, evaluate on ``DATASETS.TEST``.
+
+    ``require_weights``: a model with parameters needs ``MODEL.WEIGHTS`` (models with nothing trained, such as the
+    frequency baselines, pass False). Raises :class:`ExpectedResultsNotMet` when ``TEST.EXPECTED_RESULTS`` is missed.
+    """
+    model = DefaultTrainer.build_model(cfg)
+    if require_weights and not cfg.MODEL.WEIGHTS and any(True for _ in model.parameters()):
+        raise ConfigError("--eval-only needs MODEL.WEIGHTS (a checkpoint path), e.g. MODEL.WEIGHTS "
+                          f"{os.path.join(cfg.OUTPUT_DIR, 'model_final.pth')}")
+    if cfg.MODEL.WEIGHTS:
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
+    model.eval()
+    results = DefaultTrainer.test(cfg, model)
+    _check_expected_results(cfg, results)
+    return results
+
+
+def train(cfg, *, resume: bool = False):
+    """Train with :class:`DefaultTrainer` (``resume``: continue ``OUTPUT_DIR/last_checkpoint``); with
+    ``TEST.EXPECTED_RESULTS`` the final model is evaluated and checked against them."""
+    trainer = DefaultTrainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    results = trainer.train()
+    # The trainer returns results on the main process only, which then evaluates the final model by itself.
+    if comm.is_main_process() and results is not None and cfg.TEST.EXPECTED_RESULTS:
+        _check_expected_results(cfg, trainer.test(cfg, trainer.model))
+    return results
+
+
+def _check_expected_results(cfg, results) -> None:
+    if comm.is_main_process() and not verify_results(cfg, results):
+        raise ExpectedResultsNotMet(1)
+
+
+def default_main(args):
+    """What one worker of ``tools/train_net.py`` runs: :func:`setup`, then evaluate (``--eval-only``) or train."""
+    cfg = setup(args)
+    if args.eval_only:
+        return evaluate_weights(cfg)
+    return train(cfg, resume=args.resume)
+
+
+# Errors whose message says everything a user needs: the CLIs print them as one line, without a traceback.
+USER_ERRORS = (ConfigError, CheckpointError, RegistryError, OutputDirInUseError, NonFiniteLossError,
+               FileNotFoundError, ValueError, KeyError)
+
+
+def launch_cli(main_func, args) -> int:
+    """Run ``main_func(args)`` on ``args.num_gpus`` workers (:func:`launch`) and return the exit code: 0, 1 when
+    ``TEST.EXPECTED_RESULTS`` is missed, 2 with one ``error:`` line for a user error (also one raised in a worker)."""
+    try:
+        launch(main_func, args.num_gpus, num_machines=getattr(args, "num_machines", 1),
+               machine_rank=getattr(args, "machine_rank", 0), dist_url=getattr(args, "dist_url", "auto"),
+               args=(args,))
+    except ExpectedResultsNotMet:
+        print("error: evaluation results do not meet TEST.EXPECTED_RESULTS (see the log above)", file=sys.stderr)
+        return 1
+    except USER_ERRORS as e:
+        logger.debug("User error", exc_info=True)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # errors raised inside spawned workers arrive wrapped
+        cause = _user_error_from_worker(e)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _user_error_from_worker(exc: Exception) -> Optional[str]:
+    """The user-facing message of a user error wrapped in torch.multiprocessing's ProcessRaisedException, if any."""
+    text = str(exc)
+    for cls in USER_ERRORS:
+        marker = f"{cls.__name__}: "
+        if marker in text:
+            return text.rsplit(marker, 1)[1].strip().splitlines()[0]
+    return None
+
+
 def maybe_list_registries(args) -> bool:
     """Handle ``--list``: print registries and datasets; returns True if it printed."""
     if not getattr(args, "list", False):
         return False
-    import sgg.data  # noqa: F401  (registers datasets, samplers, mappers)
-    import sgg.evaluation  # noqa: F401
-    import sgg.modeling  # noqa: F401
-    from sgg.data.catalog import DatasetCatalog
-    from sgg.utils.registry import all_registries
-
     for name, reg in sorted(all_registries().items()):
         print(f"{name}: {', '.join(reg.names()) or '(none)'}")
     print(f"DATASETS: {', '.join(DatasetCatalog.list()) or '(none)'}")

@@ -18,11 +18,7 @@ from sgg.modeling.diffusion_parts import (
 )
 from tests.modeling.t2v_tiny import tiny_batch, tiny_t2v_cfg, tiny_t2v_model
 
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(monkeypatch):

@@ -25,8 +25,9 @@ from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
-from sgg.data.demo import ensure_generated
 from sgg.data.video_io import write_video
+
+from .generation import ensure_generated
 
 __all__ = ["DEMO_TEMPLATES", "DEMO_OBJECTS", "generate_ssv2_demo", "ensure_ssv2_demo", "render_clip"]
 
