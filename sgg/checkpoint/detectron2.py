@@ -12,13 +12,12 @@ from __future__ import annotations
 import io
 import logging
 import os
-import pickle
 from typing import Sequence
 
-import numpy as np
 from torch import nn
 
 from sgg.config.detectron2 import import_detectron2
+from sgg.utils.pickles import DataOnlyUnpickler, RefusedPickleError
 
 from .checkpointer import CheckpointError, load_checkpoint_file
 
@@ -26,37 +25,19 @@ __all__ = ["load_detectron2_weights", "check_data_only_pickle"]
 
 logger = logging.getLogger(__name__)
 
-_NUMPY_GLOBALS = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("collections", "OrderedDict"), ("_codecs", "encode"),
-}
 
-
-class _DataOnlyUnpickler(pickle.Unpickler):
-    def __init__(self, file, source: str):
-        super().__init__(file, encoding="latin1")
-        self._source = source
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _NUMPY_GLOBALS and not (module == "numpy.dtypes" and name.endswith("DType")):
-            raise CheckpointError(f"Refusing to load '{self._source}': the pickle references '{module}.{name}' "
-                                  "(detectron2 weight files hold only dicts, strings, numbers and numpy arrays).")
-        if module.startswith("numpy.core.") and int(np.__version__.split(".")[0]) >= 2:
-            module = "numpy._core." + module[len("numpy.core."):]
-        return super().find_class(module, name)
+class _WeightsUnpickler(DataOnlyUnpickler):
+    allowed = "detectron2 weight files hold only dicts, strings, numbers and numpy arrays"
 
 
 def check_data_only_pickle(path: str) -> None:
-    """Raise :class:`CheckpointError` unless ``path`` unpickles using numpy array constructors only."""
+    """Raise :class:`CheckpointError` unless ``path`` unpickles with data-only globals (numpy arrays, builtins)."""
     with open(path, "rb") as f:
         data = f.read()
     try:
-        _DataOnlyUnpickler(io.BytesIO(data), path).load()
-    except CheckpointError:
-        raise
+        _WeightsUnpickler(io.BytesIO(data), source=path, encoding="latin1").load()  # Detectron's py2 pickles
+    except RefusedPickleError as e:
+        raise CheckpointError(str(e)) from None
     except Exception as e:  # truncated / corrupt
         raise CheckpointError(f"'{path}' is not a readable pickle ({type(e).__name__}: {e}).") from e
 

@@ -142,7 +142,7 @@ def test_weights_written_by_detectron2s_checkpointer_load(tmp_path, fmt):
 def test_unsafe_missing_and_unfitting_weights_are_refused(tmp_path):
     evil = tmp_path / "evil.pkl"
     evil.write_bytes(pickle.dumps({"model": {}, "__author__": "x", "run": os.system}))
-    with pytest.raises(CheckpointError, match="references 'posix.system'"):
+    with pytest.raises(CheckpointError, match="references the global 'posix.system'"):
         build_backbone(_cfg(TINY_R50_FPN, "MODEL.BACKBONE.WEIGHTS", str(evil)))
     with pytest.raises(CheckpointError, match="detectron2 weights not found: '.*nope.pkl'"):
         build_backbone(_cfg(TINY_R50_FPN, "MODEL.BACKBONE.WEIGHTS", str(tmp_path / "nope.pkl")))

@@ -38,11 +38,12 @@ import functools
 import io
 import logging
 import os
-import pickle
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from sgg.utils.pickles import DataOnlyUnpickler, RefusedPickleError
 
 from ..catalog import DatasetCatalog, MetadataCatalog, datasets_root
 
@@ -87,42 +88,15 @@ class ActionGenomeFormatError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------ restricted unpickling
-_ALLOWED_GLOBALS = {
-    ("builtins", name) for name in ("set", "frozenset", "complex", "slice", "bytearray", "bytes", "range")
-} | {
-    ("collections", "OrderedDict"), ("_codecs", "encode"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-}
-
-
-class RefusedPickleError(pickle.UnpicklingError):
-    """A pickle referenced a global outside the allow-list (e.g. ``os.system``) and was not loaded."""
-
-
-class RestrictedUnpickler(pickle.Unpickler):
+class RestrictedUnpickler(DataOnlyUnpickler):
     """Unpickler that only rebuilds builtins containers/scalars and numpy arrays; any other global is refused.
 
     Action Genome's annotation pickles hold nothing else, and a pickle that names e.g. ``os.system`` would otherwise
     execute code when loaded.
     """
 
-    def __init__(self, file, *, source: str = "<pickle>"):
-        super().__init__(file)
-        self._source = source
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _ALLOWED_GLOBALS and not (module == "numpy.dtypes" and name.endswith("DType")):
-            raise RefusedPickleError(
-                f"Refusing to load '{self._source}': it references the global '{module}.{name}', which is not allowed "
-                "(Action Genome pickles may only contain dicts, lists, strings, numbers and numpy arrays). "
-                "Re-download the official annotation file if this is unexpected."
-            )
-        if module.startswith("numpy.core.") and int(np.__version__.split(".")[0]) >= 2:
-            module = "numpy._core." + module[len("numpy.core."):]  # numpy 1.x pickles under numpy 2
-        return super().find_class(module, name)
+    allowed = "Action Genome pickles may only contain dicts, lists, strings, numbers and numpy arrays"
+    advice = "Re-download the official annotation file if this is unexpected."
 
 
 def load_restricted_pickle(path: str):
