@@ -233,9 +233,8 @@ class D2VideoObjectDetector(nn.Module):
             self.requires_grad_(False)
 
     @classmethod
-    def from_config(cls, cfg, in_channels: int = 0, backbone: nn.Module = None) -> dict:
-        """:func:`detectron2_detector_cfg`; ``in_channels`` / stride from ``backbone`` when one is given."""
-        stride = cfg.MODEL.BACKBONE.SMALL_CNN_STRIDE
+    def from_config(cls, cfg, in_channels: int = 0, stride: int = 0, backbone: nn.Module = None) -> dict:
+        """:func:`detectron2_detector_cfg`; ``in_channels`` / ``stride`` from ``backbone`` when one is given."""
         if backbone is not None:
             in_channels, stride = backbone.out_channels, backbone.stride
         return {"d2_cfg": detectron2_detector_cfg(cfg), "in_channels": in_channels, "stride": stride,
