@@ -31,6 +31,8 @@ from typing import Dict, List, Optional, Tuple
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from sgg.utils.errors import SGGError  # noqa: E402
+
 logger = logging.getLogger("sgg")
 
 # Models sgg implements (flag value -> META_ARCHITECTURE) and the ones of the seed that it does not implement yet.
@@ -47,7 +49,7 @@ OPTIMIZERS = {"adamw": "AdamW", "adam": "AdamW", "sgd": "SGD"}  # adam = AdamW w
 PLATEAU_METRIC = "video_sgg/with/R@20"
 
 
-class SeedFlagError(ValueError):
+class SeedFlagError(SGGError, ValueError):
     """A seed-style flag that sgg cannot honour (unknown model, unbuilt model's flag, bad value)."""
 
 
@@ -169,6 +171,10 @@ def static_overrides(args) -> List[Tuple[str, object]]:
         value = getattr(args, flag)
         if value is not None and value != "":
             o.append((key, value))
+    if args.resume_from and not args.eval_only:
+        # Progressive training (PredCls -> SGCls -> SGDet): the new mode's modules (object classifier, detector) are
+        # not in the previous mode's checkpoint and keep their initialisation; the trainer logs what was skipped.
+        o.append(("MODEL.ALLOW_PARTIAL_WEIGHTS", True))
     if args.bce_loss:
         o.append(("MODEL.STTRAN.MULTI_LABEL_LOSS", "bce"))
     amp = args.use_amp

@@ -16,27 +16,25 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sgg.checkpoint import CheckpointError, DetectionCheckpointer  # noqa: E402
+from sgg.checkpoint import DetectionCheckpointer  # noqa: E402
 from sgg.config import ConfigError, get_cfg, import_user_modules  # noqa: E402
 from sgg.data.catalog import DatasetCatalog  # noqa: E402
 from sgg.engine import (  # noqa: E402
     DefaultTrainer,
-    NonFiniteLossError,
-    OutputDirInUseError,
     default_argument_parser,
     default_setup,
     launch,
     maybe_list_registries,
 )
+from sgg.engine.output_dir import release_output_dir_lock  # noqa: E402
 from sgg.evaluation import verify_results  # noqa: E402
 from sgg.utils import comm  # noqa: E402
-from sgg.utils.registry import RegistryError  # noqa: E402
+from sgg.utils.errors import USER_ERROR_TYPES, run_cli  # noqa: E402
 
 logger = logging.getLogger("sgg")
 
-# Errors whose message says everything a user needs: printed as one line, no traceback.
-USER_ERRORS = (ConfigError, CheckpointError, RegistryError, OutputDirInUseError, NonFiniteLossError,
-               FileNotFoundError, ValueError, KeyError)
+# Errors whose message says everything a user needs: printed as one line, no traceback (kept for tools/train.py).
+USER_ERRORS = USER_ERROR_TYPES
 
 
 class ExpectedResultsNotMet(SystemExit):
@@ -61,13 +59,22 @@ def setup(args):
 
 
 def main(args):
+    """One worker's run (train, or evaluate with --eval-only); OUTPUT_DIR's lock is released when it ends."""
+    try:
+        return _main(args)
+    finally:
+        release_output_dir_lock()
+
+
+def _main(args):
     cfg = setup(args)
     if args.eval_only:
         model = DefaultTrainer.build_model(cfg)
         if not cfg.MODEL.WEIGHTS and any(True for _ in model.parameters()):
             raise ConfigError("--eval-only needs MODEL.WEIGHTS (a checkpoint path), e.g. MODEL.WEIGHTS "
                               f"{os.path.join(cfg.OUTPUT_DIR, 'model_final.pth')}")
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, allow_partial=cfg.MODEL.ALLOW_PARTIAL_WEIGHTS).load(
+            cfg.MODEL.WEIGHTS, checkpointables=[])
         results = DefaultTrainer.test(cfg, model)
         if comm.is_main_process() and not verify_results(cfg, results):
             raise ExpectedResultsNotMet(1)
@@ -83,38 +90,26 @@ def main(args):
     return results
 
 
-def cli(argv=None) -> int:
-    """Parse arguments, launch workers, turn user errors into one-line messages; returns the exit code."""
-    args = default_argument_parser(__doc__).parse_args(argv)
-    if maybe_list_registries(args):
-        return 0
+def _launch(args) -> int:
     try:
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
     except ExpectedResultsNotMet:
         print("error: evaluation results do not meet TEST.EXPECTED_RESULTS (see the log above)", file=sys.stderr)
         return 1
-    except USER_ERRORS as e:
-        logger.debug("User error", exc_info=True)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # errors raised inside spawned workers arrive wrapped
-        cause = _user_error_from_worker(e)
-        if cause is None:
-            raise
-        print(f"error: {cause}", file=sys.stderr)
-        return 2
     return 0
 
 
-def _user_error_from_worker(exc: Exception):
-    """Extract a user-facing message from torch.multiprocessing's ProcessRaisedException, if it wraps one."""
-    text = str(exc)
-    for cls in USER_ERRORS:
-        marker = f"{cls.__name__}: "
-        if marker in text:
-            return text.rsplit(marker, 1)[1].strip().splitlines()[0]
-    return None
+def cli(argv=None) -> int:
+    """Parse arguments, launch workers, turn user errors into one-line messages; returns the exit code.
+
+    User errors (:class:`sgg.utils.errors.SGGError` and the like), raised here, in ``--num-gpus`` workers or in
+    DataLoader workers, print one ``error:`` line and return 2 (Ctrl-C: 130); ``SGG_DEBUG=1`` adds the traceback.
+    """
+    args = default_argument_parser(__doc__).parse_args(argv)
+    if maybe_list_registries(args):
+        return 0
+    return run_cli(_launch, args)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Checkpoint saving/loading."""
 
-from .checkpointer import CheckpointError, DetectionCheckpointer, PeriodicCheckpointer
+from .checkpointer import CheckpointError, DetectionCheckpointer, NonFiniteWeightsError, PeriodicCheckpointer
 
-__all__ = ["CheckpointError", "DetectionCheckpointer", "PeriodicCheckpointer"]
+__all__ = ["CheckpointError", "DetectionCheckpointer", "NonFiniteWeightsError", "PeriodicCheckpointer"]

@@ -23,6 +23,8 @@ from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from sgg.utils.errors import SGGError
+
 __all__ = ["VideoError", "video_info", "iter_video_frames", "read_video", "write_video", "DEFAULT_CODECS"]
 
 logger = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ DEFAULT_CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv
 SizeArg = Union[None, int, Tuple[int, int]]
 
 
-class VideoError(IOError):
+class VideoError(SGGError, OSError):
     """A video file is missing, unreadable, corrupt, or cannot be written."""
 
 

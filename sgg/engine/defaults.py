@@ -15,6 +15,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from sgg.checkpoint import DetectionCheckpointer
+from sgg.checkpoint.checkpointer import atomic_write_bytes
 from sgg.data.build import build_test_loader, build_train_loader
 from sgg.evaluation import (
     DatasetEvaluator,
@@ -22,24 +23,22 @@ from sgg.evaluation import (
     inference_on_dataset,
     print_csv_format,
 )
-from sgg.modeling import build_model
+from sgg.modeling import build_model, resolve_device
 from sgg.solver import build_lr_scheduler, build_optimizer
 from sgg.utils import comm
 from sgg.utils.env import collect_env_info, get_rng_state, seed_all_rng, set_deterministic, set_rng_state
+from sgg.utils.errors import InterruptedRun
 from sgg.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from sgg.utils.logger import setup_logger
 
 from . import hooks
-from .train_loop import SimpleTrainer, TrainerBase
+from .output_dir import OutputDirInUseError, acquire_output_dir_lock, check_output_dir, existing_checkpoints
+from .train_loop import NonFiniteLossError, SimpleTrainer, TrainerBase
 
-__all__ = ["default_argument_parser", "default_setup", "default_writers", "create_ddp_model", "DefaultTrainer",
-           "OutputDirInUseError"]
+__all__ = ["default_argument_parser", "default_setup", "save_config", "default_writers", "create_ddp_model",
+           "DefaultTrainer", "OutputDirInUseError"]
 
 logger = logging.getLogger(__name__)
-
-
-class OutputDirInUseError(RuntimeError):
-    """OUTPUT_DIR already holds checkpoints of another run and --resume was not given."""
 
 
 def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -68,11 +67,26 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
 
 
 def default_setup(cfg, args) -> None:
-    """Create OUTPUT_DIR, set up logging, log environment/args/config, save ``config.yaml``, seed RNGs per rank."""
+    """Check and lock OUTPUT_DIR, set up logging, log environment/args/config, save ``config.yaml``, seed RNGs.
+
+    Nothing is written before the checks pass: ``MODEL.DEVICE`` must exist on this machine, OUTPUT_DIR must be a
+    writable folder and, for a training run without ``--resume``, must not hold checkpoints
+    (:func:`~sgg.engine.output_dir.check_output_dir`); then the main process takes OUTPUT_DIR's lock file
+    (a second run into the same folder is refused naming the holder's pid). ``config.yaml`` is written atomically;
+    a ``--resume`` run writes it only once the checkpoint has loaded (:meth:`DefaultTrainer.resume_or_load`), and an
+    ``--eval-only`` run into a training run's folder writes ``inference/config.yaml`` instead, so the run's own
+    ``config.yaml`` (read by ``tools/keyframes.py`` and ``tools/generate_video.py``) is never replaced.
+    """
     output_dir = cfg.OUTPUT_DIR
     rank = comm.get_rank()
+    resume, eval_only = bool(getattr(args, "resume", False)), bool(getattr(args, "eval_only", False))
+    resolve_device(cfg.MODEL.DEVICE)
+    holds_run = bool(existing_checkpoints(output_dir)) if output_dir else False
     if comm.is_main_process() and output_dir:
+        check_output_dir(output_dir, resume=resume, eval_only=eval_only)
         os.makedirs(output_dir, exist_ok=True)
+        acquire_output_dir_lock(output_dir)
+        check_output_dir(output_dir, resume=resume, eval_only=eval_only)  # again, now that no other run can start
     comm.synchronize()
     setup_logger(output_dir, distributed_rank=rank, name="sgg")
     log = logging.getLogger("sgg")
@@ -80,17 +94,25 @@ def default_setup(cfg, args) -> None:
     log.info("Environment info:\n%s", collect_env_info())
     log.info("Command line arguments: %s", args)
     if getattr(args, "config_file", ""):
-        log.info("Contents of args.config_file=%s:\n%s", args.config_file, open(args.config_file).read())
-    if comm.is_main_process() and output_dir:
-        path = os.path.join(output_dir, "config.yaml")
-        with open(path, "w") as f:
-            f.write(cfg.dump())
-        log.info("Full config saved to %s", path)
+        with open(args.config_file, encoding="utf-8") as f:
+            log.info("Contents of args.config_file=%s:\n%s", args.config_file, f.read())
+    if output_dir and not (resume and holds_run):
+        save_config(cfg, os.path.join("inference", "config.yaml") if eval_only and holds_run else "config.yaml")
     seed = cfg.SEED if cfg.SEED >= 0 else -1
     used = seed_all_rng(None if seed < 0 else seed + rank)
     log.info("Using RNG seed %d on rank %d", used, rank)
     set_deterministic(cfg.DETERMINISTIC)
     torch.backends.cudnn.benchmark = bool(cfg.CUDNN_BENCHMARK) and not cfg.DETERMINISTIC
+
+
+def save_config(cfg, name: str = "config.yaml") -> Optional[str]:
+    """Write ``cfg`` to ``OUTPUT_DIR/<name>`` atomically (main process only); returns the path."""
+    if not comm.is_main_process() or not cfg.OUTPUT_DIR:
+        return None
+    path = os.path.join(cfg.OUTPUT_DIR, name)
+    atomic_write_bytes(path, cfg.dump().encode("utf-8"))
+    logging.getLogger("sgg").info("Full config saved to %s", path)
+    return path
 
 
 def default_writers(output_dir: str, max_iter: int):
@@ -125,7 +147,7 @@ def _clip_fn(cfg):
 def _amp_dtype(cfg) -> Optional[torch.dtype]:
     if not cfg.SOLVER.AMP.ENABLED:
         return None
-    if not torch.cuda.is_available() or not cfg.MODEL.DEVICE.startswith("cuda"):
+    if resolve_device(cfg.MODEL.DEVICE).type != "cuda":
         logger.warning("SOLVER.AMP.ENABLED is set but training runs on CPU; AMP is disabled.")
         return None
     dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -158,7 +180,8 @@ class DefaultTrainer(TrainerBase):
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
-                                                  scheduler=self.scheduler)
+                                                  scheduler=self.scheduler,
+                                                  allow_partial=cfg.MODEL.ALLOW_PARTIAL_WEIGHTS)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         # The data stream's seed is shared by all ranks and stored in checkpoints, so a resumed run (even with
@@ -174,12 +197,16 @@ class DefaultTrainer(TrainerBase):
         """With ``resume`` and a checkpoint in OUTPUT_DIR: restore everything; else load ``MODEL.WEIGHTS`` only.
 
         Refuses to start a fresh run in an OUTPUT_DIR that already has checkpoints (it would overwrite them).
+        Resuming is always strict (the checkpoint must fit this model, optimizer and schedule); ``MODEL.WEIGHTS``
+        must fill every model tensor unless ``MODEL.ALLOW_PARTIAL_WEIGHTS`` is set. After a successful resume the
+        run's ``config.yaml`` is rewritten (:func:`default_setup` leaves it alone until the checkpoint has loaded).
         """
         if resume and self.checkpointer.has_checkpoint():
             path = self.checkpointer.get_checkpoint_file()
-            self.checkpointer.load(path)
+            self.checkpointer.load(path, strict=True, key="--resume")
             self.start_iter = self.iter + 1
             logger.info("Resumed from %s at iteration %d", path, self.start_iter)
+            save_config(self.cfg)
             return
         if resume:
             logger.info("--resume given but OUTPUT_DIR has no last_checkpoint; starting a new run.")
@@ -190,6 +217,9 @@ class DefaultTrainer(TrainerBase):
                 "or set OUTPUT_DIR to a new folder; nothing was overwritten."
             )
         if self.cfg.MODEL.WEIGHTS:
+            if self.cfg.MODEL.ALLOW_PARTIAL_WEIGHTS:
+                logger.info("MODEL.ALLOW_PARTIAL_WEIGHTS is set: tensors of %s that do not fit the model are skipped "
+                            "(they keep their initialisation).", self.cfg.MODEL.WEIGHTS)
             self.checkpointer.load(self.cfg.MODEL.WEIGHTS, checkpointables=[])
         self.start_iter = 0
 
@@ -234,7 +264,15 @@ class DefaultTrainer(TrainerBase):
         self.data_loader = self.build_train_loader(self.cfg, seed=self.data_seed, start_batch=start_batch)
         self._trainer.reset_data_loader(self.data_loader)
         _ = self._trainer._data_loader_iter  # create the iterator before RNG states are restored
-        super().train(self.start_iter, self.max_iter)
+        try:
+            super().train(self.start_iter, self.max_iter)
+        except KeyboardInterrupt:
+            raise InterruptedRun(f"Training interrupted (Ctrl-C) at iteration {self.iter}. "
+                                 f"{self.checkpointer.last_checkpoint_message()} Continue with --resume.") from None
+        except NonFiniteLossError as e:
+            if comm.is_main_process() and self.cfg.OUTPUT_DIR:
+                raise NonFiniteLossError(f"{e} {self.checkpointer.last_checkpoint_message()}") from e
+            raise
         if self.latest_eval is not None and comm.is_main_process():
             return self.latest_eval[1]
         return None

@@ -44,6 +44,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from sgg.utils.errors import SGGError
+
 from .. import video_mapper  # noqa: F401  (registers ActionGenomeMapper, the metadata's mapper)
 from ..catalog import DatasetCatalog, MetadataCatalog
 
@@ -84,7 +86,7 @@ _DEFAULT_OPTIONS = {"root": "", "datasize": "large", "filter_small_box": False, 
 _OPTIONS: Dict[str, object] = dict(_DEFAULT_OPTIONS)
 
 
-class ActionGenomeFormatError(ValueError):
+class ActionGenomeFormatError(SGGError, ValueError):
     """An Action Genome file is missing, unreadable or not in the expected format (the message says how to fix it)."""
 
 
@@ -100,7 +102,7 @@ _ALLOWED_GLOBALS = {
 }
 
 
-class RefusedPickleError(pickle.UnpicklingError):
+class RefusedPickleError(SGGError, pickle.UnpicklingError):
     """A pickle referenced a global outside the allow-list (e.g. ``os.system``) and was not loaded."""
 
 
