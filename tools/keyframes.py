@@ -31,11 +31,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sgg.checkpoint import DetectionCheckpointer  # noqa: E402
-from sgg.config import get_cfg  # noqa: E402
-from sgg.data.video_io import iter_video_frames, video_info  # noqa: E402
+from sgg.config import ConfigError, get_cfg  # noqa: E402
+from sgg.data.video_io import VideoError, iter_video_frames, video_info  # noqa: E402
 from sgg.evaluation.keyframe import knapsack_01, upsample_to_frames  # noqa: E402
 from sgg.evaluation.kts import change_points_to_segments, kts_auto, kts_features_from_frames  # noqa: E402
 from sgg.modeling import build_model  # noqa: E402
+from sgg.utils.errors import run_cli  # noqa: E402
 from sgg.utils.visualizer import save_contact_sheet  # noqa: E402
 
 logger = logging.getLogger("sgg.tools.keyframes")
@@ -71,8 +72,8 @@ def setup_cfg(args):
     cfg.merge_from_list(args.opts)
     cfg.MODEL.WEIGHTS = args.weights
     if cfg.MODEL.META_ARCHITECTURE != "KeyframeDetector":
-        raise SystemExit(f"tools/keyframes.py needs the pixel model (MODEL.META_ARCHITECTURE KeyframeDetector); "
-                         f"{config_file} uses '{cfg.MODEL.META_ARCHITECTURE}'.")
+        raise ConfigError(f"tools/keyframes.py needs the pixel model (MODEL.META_ARCHITECTURE KeyframeDetector); "
+                          f"{config_file} uses '{cfg.MODEL.META_ARCHITECTURE}'.")
     cfg.MODEL.BACKBONE.WEIGHTS = ""  # the checkpoint holds the (fine-tuned) backbone
     cfg.freeze()
     return cfg
@@ -86,7 +87,7 @@ def score_video(model, path: str, fps: float, size: int):
         picks.append(index)
         times.append(t)
     if not frames:
-        raise SystemExit(f"No frame decoded from '{path}'.")
+        raise VideoError(f"No frame decoded from '{path}' at {fps:g} fps; the video is empty or corrupt.")
     frames = np.stack(frames)
     with torch.no_grad():
         out = model([{"frames": torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(), "video_id": path}])
@@ -127,11 +128,18 @@ def native_frames(path: str, picks: np.ndarray, wanted: List[int], height: int =
 
 
 def main(argv=None) -> int:
+    """Run the tool; a missing/corrupt/truncated video or a missing/unsafe/mismatched checkpoint is one ``error:``
+    line and exit code 2 (``SGG_DEBUG=1`` adds the traceback)."""
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s]: %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
+    return run_cli(_run, args)
+
+
+def _run(args) -> int:
+    video_info(args.video)  # a missing or unreadable video fails here, before the model is built
     cfg = setup_cfg(args)
     model = build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS, key="--weights")
     model.eval()
     scores, frames, picks, times = score_video(model, args.video, cfg.INPUT.KEYFRAME.FPS, cfg.INPUT.KEYFRAME.SIZE)
     n_frames = max(int(video_info(args.video)["num_frames"]), int(picks[-1]) + 1)

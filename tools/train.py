@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Tuple
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from sgg.utils.errors import SGGError  # noqa: E402
+from sgg.utils.errors import SGGError, run_cli  # noqa: E402
 
 logger = logging.getLogger("sgg")
 
@@ -279,30 +279,37 @@ def _train_net():
 def evaluate_untrained(args) -> dict:
     """Worker for models with nothing to train (the frequency baseline): train_net's setup, build, test."""
     from sgg.engine import DefaultTrainer
+    from sgg.engine.output_dir import release_output_dir_lock
     from sgg.evaluation import verify_results
     from sgg.utils import comm
 
     train_net = _train_net()
-    cfg = train_net.setup(args)
-    model = DefaultTrainer.build_model(cfg)
-    if cfg.MODEL.WEIGHTS:
-        from sgg.checkpoint import DetectionCheckpointer
+    try:
+        cfg = train_net.setup(args)
+        model = DefaultTrainer.build_model(cfg)
+        if cfg.MODEL.WEIGHTS:
+            from sgg.checkpoint import DetectionCheckpointer
 
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
-    model.eval()
-    results = DefaultTrainer.test(cfg, model)
-    if comm.is_main_process() and not verify_results(cfg, results):
-        raise train_net.ExpectedResultsNotMet(1)
-    return results
+            DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR,
+                                  allow_partial=cfg.MODEL.ALLOW_PARTIAL_WEIGHTS).load(cfg.MODEL.WEIGHTS,
+                                                                                      checkpointables=[])
+        model.eval()
+        results = DefaultTrainer.test(cfg, model)
+        if comm.is_main_process() and not verify_results(cfg, results):
+            raise train_net.ExpectedResultsNotMet(1)
+        return results
+    finally:
+        release_output_dir_lock()
 
 
 def cli(argv: Optional[List[str]] = None) -> int:
-    """Translate, print the equivalent train_net command, run it; returns the exit code."""
-    try:
-        plan = translate(argv)
-    except (SeedFlagError, ValueError, FileNotFoundError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """Translate, print the equivalent train_net command, run it; returns the exit code (user errors: one
+    ``error:`` line and 2, from this process or its workers; see sgg.utils.errors)."""
+    return run_cli(_cli, argv)
+
+
+def _cli(argv: Optional[List[str]]) -> int:
+    plan = translate(argv)
     args = plan["args"]
     command = "python tools/train_net.py " + " ".join(_quote(x) for x in plan["train_net_argv"])
     print(f"tools/train.py -> {command}", flush=True)
@@ -321,9 +328,6 @@ def cli(argv: Optional[List[str]] = None) -> int:
         except train_net.ExpectedResultsNotMet:
             print("error: evaluation results do not meet TEST.EXPECTED_RESULTS", file=sys.stderr)
             return 1
-        except train_net.USER_ERRORS as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
         return 0
     return train_net.cli(plan["train_net_argv"])
 

@@ -74,6 +74,11 @@ def atomic_torch_save(obj: Any, path: str) -> None:
     _atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def _short(error: BaseException, limit: int = 160) -> str:
+    text = one_line(error)
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
 def load_checkpoint_file(filename: str, key: str = "MODEL.WEIGHTS") -> Dict[str, Any]:
     """Safely load a checkpoint (``torch.load(weights_only=True)``) -> a dict with a ``model`` state dict (a bare
     state dict is wrapped); :class:`CheckpointError` with the file (and the config ``key`` that named it) for a
@@ -83,17 +88,17 @@ def load_checkpoint_file(filename: str, key: str = "MODEL.WEIGHTS") -> Dict[str,
     try:
         data = torch.load(filename, map_location=torch.device("cpu"), weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "Weights only load failed" in str(e):
+        if "GLOBAL" in str(e) or "Unsupported global" in str(e):  # a pickled callable/class: refused, not run
             raise CheckpointError(
                 f"Checkpoint '{filename}' contains Python objects that cannot be loaded safely "
                 f"(torch.load(weights_only=True) refused it). Re-save it as a plain state dict of tensors."
             ) from e
-        raise CheckpointError(f"Checkpoint '{filename}' is corrupt or truncated ({one_line(e)}). "
-                              f"Point {key} at an intact file.") from e
+        raise CheckpointError(f"Checkpoint '{filename}' is corrupt or truncated (the unpickler "
+                              f"stopped: {_short(e)}). Point {key} at an intact file.") from e
     except MemoryError:
         raise
     except Exception as e:  # random bytes make torch.load fail in many ways (IndexError, KeyError, RuntimeError ...)
-        raise CheckpointError(f"Checkpoint '{filename}' is corrupt or truncated ({type(e).__name__}: {one_line(e)}). "
+        raise CheckpointError(f"Checkpoint '{filename}' is corrupt or truncated ({type(e).__name__}: {_short(e)}). "
                               f"Point {key} at an intact file.") from e
     if not isinstance(data, dict):
         raise CheckpointError(f"Checkpoint '{filename}' holds a {type(data).__name__}, expected a dict. "

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from sgg.config import configurable
+from sgg.utils.errors import FileReadError, MissingFileError, one_line
 
 from .build import MAPPER_REGISTRY
 from .catalog import DatasetCatalog, MetadataCatalog
@@ -39,17 +40,23 @@ logger = logging.getLogger(__name__)
 
 
 def read_image(file_name: str, image_format: str = "RGB") -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 in ``image_format`` ("RGB" or "BGR"); clear error if missing."""
+    """Decode an image file to (H, W, 3) uint8 in ``image_format`` ("RGB" or "BGR").
+
+    Raises :class:`~sgg.utils.errors.MissingFileError` (a ``FileNotFoundError``) for a missing file and
+    :class:`~sgg.utils.errors.FileReadError` (an ``OSError``) for a truncated or corrupt one, both naming the file.
+    """
     try:
         with Image.open(file_name) as img:
             array = np.asarray(img.convert("RGB"))
     except FileNotFoundError:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"Image '{file_name}' does not exist. Check the dataset's image folder (datasets/README.md; "
             f"`python datasets/prepare_vg.py --check <dir>`)."
         ) from None
-    except OSError as e:
-        raise OSError(f"Image '{file_name}' cannot be decoded ({e}); the file may be truncated.") from None
+    except (OSError, SyntaxError, ValueError) as e:  # PIL: truncated data, unknown format, bad header
+        raise FileReadError(f"Image '{file_name}' cannot be decoded ({one_line(e)}); the file is truncated or corrupt. "
+                            "Re-download or re-extract it (`python datasets/prepare_vg.py --check <dir>` lists such "
+                            "files).") from None
     if image_format == "BGR":
         array = array[:, :, ::-1]
     elif image_format != "RGB":

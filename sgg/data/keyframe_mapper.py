@@ -102,11 +102,10 @@ class KeyframeMapper:
 
     # ------------------------------------------------------------------ h5
     def _map_h5(self, d: dict) -> dict:
-        import h5py
-
+        from sgg.data.datasets.tvsum import open_eccv16_h5
         from sgg.evaluation.keyframe import minmax_normalize
 
-        with h5py.File(d["h5_file"], "r") as f:
+        with open_eccv16_h5(d["h5_file"]) as f:
             if d["h5_key"] not in f:
                 raise KeyError(f"'{d['h5_file']}' has no group '{d['h5_key']}' (the file changed after loading?).")
             g = f[d["h5_key"]]

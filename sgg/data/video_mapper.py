@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from sgg.config import configurable
+from sgg.utils.errors import FileReadError, MissingFileError, one_line
 
 from .build import MAPPER_REGISTRY
 
@@ -76,9 +77,13 @@ class ActionGenomeMapper:
                 with Image.open(path) as im:
                     image = np.asarray(im.convert("RGB"))
             except FileNotFoundError:
-                raise FileNotFoundError(f"Frame '{path}' of video '{video.get('video_id')}' not found; extract the "
-                                        "Action Genome frames into <root>/frames/<VID>.mp4/<frame:06d>.png "
-                                        "(datasets/README_action_genome.md).") from None
+                raise MissingFileError(f"Frame '{path}' of video '{video.get('video_id')}' not found; extract the "
+                                       "Action Genome frames into <root>/frames/<VID>.mp4/<frame:06d>.png "
+                                       "(datasets/README_action_genome.md).") from None
+            except (OSError, SyntaxError, ValueError) as e:  # PIL: truncated data, unknown format, bad header
+                raise FileReadError(f"Frame '{path}' of video '{video.get('video_id')}' cannot be decoded "
+                                    f"({one_line(e)}); the file is truncated or corrupt. Re-extract the Action Genome "
+                                    "frames (datasets/README_action_genome.md).") from None
             expected = (int(frame["height"]), int(frame["width"]))
             if image.shape[:2] != expected:
                 raise ValueError(f"Frame '{path}' is {image.shape[1]}x{image.shape[0]} (WxH) but its annotation "

@@ -40,6 +40,26 @@ def _is_nonfinite_input_error(error: RuntimeError) -> bool:
     return "should be between 0 and 1" in str(error)
 
 
+def _check_optimizer_state(optimizer: torch.optim.Optimizer, saved) -> None:
+    """Refuse (ValueError) an optimizer state of another optimizer type / parameter layout before loading it: torch
+    would accept e.g. AdamW's groups into SGD and fail at the first step."""
+    if not isinstance(saved, dict) or "param_groups" not in saved:
+        raise ValueError("the checkpoint has no optimizer state")
+    groups, saved_groups = optimizer.param_groups, saved["param_groups"]
+    if len(groups) != len(saved_groups):
+        raise ValueError(f"the checkpoint's optimizer has {len(saved_groups)} parameter groups, this run's "
+                         f"{type(optimizer).__name__} has {len(groups)} (SOLVER.* LR multipliers / weight decay "
+                         "settings differ)")
+    for i, (g, sg) in enumerate(zip(groups, saved_groups)):
+        if len(g["params"]) != len(sg["params"]):
+            raise ValueError(f"optimizer parameter group {i} holds {len(sg['params'])} tensors in the checkpoint and "
+                             f"{len(g['params'])} in this run (another model)")
+        missing = sorted(set(g) - set(sg) - {"params"})
+        if missing:
+            raise ValueError(f"the checkpoint's optimizer state lacks {missing} of this run's "
+                             f"{type(optimizer).__name__} (SOLVER.OPTIMIZER differs)")
+
+
 class HookBase:
     """Called by the trainer around training and every iteration; ``self.trainer`` is set when registered.
 
@@ -367,6 +387,7 @@ class SimpleTrainer(TrainerBase):
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        _check_optimizer_state(self.optimizer, state.get("optimizer"))
         super().load_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.nonfinite_total = int(state.get("nonfinite_total", 0))

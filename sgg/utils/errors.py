@@ -23,8 +23,9 @@ import traceback
 from typing import Callable, Dict, Optional, Tuple, Type
 
 __all__ = [
-    "SGGError", "DataFormatError", "InterruptedRun", "DEBUG_ENV", "EXIT_USER_ERROR", "EXIT_INTERRUPTED",
-    "debug_enabled", "one_line", "user_error_message", "run_cli", "main_guard", "USER_ERROR_TYPES",
+    "SGGError", "DataFormatError", "FileReadError", "MissingFileError", "InterruptedRun", "DEBUG_ENV",
+    "EXIT_USER_ERROR", "EXIT_INTERRUPTED", "debug_enabled", "one_line", "user_error_message", "run_cli",
+    "main_guard", "USER_ERROR_TYPES",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,14 @@ SGGError._by_name[f"{__name__}.SGGError"] = SGGError
 
 class DataFormatError(SGGError, ValueError):
     """A data file (annotation, image, h5, json) is missing, unreadable or not in the expected format."""
+
+
+class FileReadError(SGGError, OSError):
+    """A data file (image, video frame) cannot be read or decoded (truncated, corrupt)."""
+
+
+class MissingFileError(FileReadError, FileNotFoundError):
+    """A data file named by a dataset (image, video frame) does not exist."""
 
 
 class InterruptedRun(SGGError):
