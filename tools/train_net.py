@@ -70,7 +70,7 @@ def _main(args):
     cfg = setup(args)
     if args.eval_only:
         model = DefaultTrainer.build_model(cfg)
-        if not cfg.MODEL.WEIGHTS and any(True for _ in model.parameters()):
+        if not cfg.MODEL.WEIGHTS and getattr(model, "requires_weights", True) and any(True for _ in model.parameters()):
             raise ConfigError("--eval-only needs MODEL.WEIGHTS (a checkpoint path), e.g. MODEL.WEIGHTS "
                               f"{os.path.join(cfg.OUTPUT_DIR, 'model_final.pth')}")
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, allow_partial=cfg.MODEL.ALLOW_PARTIAL_WEIGHTS).load(

@@ -150,6 +150,7 @@ class DetectionCheckpointer(Checkpointer):
 
             save_to_disk = comm.is_main_process()
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.logger = logger  # sgg's logger, so that loading reports reach OUTPUT_DIR/log.txt
         self.allow_partial = bool(allow_partial)
         self._strict = not self.allow_partial
         self._key = "MODEL.WEIGHTS"

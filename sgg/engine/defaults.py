@@ -82,14 +82,17 @@ def default_setup(cfg, args) -> None:
     resume, eval_only = bool(getattr(args, "resume", False)), bool(getattr(args, "eval_only", False))
     resolve_device(cfg.MODEL.DEVICE)
     holds_run = bool(existing_checkpoints(output_dir)) if output_dir else False
+    lock = None
     if comm.is_main_process() and output_dir:
         check_output_dir(output_dir, resume=resume, eval_only=eval_only)
         os.makedirs(output_dir, exist_ok=True)
-        acquire_output_dir_lock(output_dir)
+        lock = acquire_output_dir_lock(output_dir)
         check_output_dir(output_dir, resume=resume, eval_only=eval_only)  # again, now that no other run can start
     comm.synchronize()
     setup_logger(output_dir, distributed_rank=rank, name="sgg")
     log = logging.getLogger("sgg")
+    if lock is not None and lock.describe_takeover():
+        log.warning(lock.describe_takeover())
     log.info("Rank of current process: %d. World size: %d", rank, comm.get_world_size())
     log.info("Environment info:\n%s", collect_env_info())
     log.info("Command line arguments: %s", args)

@@ -66,13 +66,21 @@ def launch(main_func: Callable, num_gpus_per_machine: int, num_machines: int = 1
     if num_machines > 1 and dist_url.startswith("file://"):
         logger.warning("file:// init is unreliable across machines; prefer tcp://HOST:PORT.")
     logger.info("Launching %d workers (%s) with dist_url %s", world_size, _backend(), dist_url)
-    mp.start_processes(
-        _distributed_worker,
-        nprocs=num_gpus_per_machine,
-        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
-        daemon=False,
-        start_method="spawn",
-    )
+    # When one worker fails, torch terminates the others and logs a warning per process; the failure itself is
+    # reported (as one line for user errors) by the caller, so those warnings only add noise.
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+    level = spawn_log.level
+    spawn_log.setLevel(max(level, logging.ERROR))
+    try:
+        mp.start_processes(
+            _distributed_worker,
+            nprocs=num_gpus_per_machine,
+            args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
+            daemon=False,
+            start_method="spawn",
+        )
+    finally:
+        spawn_log.setLevel(level)
 
 
 def _join_torchrun(timeout: timedelta) -> None:

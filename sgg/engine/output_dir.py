@@ -85,7 +85,9 @@ def check_output_dir(output_dir: str, *, resume: bool = False, eval_only: bool =
     if not os.path.isdir(existing):
         raise OutputDirError(f"OUTPUT_DIR '{output_dir}' cannot be created: '{existing}' is a file, not a folder. "
                              "Set OUTPUT_DIR to a path under a folder; nothing was written.")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    read_only_fs = bool(getattr(os, "ST_RDONLY", 0) and hasattr(os, "statvfs")
+                        and os.statvfs(existing).f_flag & os.ST_RDONLY)
+    if read_only_fs or not os.access(existing, os.W_OK | os.X_OK):
         what = "OUTPUT_DIR" if existing == path else f"the folder '{existing}' that would hold OUTPUT_DIR"
         raise OutputDirError(f"Cannot write to {what} '{output_dir}' (permission denied / read-only). Set OUTPUT_DIR "
                              "to a writable folder; nothing was written.")
@@ -134,6 +136,14 @@ class OutputDirLock:
         self.output_dir = output_dir
         self.path = os.path.join(output_dir, LOCK_FILE)
         self._fd: Optional[int] = None
+        self.stale_pid: Optional[int] = None
+
+    def describe_takeover(self) -> Optional[str]:
+        """A sentence for the log when :meth:`acquire` took over a killed run's lock, else None."""
+        if self.stale_pid is None:
+            return None
+        return (f"Took over the stale lock file '{self.path}' of pid {self.stale_pid} (that run is no longer running; "
+                "it was killed or crashed, its checkpoints are as it left them).")
 
     @property
     def held(self) -> bool:
@@ -196,13 +206,13 @@ class OutputDirLock:
                                holder.get("pid", "?"))
 
     def acquire(self) -> "OutputDirLock":
-        """Take the lock (or raise :class:`OutputDirLockedError` naming the holder); a stale lock is taken over."""
+        """Take the lock (or raise :class:`OutputDirLockedError` naming the holder); a stale lock is taken over and
+        its pid kept in ``stale_pid`` (:meth:`describe_takeover` says it in words)."""
         if self._fd is not None:
             return self
         fd, previous = self._lock_fd()
         if previous.get("pid") not in (None, os.getpid()):
-            logger.warning("Took over the stale lock file '%s' of pid %s (that run is no longer running).", self.path,
-                           previous["pid"])
+            self.stale_pid = previous["pid"]
         record = f"pid={os.getpid()} host={socket.gethostname()} started={time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)

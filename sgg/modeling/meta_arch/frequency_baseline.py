@@ -47,6 +47,10 @@ class FrequencyBaseline(nn.Module):
     """Oracle-box frequency prior. ``forward(batched_inputs)`` -> prediction dicts in original pixels (eval mode) or
     a constant zero loss (training mode: there is nothing to train)."""
 
+    # Everything is counted from DATASETS.TRAIN (and the detector comes from DETECTOR_WEIGHTS) at build time, so
+    # --eval-only needs no MODEL.WEIGHTS.
+    requires_weights = False
+
     @configurable
     def __init__(self, *, table: torch.Tensor, smoothing: float = 1e-3, detector: Optional[nn.Module] = None,
                  nms_thresh: float = 0.5):
