@@ -27,3 +27,13 @@ def _restore_sgg_logger():
     import torch
 
     torch.use_deterministic_algorithms(False)  # DETERMINISTIC True in an in-process engine run must not leak
+
+
+@pytest.fixture(autouse=True)
+def _restore_dataset_options():
+    """An in-process run's setup fixes the dataset options (DATASETS.VG.*, DATASETS.AG.*) for the process; put the
+    defaults back after each test so that no test sees another's."""
+    yield
+    from sgg.data.catalog import DatasetCatalog
+
+    DatasetCatalog.reset_options()

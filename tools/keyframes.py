@@ -33,9 +33,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sgg.checkpoint import DetectionCheckpointer  # noqa: E402
 from sgg.config import ConfigError, get_cfg  # noqa: E402
 from sgg.data.video_io import VideoError, iter_video_frames, video_info  # noqa: E402
-from sgg.evaluation.keyframe import knapsack_01, upsample_to_frames  # noqa: E402
-from sgg.evaluation.kts import change_points_to_segments, kts_auto, kts_features_from_frames  # noqa: E402
 from sgg.modeling import build_model  # noqa: E402
+from sgg.structures.kts import change_points_to_segments, kts_auto, kts_features_from_frames  # noqa: E402
+from sgg.structures.segments import knapsack_01, upsample_to_frames  # noqa: E402
 from sgg.utils.errors import run_cli  # noqa: E402
 from sgg.utils.visualizer import save_contact_sheet  # noqa: E402
 

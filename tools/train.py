@@ -2,8 +2,8 @@
 """Seed-style training CLI: the single-dash flags of STTran / m3sgg (seed 000) translated into an sgg config.
 
 Every flag becomes a config key (``-print_config`` shows the result, docs/sttran.md has the table); the run then goes
-through exactly the code path of ``tools/train_net.py`` (its ``setup``/``main``/``cli``), so outputs, checkpoints,
-``--resume`` and evaluation are the same. Examples::
+through exactly the code path of ``tools/train_net.py`` (``sgg.engine.default_main`` under ``sgg.engine.launch_cli``),
+so outputs, checkpoints, ``--resume`` and evaluation are the same. Examples::
 
     python tools/train.py -mode predcls -datasize large -data_path data/action_genome -model sttran
     python tools/train.py -mode predcls -model sttran -data_path demo -epochs 12 -lr 1e-3 -save_path output/p
@@ -20,7 +20,6 @@ Trailing ``KEY VALUE`` pairs are passed on as config overrides.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import math
 import os
@@ -31,6 +30,11 @@ from typing import Dict, List, Optional, Tuple
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from sgg.config import get_cfg  # noqa: E402
+from sgg.data.build import get_dataset_dicts  # noqa: E402
+from sgg.data.catalog import DatasetCatalog  # noqa: E402
+from sgg.engine import default_argument_parser, default_main, evaluate_weights, launch_cli, setup  # noqa: E402
+from sgg.engine.output_dir import release_output_dir_lock  # noqa: E402
 from sgg.utils.errors import SGGError, run_cli  # noqa: E402
 
 logger = logging.getLogger("sgg")
@@ -199,8 +203,6 @@ def static_overrides(args) -> List[Tuple[str, object]]:
 
 def load_config(config_file: str, overrides: List[Tuple[str, object]], opts: List[str]):
     """Defaults + file + (key, value) overrides + trailing KEY VALUE opts, unfrozen."""
-    from sgg.config import get_cfg
-
     cfg = get_cfg()
     cfg.merge_from_file(config_file)
     cfg.merge_from_list([x for kv in overrides for x in kv])
@@ -210,10 +212,7 @@ def load_config(config_file: str, overrides: List[Tuple[str, object]], opts: Lis
 
 def count_train_videos(cfg) -> int:
     """Videos of ``DATASETS.TRAIN`` after the loader's filters (what one epoch iterates over)."""
-    import sgg.data  # noqa: F401  (registers the datasets)
-    from sgg.data.build import configure_datasets, get_dataset_dicts
-
-    configure_datasets(cfg)
+    DatasetCatalog.configure(cfg)
     return len(get_dataset_dicts(cfg.DATASETS.TRAIN))
 
 
@@ -267,37 +266,10 @@ def translate(argv: Optional[List[str]] = None) -> Dict[str, object]:
             "train_net_argv": train_net_argv, "num_videos": num_videos}
 
 
-def _train_net():
-    """``tools/train_net.py`` as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("sgg_tools_train_net", os.path.join(ROOT, "tools", "train_net.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("sgg_tools_train_net", module)
-    spec.loader.exec_module(module)
-    return module
-
-
 def evaluate_untrained(args) -> dict:
-    """Worker for models with nothing to train (the frequency baseline): train_net's setup, build, test."""
-    from sgg.engine import DefaultTrainer
-    from sgg.engine.output_dir import release_output_dir_lock
-    from sgg.evaluation import verify_results
-    from sgg.utils import comm
-
-    train_net = _train_net()
+    """Worker for models with nothing to train (the frequency baseline): setup, build, evaluate."""
     try:
-        cfg = train_net.setup(args)
-        model = DefaultTrainer.build_model(cfg)
-        if cfg.MODEL.WEIGHTS:
-            from sgg.checkpoint import DetectionCheckpointer
-
-            DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR,
-                                  allow_partial=cfg.MODEL.ALLOW_PARTIAL_WEIGHTS).load(cfg.MODEL.WEIGHTS,
-                                                                                      checkpointables=[])
-        model.eval()
-        results = DefaultTrainer.test(cfg, model)
-        if comm.is_main_process() and not verify_results(cfg, results):
-            raise train_net.ExpectedResultsNotMet(1)
-        return results
+        return evaluate_weights(setup(args), require_weights=False)
     finally:
         release_output_dir_lock()
 
@@ -319,17 +291,9 @@ def _cli(argv: Optional[List[str]]) -> int:
         cfg = load_config(plan["config_file"], plan["overrides"], plan["opts"])
         print(cfg.dump())
         return 0
-    train_net = _train_net()
-    if args.model.lower() == "frequency_baseline":
-        tn_args = train_net.default_argument_parser().parse_args(plan["train_net_argv"])
-        try:
-            train_net.launch(evaluate_untrained, tn_args.num_gpus, num_machines=1, machine_rank=0,
-                             dist_url=tn_args.dist_url, args=(tn_args,))
-        except train_net.ExpectedResultsNotMet:
-            print("error: evaluation results do not meet TEST.EXPECTED_RESULTS", file=sys.stderr)
-            return 1
-        return 0
-    return train_net.cli(plan["train_net_argv"])
+    train_net_args = default_argument_parser().parse_args(plan["train_net_argv"])
+    worker = evaluate_untrained if args.model.lower() == "frequency_baseline" else default_main
+    return launch_cli(worker, train_net_args)
 
 
 def _format_value(value) -> str:

@@ -1,5 +1,5 @@
-"""Checkpoint saving/loading."""
+"""Checkpoint saving/loading (the engine's ``hooks.PeriodicCheckpointer`` decides when)."""
 
-from .checkpointer import CheckpointError, DetectionCheckpointer, NonFiniteWeightsError, PeriodicCheckpointer
+from .checkpointer import CheckpointError, DetectionCheckpointer, NonFiniteWeightsError
 
-__all__ = ["CheckpointError", "DetectionCheckpointer", "NonFiniteWeightsError", "PeriodicCheckpointer"]
+__all__ = ["CheckpointError", "DetectionCheckpointer", "NonFiniteWeightsError"]

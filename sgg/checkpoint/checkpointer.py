@@ -16,12 +16,12 @@ from typing import Any, Dict, Optional
 
 import torch
 from fvcore.common.checkpoint import Checkpointer, _strip_prefix_if_present
-from fvcore.common.checkpoint import PeriodicCheckpointer as _FvPeriodicCheckpointer
 
+from sgg.utils import comm
 from sgg.utils.errors import SGGError, one_line
 
-__all__ = ["DetectionCheckpointer", "PeriodicCheckpointer", "CheckpointError", "NonFiniteWeightsError",
-           "atomic_write_bytes", "atomic_torch_save", "load_checkpoint_file", "nonfinite_tensors"]
+__all__ = ["DetectionCheckpointer", "CheckpointError", "NonFiniteWeightsError", "atomic_write_bytes",
+           "atomic_torch_save", "load_checkpoint_file", "nonfinite_tensors"]
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +146,6 @@ class DetectionCheckpointer(Checkpointer):
     def __init__(self, model: torch.nn.Module, save_dir: str = "", *, save_to_disk: Optional[bool] = None,
                  allow_partial: bool = False, **checkpointables: Any):
         if save_to_disk is None:
-            from sgg.utils import comm
-
             save_to_disk = comm.is_main_process()
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.logger = logger  # sgg's logger, so that loading reports reach OUTPUT_DIR/log.txt
@@ -289,7 +287,3 @@ class DetectionCheckpointer(Checkpointer):
                 "exist. Restore the file, or edit last_checkpoint to name an existing model_*.pth."
             )
         return path
-
-
-class PeriodicCheckpointer(_FvPeriodicCheckpointer):
-    """fvcore's periodic checkpointer (``model_{iter:07d}.pth`` every period, ``model_final.pth`` at the end)."""

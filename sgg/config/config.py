@@ -23,7 +23,7 @@ from fvcore.common.config import CfgNode as _FvCfgNode
 
 from sgg.utils.errors import SGGError, one_line
 
-__all__ = ["CfgNode", "ConfigError", "get_cfg", "configurable", "all_config_keys", "import_user_modules"]
+__all__ = ["CfgNode", "ConfigError", "configurable", "all_config_keys", "import_user_modules"]
 
 logger = logging.getLogger(__name__)
 
@@ -250,13 +250,6 @@ def _merge_dicts(src: dict, dst: dict) -> None:
             _merge_dicts(v, dst[k])
         else:
             dst[k] = v
-
-
-def get_cfg() -> CfgNode:
-    """Return a fresh copy of sgg's default config tree (see ``sgg/config/defaults.py``)."""
-    from .defaults import _C
-
-    return _C.clone()
 
 
 def import_user_modules(cfg: "CfgNode") -> None:

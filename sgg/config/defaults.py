@@ -7,7 +7,7 @@ Model- and dataset-specific sections are grouped below the general ones; add new
 
 from .config import CfgNode as CN
 
-__all__ = ["_C"]
+__all__ = ["_C", "get_cfg"]
 
 _C = CN()
 _C.VERSION = 1
@@ -77,7 +77,7 @@ _C.DATASETS.VG.FILTER_NON_OVERLAP = False
 _C.DATASETS.VG.FILTER_DUPLICATE_RELS = True
 _C.DATASETS.VG.NUM_VAL_IMAGES = 5000
 _C.DATASETS.VG.BOX_SCALE = 1024
-# ---- image SGG data (issue 8: sgg/data/datasets/visual_genome.py)
+# ---- image SGG data (sgg/data/datasets/visual_genome.py)
 _C.DATASETS.SYNTHETIC_GENOME = CN()
 _C.DATASETS.SYNTHETIC_GENOME.ROOT = ""  # "" = $SGG_DATASETS/synthetic_genome (same layout as VG150)
 
@@ -175,7 +175,7 @@ _C.DETERMINISTIC = False  # torch.use_deterministic_algorithms + fixed seeds; ne
 _C.LOG_PERIOD = 20
 _C.VIS_PERIOD = 0
 
-# ---------------------------------------------------------------------------- text-to-video (issue 7, seed 004)
+# ---------------------------------------------------------------------------- text-to-video (seed 004)
 # ModelScope-style latent video diffusion: UNet3DConditionModel + AutoencoderKL + CLIP text encoder (diffusers).
 # The defaults are ModelScope's architecture; configs/quick/t2v_demo.yaml shrinks everything for CPU.
 _C.MODEL.T2V = CN()
@@ -187,7 +187,10 @@ _C.MODEL.T2V.CAPTION_DROPOUT = 0.0  # probability of training on the empty promp
 # Train on VAE posterior samples (diffusers' scripts) or on the posterior mean; a pretrained VAE's posterior is so
 # narrow that both agree, a random VAE's (std ~1) would drown the signal, hence False in the demo.
 _C.MODEL.T2V.SAMPLE_POSTERIOR = True
-_C.MODEL.T2V.EXPORT_DIFFUSERS = True  # with every checkpoint also write OUTPUT_DIR/diffusers/ (save_pretrained)
+# DefaultTrainer adds sgg.engine.hooks.DiffusersExportHook: with every checkpoint and at the end also write the model
+# as a diffusers folder under OUTPUT_DIR/diffusers/ (model.save_pretrained; EMA UNet weights when MODEL.EMA is on).
+# Off by default because only diffusers-backed models (TextToVideoDiffusion) can be exported; the t2v configs set it.
+_C.MODEL.T2V.EXPORT_DIFFUSERS = False
 _C.MODEL.T2V.UNET = CN()
 _C.MODEL.T2V.UNET.BLOCK_OUT_CHANNELS = (320, 640, 1280, 1280)
 _C.MODEL.T2V.UNET.LAYERS_PER_BLOCK = 2
@@ -273,7 +276,7 @@ _C.TEST.KEYFRAME.SUMMARY_RATIO = 0.15  # knapsack capacity = floor(ratio * n_fra
 _C.TEST.KEYFRAME.F1_REDUCTION = ""  # "" = dataset metadata (TVSum "avg" over users, SumMe "max")
 _C.TEST.KEYFRAME.RANDOM_BASELINE_TRIALS = 0  # > 0: also report uniform random scores under the same protocol
 
-# ------------------------------------------------------------------------ Action Genome data + video SGG eval (issue 5)
+# ------------------------------------------------------------------------ Action Genome data + video SGG eval
 # Loader options of ag_* / demo_ag_* (sgg/data/datasets/action_genome.py, docs/action_genome.md).
 _C.DATASETS.AG = CN()
 _C.DATASETS.AG.ROOT = ""  # "" = $SGG_DATASETS/action_genome (demo_ag_* always use $SGG_DATASETS/demo/action_genome)
@@ -290,7 +293,7 @@ _C.TEST.VIDEO_RELATION.CONSTRAINTS = ("with", "semi", "no")
 _C.TEST.VIDEO_RELATION.SEMI_THRESHOLD = 0.9  # semi constraint: spatial / contacting predicates with p > this
 _C.TEST.VIDEO_RELATION.KS = (10, 20, 50)
 
-# ---------------------------------------------------------------------------- SpeaQ / IterativeSG (issue 4, seed 002)
+# ---------------------------------------------------------------------------- SpeaQ / IterativeSG (seed 002)
 # One-stage SGDet transformer (sgg/modeling/meta_arch/speaq.py, docs/speaq.md). Defaults = IterativeSG (SpeaQ's parts
 # off); configs/Base-SpeaQ.yaml turns them on. Boxes are normalised cxcywh; class heads add one background column.
 _C.MODEL.DETR = CN()
@@ -332,7 +335,7 @@ _C.MODEL.DETR.ONE2MANY_K = 4  # static: copies; dynamic: top-k qualities summed
 _C.MODEL.DETR.ONE2MANY_QUALITY = "max"  # dynamic quality of a query: max / min / am / gm of (IoU_sub, IoU_obj)
 _C.MODEL.DETR.NMS_THRESH = 0.5  # inference: class-wise NMS IoU over the 2Q entity boxes (duplicates are snapped)
 
-# ------------------------------------------------------------------------ STTran + SGDet detector (issue 5, seed 000)
+# ------------------------------------------------------------------------ STTran + SGDet detector (seed 000)
 # sgg/modeling/meta_arch/sttran.py, docs/sttran.md. Mode = TEST.RELATION.MODE (predcls / sgcls / sgdet).
 _C.MODEL.STTRAN = CN()
 _C.MODEL.STTRAN.NUM_CLASSES = 36  # object classes incl. the person (= 0), Action Genome
@@ -372,3 +375,8 @@ _C.MODEL.VIDEO_DETECTOR.BOX_BATCH_SIZE_PER_IMAGE = 256
 _C.MODEL.VIDEO_BASELINE = CN()
 _C.MODEL.VIDEO_BASELINE.TRAIN_DATASET = ""  # "" = DATASETS.TRAIN[0]
 _C.MODEL.VIDEO_BASELINE.SGDET_NUM_OBJECTS = 3  # SGDet: mean boxes of the K most frequent object classes per frame
+
+
+def get_cfg() -> CN:
+    """Return a fresh copy of sgg's default config tree (the tree above)."""
+    return _C.clone()

@@ -8,14 +8,10 @@ depend on the number of workers or on where a run was interrupted.
 
 from __future__ import annotations
 
-import bisect
 import copy
 import difflib
-import itertools
 import logging
-import operator
 import random
-from collections import abc
 from typing import Callable, List, Sequence
 
 import numpy as np
@@ -26,12 +22,14 @@ from sgg.utils import comm
 from sgg.utils.registry import Registry
 
 from .catalog import DatasetCatalog, MetadataCatalog
+from .dicts import concat_dataset_dicts, set_dict_fields
 from .samplers import SAMPLER_REGISTRY, InferenceSampler
+from .samplers.multi_dataset import validate_multi_dataset_ratios
 
 __all__ = [
     "MAPPER_REGISTRY", "get_dataset_dicts", "get_multi_dataset_dicts", "build_mapper", "build_train_loader",
-    "build_test_loader", "trivial_batch_collator", "MapDataset", "TrainLoader", "configure_datasets",
-    "multi_dataset_sampler_name", "ConcatDatasetDicts", "set_dict_fields", "dict_field_values",
+    "build_test_loader", "trivial_batch_collator", "MapDataset", "TrainLoader",
+    "multi_dataset_sampler_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,73 +50,6 @@ class IdentityMapper:
         return copy.deepcopy(dataset_dict)
 
 
-class ConcatDatasetDicts(abc.Sequence):
-    """Several datasets' dict sequences end to end, without building their dicts (see :func:`get_dataset_dicts`).
-
-    Indexing, slices (-> list), iteration; ``set_fields`` / ``field_values`` delegate to the parts (the column-wise
-    forms of tagging every dict and of reading one key of every dict, like
-    :class:`sgg.data.datasets.visual_genome.VGDatasetDicts`).
-    """
-
-    def __init__(self, parts: Sequence[Sequence[dict]]):
-        self._parts = list(parts)
-        self._ends = list(itertools.accumulate(len(p) for p in self._parts))
-
-    def __len__(self) -> int:
-        return self._ends[-1] if self._ends else 0
-
-    def __getitem__(self, item):
-        if isinstance(item, slice):
-            return [self[i] for i in range(*item.indices(len(self)))]
-        i = operator.index(item)
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(f"dataset dict index {item} out of range for {len(self)} dicts")
-        part = bisect.bisect_right(self._ends, i)
-        return self._parts[part][i - (self._ends[part - 1] if part else 0)]
-
-    def __iter__(self):
-        return itertools.chain.from_iterable(self._parts)
-
-    def set_fields(self, fields: dict, *, overwrite: bool = True) -> None:
-        """``d.update(fields)`` (``overwrite``) or ``d.setdefault(k, v)`` for every dict of every part."""
-        for part in self._parts:
-            set_dict_fields(part, fields, overwrite=overwrite)
-
-    def field_values(self, key: str, default=None) -> list:
-        """``[d.get(key, default) for d in self]``."""
-        return [v for part in self._parts for v in dict_field_values(part, key, default)]
-
-
-def set_dict_fields(dicts: Sequence[dict], fields: dict, *, overwrite: bool = True) -> None:
-    """Set ``fields`` in every dict (``setdefault`` when not ``overwrite``); column-wise for sequences that build their
-    dicts on demand (they have a ``set_fields`` method), so none is built."""
-    setter = getattr(dicts, "set_fields", None)
-    if setter is not None:
-        setter(fields, overwrite=overwrite)
-        return
-    for d in dicts:
-        if overwrite:
-            d.update(fields)
-        else:
-            for key, value in fields.items():
-                d.setdefault(key, value)
-
-
-def dict_field_values(dicts: Sequence[dict], key: str, default=None) -> list:
-    """``[d.get(key, default) for d in dicts]``, column-wise where the sequence supports it (``field_values``)."""
-    getter = getattr(dicts, "field_values", None)
-    return getter(key, default) if getter is not None else [d.get(key, default) for d in dicts]
-
-
-def _concat(parts: List[Sequence[dict]]) -> Sequence[dict]:
-    """Plain lists stay a plain list (as before); a single lazy sequence is returned as is."""
-    if all(isinstance(p, list) for p in parts):
-        return [d for p in parts for d in p]
-    return parts[0] if len(parts) == 1 else ConcatDatasetDicts(parts)
-
-
 def get_dataset_dicts(names: Sequence[str]) -> Sequence[dict]:
     """Concatenate the dataset dicts of ``names`` (each dict gets ``dataset_name``).
 
@@ -136,7 +67,7 @@ def get_dataset_dicts(names: Sequence[str]) -> Sequence[dict]:
             raise ValueError(f"Dataset '{name}' is empty.")
         set_dict_fields(dicts, {"dataset_name": name}, overwrite=False)
         parts.append(dicts)
-    return _concat(parts)
+    return concat_dataset_dicts(parts)
 
 
 def multi_dataset_enabled(cfg) -> bool:
@@ -161,7 +92,7 @@ def get_multi_dataset_dicts(cfg) -> Sequence[dict]:
         dicts = get_dataset_dicts(list(names))
         set_dict_fields(dicts, {"dataset_type": dtype, "loss_weight": float(weight)})
         parts.append(dicts)
-    return _concat(parts)
+    return concat_dataset_dicts(parts)
 
 
 def build_mapper(cfg, dataset_name: str, is_train: bool) -> Callable[[dict], dict]:
@@ -266,8 +197,6 @@ def multi_dataset_sampler_name(cfg) -> str:
     ``DATALOADER.SAMPLER_TRAIN`` may stay at its default ``TrainingSampler`` (replaced automatically) or name
     ``MultiDatasetDynamicSampler``; any other sampler cannot keep the exact per-batch ratio and is refused.
     """
-    from .samplers.multi_dataset import validate_multi_dataset_ratios
-
     m = cfg.DATASETS.MULTI_DATASET
     validate_multi_dataset_ratios(m.REAL_SAMPLING_RATIO, m.SYNTHETIC_SAMPLING_RATIO, cfg.SOLVER.IMS_PER_BATCH)
     name = cfg.DATALOADER.SAMPLER_TRAIN
@@ -280,20 +209,19 @@ def multi_dataset_sampler_name(cfg) -> str:
     return MULTI_DATASET_SAMPLER
 
 
-def configure_datasets(cfg) -> None:
-    """Apply dataset options from the config (``DATASETS.VG.*`` roots and filters ...) to the registered datasets."""
-    DatasetCatalog.configure(cfg)
-
-
 def build_train_loader(cfg, *, seed: int, start_batch: int = 0, mapper=None) -> TrainLoader:
-    """The training loader for ``DATASETS.TRAIN`` (or the multi-dataset mix), starting at batch ``start_batch``."""
-    configure_datasets(cfg)
+    """The training loader for ``DATASETS.TRAIN`` (or the multi-dataset mix), starting at batch ``start_batch``.
+
+    The config's dataset options must be in effect (``sgg.engine.setup`` / ``DatasetCatalog.configure(cfg)``)."""
     sampler_name = ""
     if multi_dataset_enabled(cfg):
+        m = cfg.DATASETS.MULTI_DATASET
+        DatasetCatalog.check_configured(cfg, list(m.REAL_DATASETS) + list(m.SYNTHETIC_DATASETS))
         sampler_name = multi_dataset_sampler_name(cfg)
         dicts = get_multi_dataset_dicts(cfg)
         first = cfg.DATASETS.MULTI_DATASET.REAL_DATASETS[0]
     else:
+        DatasetCatalog.check_configured(cfg, cfg.DATASETS.TRAIN)
         dicts = get_dataset_dicts(cfg.DATASETS.TRAIN)
         first = cfg.DATASETS.TRAIN[0]
     if mapper is None:
@@ -303,8 +231,9 @@ def build_train_loader(cfg, *, seed: int, start_batch: int = 0, mapper=None) -> 
 
 
 def build_test_loader(cfg, dataset_name: str, mapper=None, batch_size: int = 1) -> DataLoader:
-    """A finite loader over this rank's shard of ``dataset_name`` (no shuffling, no augmentation)."""
-    configure_datasets(cfg)
+    """A finite loader over this rank's shard of ``dataset_name`` (no shuffling, no augmentation); the config's
+    dataset options must be in effect, as for :func:`build_train_loader`."""
+    DatasetCatalog.check_configured(cfg, [dataset_name])
     dicts = get_dataset_dicts([dataset_name])
     if mapper is None:
         mapper = build_mapper(cfg, dataset_name, is_train=False)

@@ -1,48 +1,137 @@
-"""``DatasetCatalog`` (name -> function returning list[dict]) and ``MetadataCatalog`` (name -> Metadata)."""
+"""``DatasetCatalog`` (name -> function returning list[dict]) and ``MetadataCatalog`` (name -> Metadata).
+
+Also where datasets live (:func:`datasets_root`) and the dataset *options* taken from the config
+(``DATASETS.VG.*``, ``DATASETS.AG.*`` ...): catalog functions take no arguments, so each dataset family registers an
+option group (defaults + how to read them from a config), the run's setup fixes them once with
+:meth:`DatasetCatalog.configure`, and the loaders read them with :meth:`DatasetCatalog.options`.
+"""
 
 from __future__ import annotations
 
 import difflib
 import logging
+import os
 import types
 from collections import UserDict
-from typing import Any, Callable, List
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ["DatasetCatalog", "MetadataCatalog", "Metadata"]
+__all__ = ["DatasetCatalog", "MetadataCatalog", "Metadata", "DatasetOptionsError", "datasets_root"]
 
 logger = logging.getLogger(__name__)
+
+
+def datasets_root() -> str:
+    """Where datasets live: ``$SGG_DATASETS`` or ``./datasets`` (read on every call, so the variable may change)."""
+    return os.path.expanduser(os.environ.get("SGG_DATASETS", "datasets"))
+
+
+class DatasetOptionsError(ValueError):
+    """The dataset options in effect are not the ones the config asks for (setup was skipped or another config
+    configured them)."""
+
+
+@dataclass(frozen=True)
+class _OptionGroup:
+    defaults: Mapping[str, Any]
+    from_config: Callable[[Any], Dict[str, Any]]
+    validate: Optional[Callable[[Dict[str, Any]], None]]
+    keys: str  # the config keys it reads, for messages
 
 
 class _DatasetCatalog(UserDict):
     """Global registry of datasets: ``register(name, func)`` where ``func()`` returns the dataset dicts.
 
-    Catalog functions take no arguments, so dataset options that live in the config (``DATASETS.VG.*``,
-    ``DATASETS.AG.*`` ...) reach them through *configurators*: ``register_configurator(fn)`` with ``fn(cfg)``
-    storing the options its loader reads. ``configure(cfg)`` runs them all; the engine calls it in every worker
-    before datasets are read (``tools/train_net.py`` setup, ``build_train_loader``, ``build_test_loader``).
+    Dataset options: ``register_options(group, defaults=..., from_config=...)`` declares a family's options;
+    ``configure(cfg)`` fixes every group from the run's config (``sgg.engine.setup`` does it once per process, in
+    every worker); loaders read ``options(group)``; the data loaders call ``check_configured(cfg)`` so that a config
+    whose options were never applied fails with a clear message instead of reading differently filtered data.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._configurators: List[Callable] = []
+        self._option_groups: Dict[str, _OptionGroup] = {}
+        self._options: Dict[str, Mapping[str, Any]] = {}
+        self._dataset_option_group: Dict[str, str] = {}
 
-    def register_configurator(self, fn: Callable) -> Callable:
-        """Add ``fn(cfg)`` to the functions run by :meth:`configure`; returns ``fn`` (usable as a decorator)."""
-        if fn not in self._configurators:
-            self._configurators.append(fn)
-        return fn
+    # ----------------------------------------------------------------------------------------------- options
+    def register_options(self, group: str, *, defaults: Mapping[str, Any], from_config: Callable[[Any], dict],
+                         validate: Optional[Callable[[dict], None]] = None, keys: str = "") -> None:
+        """Declare option group ``group``: ``from_config(cfg)`` returns its values (a dict with ``defaults``' keys),
+        ``validate(values)`` raises ``ValueError`` for bad ones; ``keys`` names the config keys for messages."""
+        self._option_groups[group] = _OptionGroup(MappingProxyType(dict(defaults)), from_config, validate,
+                                                  keys or group)
+        self._options.setdefault(group, MappingProxyType(dict(defaults)))
+
+    def options(self, group: str) -> Mapping[str, Any]:
+        """The options of ``group`` in effect (read-only)."""
+        try:
+            return self._options[group]
+        except KeyError:
+            raise KeyError(f"No dataset option group '{group}'; registered: {sorted(self._option_groups)}.") from None
+
+    def set_options(self, group: str, **values) -> Mapping[str, Any]:
+        """Set ``group``'s options to its defaults updated with ``values`` (for library use and tests); returns them.
+        ``set_options(group)`` restores the defaults."""
+        spec = self._option_groups[self._known_group(group)]
+        unknown = set(values) - set(spec.defaults)
+        if unknown:
+            raise KeyError(f"Unknown option(s) {sorted(unknown)} of dataset option group '{group}'; valid: "
+                           f"{sorted(spec.defaults)}.")
+        options = dict(spec.defaults, **values)
+        if spec.validate is not None:
+            spec.validate(options)
+        self._options[group] = MappingProxyType(options)
+        return self._options[group]
+
+    def reset_options(self) -> None:
+        """Every option group back to its defaults."""
+        for group in self._option_groups:
+            self.set_options(group)
 
     def configure(self, cfg) -> None:
-        """Apply ``cfg``'s dataset options to every registered loader."""
-        for fn in self._configurators:
-            fn(cfg)
+        """Fix every option group from ``cfg`` (validated). Called once per process by the run's setup."""
+        for group in self._option_groups:
+            self.set_options(group, **self._options_from_config(group, cfg))
 
-    def register(self, name: str, func: Callable[[], List[dict]]) -> None:
-        """Register ``func`` (no arguments, returns ``list[dict]``) under ``name``."""
+    def check_configured(self, cfg, dataset_names: Optional[Sequence[str]] = None) -> None:
+        """Raise :class:`DatasetOptionsError` when the options in effect differ from those ``cfg`` asks for, for the
+        option groups that ``dataset_names`` read (every group when None)."""
+        if dataset_names is None:
+            groups = list(self._option_groups)
+        else:
+            groups = list(dict.fromkeys(self._dataset_option_group[n] for n in dataset_names
+                                        if n in self._dataset_option_group))
+        for group in groups:
+            spec = self._option_groups[group]
+            wanted = dict(spec.defaults, **self._options_from_config(group, cfg))
+            current = dict(self._options[group])
+            if wanted != current:
+                diff = ", ".join(f"{k}: {current.get(k)!r} in effect, {wanted.get(k)!r} in the config"
+                                 for k in sorted(wanted) if wanted.get(k) != current.get(k))
+                raise DatasetOptionsError(
+                    f"The dataset options of this config ({spec.keys}) were not applied ({diff}). Build runs with "
+                    "sgg.engine.setup(args), or call DatasetCatalog.configure(cfg) before building data loaders."
+                )
+
+    def _options_from_config(self, group: str, cfg) -> dict:
+        return self._option_groups[group].from_config(cfg)
+
+    def _known_group(self, group: str) -> str:
+        if group not in self._option_groups:
+            raise KeyError(f"No dataset option group '{group}'; registered: {sorted(self._option_groups)}.")
+        return group
+
+    def register(self, name: str, func: Callable[[], List[dict]], *, option_group: Optional[str] = None) -> None:
+        """Register ``func`` (no arguments, returns ``list[dict]``) under ``name``; ``option_group``: the dataset
+        option group its loader reads (see :meth:`register_options`)."""
         if not callable(func):
             raise TypeError(f"DatasetCatalog.register('{name}', ...) needs a callable, got {type(func).__name__}.")
         if name in self:
             raise ValueError(f"Dataset '{name}' is already registered.")
+        if option_group is not None:
+            self._dataset_option_group[name] = self._known_group(option_group)
         self[name] = func
 
     def get(self, name: str) -> List[dict]:
@@ -64,6 +153,7 @@ class _DatasetCatalog(UserDict):
     def remove(self, name: str) -> None:
         """Forget ``name`` (and keep its metadata)."""
         self.pop(name)
+        self._dataset_option_group.pop(name, None)
 
     def __str__(self) -> str:
         return f"DatasetCatalog(registered datasets: {', '.join(self.list())})"

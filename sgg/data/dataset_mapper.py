@@ -29,7 +29,7 @@ from PIL import Image
 from sgg.config import configurable
 from sgg.utils.errors import FileReadError, MissingFileError, one_line
 
-from .build import MAPPER_REGISTRY
+from .build import MAPPER_REGISTRY, multi_dataset_enabled
 from .catalog import DatasetCatalog, MetadataCatalog
 from .datasets.visual_genome import filter_duplicate_relations
 from .transforms import Augmentation, apply_augmentations, build_scene_graph_augmentations
@@ -74,7 +74,6 @@ def predicate_flip_permutation(pairs: Sequence[Sequence[int]], num_predicates: i
 
 def _train_dataset_names(cfg) -> List[str]:
     """The registered datasets a training mapper will see (the multi-dataset lists when that mode is on)."""
-    from .build import multi_dataset_enabled
 
     m = cfg.DATASETS.MULTI_DATASET
     names = list(m.REAL_DATASETS) + list(m.SYNTHETIC_DATASETS) if multi_dataset_enabled(cfg) else cfg.DATASETS.TRAIN

@@ -8,12 +8,12 @@ Output (one per video)::
      "picks":    int64 (T,)            # native frame index of every step
      "target":   float32 (T,)          # gtscore min-max normalised to [0, 1] (the training target)
      "gt": {...}}                      # evaluation only: picks, n_frames, change_points, n_frame_per_seg,
-                                       # user_summary, gtscore, user_scores (see sgg.evaluation.keyframe)
+                                       # user_summary, gtscore, user_scores (what the keyframe evaluator reads)
 
 Training takes a random window of ``INPUT.KEYFRAME.TRAIN_CLIP_STEPS`` consecutive steps (the seed trains on 30 s =
 60 steps at 2 fps); evaluation always sees the whole video. For raw videos the ground truth the h5 would hold is
 derived the eccv16 way: ``gtscore`` = annotators' mean score at each step, shots by KTS on the sampled frames
-(:mod:`sgg.evaluation.kts`), each annotator's summary = knapsack of their shot-mean scores at 15 %.
+(:mod:`sgg.structures.kts`), each annotator's summary = knapsack of their shot-mean scores at 15 %.
 """
 
 from __future__ import annotations
@@ -27,8 +27,11 @@ import numpy as np
 import torch
 
 from sgg.config import configurable
+from sgg.structures.kts import change_points_to_segments, kts_auto, kts_features_from_frames
+from sgg.structures.segments import knapsack_01, minmax_normalize
 
 from .build import MAPPER_REGISTRY
+from .datasets.tvsum import open_eccv16_h5
 from .video_io import iter_video_frames, video_info
 
 __all__ = ["KeyframeMapper", "user_summaries_from_scores", "raw_video_groundtruth"]
@@ -39,8 +42,6 @@ logger = logging.getLogger(__name__)
 def user_summaries_from_scores(user_scores: np.ndarray, segments: np.ndarray, ratio: float = 0.15) -> np.ndarray:
     """Binary summaries ``(n_users, n_frames)``: per annotator, knapsack (capacity ``floor(ratio n)``) over shots
     valued by that annotator's mean frame score in the shot."""
-    from sgg.evaluation.keyframe import knapsack_01  # lazy: sgg.evaluation imports sgg.data
-
     user_scores = np.asarray(user_scores, dtype=np.float64)
     n_users, n_frames = user_scores.shape
     weights = segments[:, 1] - segments[:, 0] + 1
@@ -57,8 +58,6 @@ def user_summaries_from_scores(user_scores: np.ndarray, segments: np.ndarray, ra
 def raw_video_groundtruth(frames: np.ndarray, picks: np.ndarray, user_scores: np.ndarray, *, kts_vmax: float = 1.0,
                           ratio: float = 0.15) -> dict:
     """eccv16-style ground truth for a raw video: KTS shots over ``frames`` (T, H, W, 3) sampled at ``picks``."""
-    from sgg.evaluation.kts import change_points_to_segments, kts_auto, kts_features_from_frames
-
     n_frames = user_scores.shape[1]
     feats = kts_features_from_frames(frames)
     change_points = kts_auto(feats @ feats.T, vmax=kts_vmax)
@@ -102,9 +101,6 @@ class KeyframeMapper:
 
     # ------------------------------------------------------------------ h5
     def _map_h5(self, d: dict) -> dict:
-        from sgg.data.datasets.tvsum import open_eccv16_h5
-        from sgg.evaluation.keyframe import minmax_normalize
-
         with open_eccv16_h5(d["h5_file"]) as f:
             if d["h5_key"] not in f:
                 raise KeyError(f"'{d['h5_file']}' has no group '{d['h5_key']}' (the file changed after loading?).")

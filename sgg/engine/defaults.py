@@ -14,31 +14,51 @@ from typing import Dict, List, Optional
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+import sgg.data  # noqa: F401  (registers the datasets, mappers and samplers)
+import sgg.evaluation  # noqa: F401  (registers the evaluators)
+import sgg.modeling  # noqa: F401  (registers the models and their parts)
 from sgg.checkpoint import DetectionCheckpointer
 from sgg.checkpoint.checkpointer import atomic_write_bytes
+from sgg.config import ConfigError, get_cfg, import_user_modules
 from sgg.data.build import build_test_loader, build_train_loader
+from sgg.data.catalog import DatasetCatalog
 from sgg.evaluation import (
     DatasetEvaluator,
     build_evaluator,
     inference_on_dataset,
     print_csv_format,
+    verify_results,
 )
 from sgg.modeling import build_model, resolve_device
 from sgg.solver import build_lr_scheduler, build_optimizer
 from sgg.utils import comm
 from sgg.utils.env import collect_env_info, get_rng_state, seed_all_rng, set_deterministic, set_rng_state
-from sgg.utils.errors import InterruptedRun
+from sgg.utils.errors import USER_ERROR_TYPES, InterruptedRun, run_cli
 from sgg.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from sgg.utils.logger import setup_logger
+from sgg.utils.registry import all_registries
 
 from . import hooks
-from .output_dir import OutputDirInUseError, acquire_output_dir_lock, check_output_dir, existing_checkpoints
+from .ema import EMAHook
+from .launch import launch
+from .output_dir import (
+    OutputDirInUseError,
+    acquire_output_dir_lock,
+    check_output_dir,
+    existing_checkpoints,
+    release_output_dir_lock,
+)
 from .train_loop import NonFiniteLossError, SimpleTrainer, TrainerBase
 
-__all__ = ["default_argument_parser", "default_setup", "save_config", "default_writers", "create_ddp_model",
-           "DefaultTrainer", "OutputDirInUseError"]
+__all__ = ["default_argument_parser", "setup", "default_setup", "save_config", "default_writers", "create_ddp_model",
+           "DefaultTrainer", "OutputDirInUseError", "ExpectedResultsNotMet", "evaluate_weights", "train",
+           "default_main", "launch_cli", "USER_ERRORS", "maybe_list_registries"]
 
 logger = logging.getLogger(__name__)
+
+
+class ExpectedResultsNotMet(SystemExit):
+    """The evaluation results missed ``TEST.EXPECTED_RESULTS`` (the CLIs exit with code 1)."""
 
 
 def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -64,6 +84,21 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                         help="config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.001")
     return parser
+
+
+def setup(args):
+    """The run's setup, in every worker: config = defaults + ``args.config_file`` + ``args.opts`` (frozen), the
+    config's ``IMPORTS``, the dataset options fixed from it (``DatasetCatalog.configure``), then
+    :func:`default_setup`. Returns the config."""
+    cfg = get_cfg()
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts or [])
+    cfg.freeze()
+    import_user_modules(cfg)
+    DatasetCatalog.configure(cfg)
+    default_setup(cfg, args)
+    return cfg
 
 
 def default_setup(cfg, args) -> None:
@@ -292,7 +327,8 @@ class DefaultTrainer(TrainerBase):
             self._trainer.model = self.model
 
     def build_hooks(self) -> List[hooks.HookBase]:
-        """Timer, LR, two-stage, eval, best/early-stop/plateau, checkpoints, writers (in that order)."""
+        """Timer, LR, two-stage, EMA, eval, best/early-stop/plateau, checkpoints, diffusers export
+        (``MODEL.T2V.EXPORT_DIFFUSERS``), writers (in that order)."""
         cfg = self.cfg
         out: List[Optional[hooks.HookBase]] = [
             hooks.IterationTimer(),
@@ -317,7 +353,8 @@ class DefaultTrainer(TrainerBase):
                 out.append(hooks.PlateauLR(self.scheduler, cfg.SOLVER.PLATEAU.METRIC))
         out.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD,
                                               before_save=self._gather_rng_states))
-        out.extend(self.build_model_hooks(cfg, self._raw_model))
+        if cfg.MODEL.T2V.EXPORT_DIFFUSERS:
+            out.append(hooks.DiffusersExportHook(cfg))
         # Writers run on every rank (metrics are reduced collectively) but only rank 0 writes files.
         if comm.is_main_process():
             out.append(hooks.PeriodicWriter(default_writers(cfg.OUTPUT_DIR, self.max_iter), period=cfg.LOG_PERIOD))
@@ -355,20 +392,11 @@ class DefaultTrainer(TrainerBase):
         return build_evaluator(cfg, dataset_name, folder)
 
     @classmethod
-    def build_model_hooks(cls, cfg, model: torch.nn.Module) -> List[hooks.HookBase]:
-        """Hooks a model asks for through ``model.training_hooks(cfg)`` (e.g. the text-to-video model's diffusers
-        export); they run after the checkpointer."""
-        fn = getattr(model, "training_hooks", None)
-        return list(fn(cfg)) if callable(fn) else []
-
-    @classmethod
     def build_ema_hook(cls, cfg) -> Optional[hooks.HookBase]:
         """An EMA hook when a model section asks for one (``MODEL.EMA.ENABLED``); None otherwise."""
         ema = cfg.MODEL.get("EMA", None)
         if ema is None or not ema.get("ENABLED", False):
             return None
-        from .ema import EMAHook  # noqa: WPS433 (optional dependency of text-to-video configs)
-
         return EMAHook(cfg)
 
     @classmethod
@@ -398,16 +426,83 @@ class DefaultTrainer(TrainerBase):
         return results
 
 
+def evaluate_weights(cfg, *, require_weights: bool = True):
+    """The ``--eval-only`` path: build the model, load ``MODEL.WEIGHTS``, evaluate on ``DATASETS.TEST``.
+
+    ``require_weights``: a model with parameters needs ``MODEL.WEIGHTS`` (models with nothing trained, such as the
+    frequency baselines, pass False or set ``requires_weights = False`` on their class). The weights must fit the
+    model (:meth:`DetectionCheckpointer.load`; ``MODEL.ALLOW_PARTIAL_WEIGHTS`` relaxes that). Raises
+    :class:`ExpectedResultsNotMet` when ``TEST.EXPECTED_RESULTS`` is missed.
+    """
+    model = DefaultTrainer.build_model(cfg)
+    require_weights = require_weights and getattr(model, "requires_weights", True)
+    if require_weights and not cfg.MODEL.WEIGHTS and any(True for _ in model.parameters()):
+        raise ConfigError("--eval-only needs MODEL.WEIGHTS (a checkpoint path), e.g. MODEL.WEIGHTS "
+                          f"{os.path.join(cfg.OUTPUT_DIR, 'model_final.pth')}")
+    if cfg.MODEL.WEIGHTS:  # strict unless MODEL.ALLOW_PARTIAL_WEIGHTS: a checkpoint of another model is an error
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, allow_partial=cfg.MODEL.ALLOW_PARTIAL_WEIGHTS).load(
+            cfg.MODEL.WEIGHTS, checkpointables=[])
+    model.eval()
+    results = DefaultTrainer.test(cfg, model)
+    _check_expected_results(cfg, results)
+    return results
+
+
+def train(cfg, *, resume: bool = False):
+    """Train with :class:`DefaultTrainer` (``resume``: continue ``OUTPUT_DIR/last_checkpoint``); with
+    ``TEST.EXPECTED_RESULTS`` the final model is evaluated and checked against them."""
+    trainer = DefaultTrainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    results = trainer.train()
+    # The trainer returns results on the main process only, which then evaluates the final model by itself.
+    if comm.is_main_process() and results is not None and cfg.TEST.EXPECTED_RESULTS:
+        _check_expected_results(cfg, trainer.test(cfg, trainer.model))
+    return results
+
+
+def _check_expected_results(cfg, results) -> None:
+    if comm.is_main_process() and not verify_results(cfg, results):
+        raise ExpectedResultsNotMet(1)
+
+
+def default_main(args):
+    """What one worker of ``tools/train_net.py`` runs: :func:`setup`, then evaluate (``--eval-only``) or train.
+    OUTPUT_DIR's lock (taken by :func:`default_setup`) is released when it ends."""
+    try:
+        cfg = setup(args)
+        if args.eval_only:
+            return evaluate_weights(cfg)
+        return train(cfg, resume=args.resume)
+    finally:
+        release_output_dir_lock()
+
+
+# Errors whose message says everything a user needs: the CLIs print them as one line, without a traceback.
+USER_ERRORS = USER_ERROR_TYPES
+
+
+def launch_cli(main_func, args) -> int:
+    """Run ``main_func(args)`` on ``args.num_gpus`` workers (:func:`launch`) and return the exit code: 0, 1 when
+    ``TEST.EXPECTED_RESULTS`` is missed, 2 with one ``error:`` line for a user error — raised here, in a worker or in
+    a DataLoader worker — and 130 for Ctrl-C (:func:`sgg.utils.errors.run_cli`; ``SGG_DEBUG=1`` adds tracebacks)."""
+    return run_cli(_launch, main_func, args)
+
+
+def _launch(main_func, args) -> int:
+    try:
+        launch(main_func, args.num_gpus, num_machines=getattr(args, "num_machines", 1),
+               machine_rank=getattr(args, "machine_rank", 0), dist_url=getattr(args, "dist_url", "auto"),
+               args=(args,))
+    except ExpectedResultsNotMet:
+        print("error: evaluation results do not meet TEST.EXPECTED_RESULTS (see the log above)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def maybe_list_registries(args) -> bool:
     """Handle ``--list``: print registries and datasets; returns True if it printed."""
     if not getattr(args, "list", False):
         return False
-    import sgg.data  # noqa: F401  (registers datasets, samplers, mappers)
-    import sgg.evaluation  # noqa: F401
-    import sgg.modeling  # noqa: F401
-    from sgg.data.catalog import DatasetCatalog
-    from sgg.utils.registry import all_registries
-
     for name, reg in sorted(all_registries().items()):
         print(f"{name}: {', '.join(reg.names()) or '(none)'}")
     print(f"DATASETS: {', '.join(DatasetCatalog.list()) or '(none)'}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from sgg.data.catalog import MetadataCatalog
 from sgg.utils.registry import Registry
 
+from .evaluator import DatasetEvaluators
+
 __all__ = ["EVALUATOR_REGISTRY", "build_evaluator"]
 
 EVALUATOR_REGISTRY = Registry("EVALUATOR")
@@ -16,8 +18,6 @@ def build_evaluator(cfg, dataset_name: str, output_dir: str):
 
     Returns a :class:`~sgg.evaluation.evaluator.DatasetEvaluators` (possibly wrapping one evaluator).
     """
-    from .evaluator import DatasetEvaluators
-
     names = list(cfg.TEST.EVALUATORS)
     if not names:
         etype = MetadataCatalog.get(dataset_name).get("evaluator_type")

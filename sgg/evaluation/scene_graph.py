@@ -47,6 +47,7 @@ from sgg.data.catalog import DatasetCatalog, MetadataCatalog
 from sgg.utils import comm
 
 from . import scene_graph_ops
+from .box_ap import evaluate_box_ap
 from .build import EVALUATOR_REGISTRY
 from .evaluator import DatasetEvaluator
 
@@ -1075,8 +1076,6 @@ class SceneGraphEvaluator(DatasetEvaluator):
 
     # ------------------------------------------------------------------ reports
     def _box_ap_results(self) -> Dict[str, float]:
-        from .box_ap import evaluate_box_ap
-
         gts, dets = [], []
         for index in sorted(self._objects):
             record = self._objects[index]

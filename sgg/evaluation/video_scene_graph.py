@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from sgg.config import configurable
+from sgg.data.catalog import DatasetCatalog
 from sgg.structures.boxes import paired_iou
 from sgg.utils import comm
 
@@ -597,9 +598,8 @@ class VideoSceneGraphEvaluator(DatasetEvaluator):
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None) -> dict:
         """Keyword arguments from ``TEST.RELATION`` and ``TEST.VIDEO_RELATION``."""
-        from sgg.data.catalog import DatasetCatalog
-
-        DatasetCatalog.configure(cfg)  # the GT must be filtered the way the test loader's dicts were
+        # The ground truth must be filtered the way the test loader's dicts were.
+        DatasetCatalog.check_configured(cfg, [dataset_name])
         return {
             "dataset_name": dataset_name, "output_dir": output_dir, "mode": cfg.TEST.RELATION.MODE,
             "constraints": tuple(cfg.TEST.VIDEO_RELATION.CONSTRAINTS), "ks": tuple(cfg.TEST.VIDEO_RELATION.KS),
@@ -635,8 +635,6 @@ class VideoSceneGraphEvaluator(DatasetEvaluator):
         return merged
 
     def _paired_frames(self, predictions: Dict[str, List[dict]]):
-        from sgg.data.catalog import DatasetCatalog
-
         videos = {d["video_id"]: d for d in DatasetCatalog.get(self.dataset_name)}
         unknown = sorted(set(predictions) - set(videos))
         if unknown:

@@ -10,13 +10,13 @@ from PIL import Image
 
 from sgg.config import get_cfg
 from sgg.data import DatasetCatalog, MetadataCatalog, build_mapper
+from sgg.data.catalog import DatasetOptionsError
 from sgg.data.datasets.action_genome import (
     AG_OBJECT_CLASSES,
     AG_OBJECT_CLASSES_TXT,
     AG_PREDICATES,
     AG_PREDICATES_TXT,
     ActionGenomeFormatError,
-    configure_action_genome,
     load_action_genome,
     load_restricted_pickle,
 )
@@ -199,20 +199,26 @@ def test_bad_annotation_entries_name_file_frame_and_field(tiny_ag, change, messa
 
 def test_registered_names_follow_the_config(tiny_ag, monkeypatch):
     root, _, _ = tiny_ag
-    try:
-        cfg = get_cfg()
-        cfg.DATASETS.AG.ROOT = str(root)
-        cfg.TEST.RELATION.MODE = "predcls"
-        configure_action_genome(cfg)
-        assert len({v["video_id"]: v for v in DatasetCatalog.get("ag_train")}["V3"]["frames"]) == 4
-        cfg.TEST.RELATION.MODE = "sgdet"  # "auto": STTran filters small boxes for SGCls / SGDet
-        configure_action_genome(cfg)
-        assert len({v["video_id"]: v for v in DatasetCatalog.get("ag_train")}["V3"]["frames"]) == 3
-        cfg.DATASETS.AG.FILTER_SMALL_BOX = "maybe"
-        with pytest.raises(ValueError, match="FILTER_SMALL_BOX must be 'auto', 'on' or 'off'"):
-            configure_action_genome(cfg)
-    finally:
-        configure_action_genome()
+    cfg = get_cfg()
+    cfg.DATASETS.AG.ROOT = str(root)
+    cfg.TEST.RELATION.MODE = "predcls"
+    DatasetCatalog.configure(cfg)
+    assert len({v["video_id"]: v for v in DatasetCatalog.get("ag_train")}["V3"]["frames"]) == 4
+    cfg.TEST.RELATION.MODE = "sgdet"  # "auto": STTran filters small boxes for SGCls / SGDet
+    with pytest.raises(DatasetOptionsError, match=r"DATASETS.AG.\*, TEST.RELATION.MODE.*filter_small_box: False in "
+                       r"effect, True in the config"):
+        DatasetCatalog.check_configured(cfg)  # what the loaders and the evaluator check
+    DatasetCatalog.configure(cfg)
+    DatasetCatalog.check_configured(cfg)
+    assert len({v["video_id"]: v for v in DatasetCatalog.get("ag_train")}["V3"]["frames"]) == 3
+    cfg.DATASETS.AG.FILTER_SMALL_BOX = "maybe"
+    with pytest.raises(ValueError, match="FILTER_SMALL_BOX must be 'auto', 'on' or 'off'"):
+        DatasetCatalog.configure(cfg)
+    cfg.DATASETS.AG.FILTER_SMALL_BOX = "auto"
+    cfg.DATASETS.AG.DATASIZE = "huge"
+    with pytest.raises(ValueError, match="DATASIZE must be 'large' or 'mini'"):
+        DatasetCatalog.configure(cfg)
+    DatasetCatalog.reset_options()
     meta = MetadataCatalog.get("ag_train")
     assert len(meta.thing_classes) == 36 and meta.thing_classes[0] == "person" and "sofa/couch" in meta.thing_classes
     assert len(meta.predicate_classes) == 26 and meta.predicate_classes[P["sitting_on"]] == "sitting_on"
@@ -234,9 +240,7 @@ def demo_datasets(tmp_path_factory):
 @pytest.fixture
 def demo_root(demo_datasets, monkeypatch):
     monkeypatch.setenv("SGG_DATASETS", str(demo_datasets))
-    configure_action_genome()
     yield ensure_demo_action_genome()
-    configure_action_genome()
 
 
 def test_demo_is_written_in_the_ag_layout_and_read_by_the_real_loader(demo_root, demo_datasets):

@@ -325,22 +325,17 @@ def test_builtin_names_are_registered():
 
 def test_vg_root_from_config(tmp_path, monkeypatch):
     from sgg.config import get_cfg
-    from sgg.data.build import configure_datasets
-
     root = write_tiny_vg(tmp_path / "elsewhere")
     monkeypatch.setenv("SGG_DATASETS", str(tmp_path / "empty"))
-    saved = vg.vg_options()
-    try:
-        cfg = get_cfg()
-        cfg.merge_from_list(["DATASETS.VG.ROOT", root, "DATASETS.VG.NUM_VAL_IMAGES", "0"])
-        configure_datasets(cfg)
-        assert [d["image_id"] for d in DatasetCatalog.get("vg_train")] == [1, 2]
-        cfg.merge_from_list(["DATASETS.VG.ROOT", ""])
-        configure_datasets(cfg)
-        with pytest.raises(vg.VGFormatError, match=os.path.join("empty", "vg", vg.VG_DICTS_FILE)):
-            DatasetCatalog.get("vg_train")
-    finally:
-        vg._OPTIONS.update(saved)
+    cfg = get_cfg()
+    cfg.merge_from_list(["DATASETS.VG.ROOT", root, "DATASETS.VG.NUM_VAL_IMAGES", "0"])
+    DatasetCatalog.configure(cfg)
+    assert vg.vg_options()["vg_root"] == root
+    assert [d["image_id"] for d in DatasetCatalog.get("vg_train")] == [1, 2]
+    cfg.merge_from_list(["DATASETS.VG.ROOT", ""])
+    DatasetCatalog.configure(cfg)
+    with pytest.raises(vg.VGFormatError, match=os.path.join("empty", "vg", vg.VG_DICTS_FILE)):
+        DatasetCatalog.get("vg_train")
 
 
 # ---------------------------------------------------------------------------- demo data
@@ -532,7 +527,8 @@ def test_pickle_sends_only_the_split_and_keeps_changes(tmp_path):
 
 def test_data_loader_helpers_keep_vg_dicts_lazy(tmp_path):
     from sgg.config import get_cfg
-    from sgg.data.build import ConcatDatasetDicts, get_dataset_dicts, get_multi_dataset_dicts
+    from sgg.data.build import get_dataset_dicts, get_multi_dataset_dicts
+    from sgg.data.dicts import ConcatDatasetDicts
 
     root = write_tiny_vg(tmp_path)
     names = {"tiny_lazy_train": "train", "tiny_lazy_test": "test"}

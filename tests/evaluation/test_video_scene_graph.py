@@ -246,15 +246,7 @@ def tiny_video_dataset():
     MetadataCatalog.remove(name)
 
 
-@pytest.fixture
-def restore_ag_options():
-    from sgg.data.datasets.action_genome import configure_action_genome
-
-    yield
-    configure_action_genome()
-
-
-def test_registered_evaluator_reports_every_constraint(tiny_video_dataset, tmp_path, restore_ag_options):
+def test_registered_evaluator_reports_every_constraint(tiny_video_dataset, tmp_path):
     name, videos = tiny_video_dataset
     cfg = get_cfg()
     cfg.TEST.RELATION.MODE = "predcls"
@@ -297,7 +289,7 @@ def _oracle_prediction(frame, floor=1e-3):
             "attention": probs[:, :3], "spatial": probs[:, 3:9], "contacting": probs[:, 9:]}
 
 
-def test_evaluator_on_demo_action_genome_with_oracle_predictions(tmp_path, monkeypatch, restore_ag_options):
+def test_evaluator_on_demo_action_genome_with_oracle_predictions(tmp_path, monkeypatch):
     """Oracle predictions on demo_ag_test: no / semi constraint recall everything; with constraint keeps one spatial
     predicate per pair, so objects with two spatial labels lose one."""
     monkeypatch.setenv("SGG_DATASETS", str(tmp_path))
@@ -338,7 +330,7 @@ def _noisy_prediction(frame, seed):
     return pred
 
 
-def test_evaluator_merges_the_predictions_of_all_ranks(tmp_path, monkeypatch, restore_ag_options):
+def test_evaluator_merges_the_predictions_of_all_ranks(tmp_path, monkeypatch):
     """Two ranks each process half of demo_ag_test; rank 0 receives both halves through ``comm.gather`` and must
     report what one process seeing everything reports. (The gather itself is sgg.utils.comm's, tested there.)"""
     from sgg.utils import comm

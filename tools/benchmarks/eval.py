@@ -6,7 +6,7 @@ random predicate scores), evaluates them with ``sgg.evaluation.scene_graph.evalu
 one IoU call per matching GT, ``reduce(np.union1d, ...)``, Python lists per predicate), checks that every metric is
 bit-identical, and prints images/s, peak traced memory and the speed ratio. Data generation is not timed.
 
-It then times both on images of exactly 600 and 6 320 candidate pairs (the sizes issue #3 quotes the reference at:
+It then times both on images of exactly 600 and 6 320 candidate pairs (the sizes at which the reference is quoted:
 ~3 ms and ~24 ms per image) and prints sgg's ms/image and its ratio to the in-run baseline and to those quoted
 speeds. sgg is timed on ``--fixed-images`` images (its per-run overhead, ~1-2 ms, amortised as in a real evaluation),
 ``--repeat`` times (median and range reported); the baseline on the first ``--fixed-baseline-images`` of them, on
@@ -233,7 +233,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline-every", type=int, default=5,
                         help="the baseline runs on every N-th image (it is slow); both are compared on that subset")
     parser.add_argument("--fixed-pairs", type=int, nargs="*", default=[600, 6320],
-                        help="also time both on images with exactly this many pairs (the sizes the issue quotes)")
+                        help="also time both on images with exactly this many pairs (the quoted sizes)")
     parser.add_argument("--fixed-images", type=int, default=500, help="images per --fixed-pairs size (sgg)")
     parser.add_argument("--fixed-baseline-images", type=int, default=100,
                         help="the baseline runs on the first N of the --fixed-images (it is slow)")
@@ -315,7 +315,7 @@ def _fixed_size_images(seed: int, num_pairs: int, n: int, args):
     return [random_image(rng, num_pairs=num_pairs, num_predicates=args.num_predicates) for _ in range(n)]
 
 
-# Scene-Graph-Benchmark's own speed quoted in issue #3 (ms/image on the project's CPUs) and the >= 20x target
+# Scene-Graph-Benchmark's own speed as quoted for this benchmark (ms/image on the project's CPUs) and the >= 20x target
 QUOTED_REFERENCE_MS = {600: 3.0, 6320: 24.0}
 TARGET_RATIO = 20.0
 

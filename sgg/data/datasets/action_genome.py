@@ -40,21 +40,20 @@ import logging
 import os
 import pickle
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from sgg.utils.errors import SGGError
 
-from .. import video_mapper  # noqa: F401  (registers ActionGenomeMapper, the metadata's mapper)
-from ..catalog import DatasetCatalog, MetadataCatalog
+from ..catalog import DatasetCatalog, MetadataCatalog, datasets_root
 
 __all__ = [
     "AG_OBJECT_CLASSES", "AG_PREDICATES", "AG_ATTENTION_PREDICATES", "AG_SPATIAL_PREDICATES",
     "AG_CONTACTING_PREDICATES", "AG_OBJECT_CLASSES_TXT", "AG_PREDICATES_TXT", "ActionGenomeFormatError",
     "RestrictedUnpickler", "RefusedPickleError", "load_restricted_pickle", "load_action_genome",
-    "configure_action_genome", "action_genome_options", "action_genome_root", "register_action_genome",
-    "get_action_genome_metadata",
+    "AG_OPTIONS", "action_genome_options_from_config", "action_genome_root", "register_action_genome",
+    "get_action_genome_metadata", "register_action_genome_split", "load_registered_action_genome",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,7 +82,6 @@ AG_PREDICATES_TXT = tuple(p.replace("_", "") for p in AG_PREDICATES)
 _GROUP_FIELDS = (("attention_relationship", 0), ("spatial_relationship", 3), ("contacting_relationship", 9))
 _DEFAULT_OPTIONS = {"root": "", "datasize": "large", "filter_small_box": False, "min_box_edge": 16.0,
                     "mini_num_frames": 80000}
-_OPTIONS: Dict[str, object] = dict(_DEFAULT_OPTIONS)
 
 
 class ActionGenomeFormatError(SGGError, ValueError):
@@ -146,48 +144,38 @@ def load_restricted_pickle(path: str):
 
 
 # ----------------------------------------------------------------------------------------------------- options
-def action_genome_options() -> Dict[str, object]:
-    """The options the registered ``ag_*`` / ``demo_ag_*`` loaders use now (see :func:`configure_action_genome`)."""
-    return dict(_OPTIONS)
+AG_OPTIONS = "action_genome"  # the dataset option group of every ag_* / demo_ag_* loader
 
 
-def configure_action_genome(cfg=None, **overrides) -> Dict[str, object]:
-    """Set the loader options from ``cfg.DATASETS.AG`` (and ``TEST.RELATION.MODE``) and/or keyword overrides.
+def action_genome_options_from_config(cfg) -> Dict[str, object]:
+    """The loader options of ``cfg.DATASETS.AG`` (and ``TEST.RELATION.MODE``).
 
     ``DATASETS.AG.FILTER_SMALL_BOX``: ``"auto"`` filters small boxes for SGCls / SGDet and not for PredCls (STTran),
-    ``"on"`` / ``"off"`` force it. ``configure_action_genome()`` with no arguments restores the defaults. The catalog
-    functions take no arguments, so the trainer, the mapper and the evaluator call this with the run's config before
-    they read the dataset. Returns the options now in effect.
+    ``"on"`` / ``"off"`` force it.
     """
-    options = dict(_DEFAULT_OPTIONS)
-    if cfg is not None:
-        ag = cfg.DATASETS.AG
-        small = str(ag.FILTER_SMALL_BOX).lower()
-        if small not in ("auto", "on", "off", "true", "false"):
-            raise ValueError(f"DATASETS.AG.FILTER_SMALL_BOX must be 'auto', 'on' or 'off', "
-                             f"got {ag.FILTER_SMALL_BOX!r}.")
-        if small == "auto":
-            filter_small = cfg.TEST.RELATION.MODE in ("sgcls", "sgdet")
-        else:
-            filter_small = small in ("on", "true")
-        options.update(root=ag.ROOT, datasize=ag.DATASIZE, filter_small_box=filter_small,
-                       min_box_edge=float(ag.SMALL_BOX_MIN_EDGE), mini_num_frames=int(ag.MINI_NUM_FRAMES))
-    unknown = set(overrides) - set(options)
-    if unknown:
-        raise KeyError(f"Unknown Action Genome option(s) {sorted(unknown)}; valid: {sorted(options)}.")
-    options.update(overrides)
+    ag = cfg.DATASETS.AG
+    small = str(ag.FILTER_SMALL_BOX).lower()
+    if small not in ("auto", "on", "off", "true", "false"):
+        raise ValueError(f"DATASETS.AG.FILTER_SMALL_BOX must be 'auto', 'on' or 'off', got {ag.FILTER_SMALL_BOX!r}.")
+    filter_small = cfg.TEST.RELATION.MODE in ("sgcls", "sgdet") if small == "auto" else small in ("on", "true")
+    return dict(root=ag.ROOT, datasize=ag.DATASIZE, filter_small_box=filter_small,
+                min_box_edge=float(ag.SMALL_BOX_MIN_EDGE), mini_num_frames=int(ag.MINI_NUM_FRAMES))
+
+
+def _validate_action_genome_options(options: Dict[str, object]) -> None:
     if options["datasize"] not in ("large", "mini"):
         raise ValueError(f"DATASETS.AG.DATASIZE must be 'large' or 'mini', got {options['datasize']!r}.")
-    _OPTIONS.clear()
-    _OPTIONS.update(options)
-    return dict(_OPTIONS)
+
+
+DatasetCatalog.register_options(AG_OPTIONS, defaults=_DEFAULT_OPTIONS, from_config=action_genome_options_from_config,
+                                validate=_validate_action_genome_options,
+                                keys="DATASETS.AG.*, TEST.RELATION.MODE")
 
 
 def action_genome_root() -> str:
     """``DATASETS.AG.ROOT`` if configured, else ``$SGG_DATASETS/action_genome``."""
-    from .builtin import datasets_root
-
-    return os.path.expanduser(str(_OPTIONS["root"])) or os.path.join(datasets_root(), "action_genome")
+    root = str(DatasetCatalog.options(AG_OPTIONS)["root"])
+    return os.path.expanduser(root) or os.path.join(datasets_root(), "action_genome")
 
 
 # ----------------------------------------------------------------------------------------------------- loading
@@ -411,18 +399,21 @@ def _cached_load(root: str, split: str, datasize: str, filter_small_box: bool, m
                                     dataset_name=dataset_name))
 
 
-def _load_registered(split: str, dataset_name: str, demo: bool) -> List[dict]:
-    if demo:
-        from ..demo.action_genome_demo import ensure_demo_action_genome
-
-        root = ensure_demo_action_genome()
-    else:
-        root = action_genome_root()
-    o = _OPTIONS
+def load_registered_action_genome(root: str, split: str, dataset_name: str) -> List[dict]:
+    """The video dicts of ``split`` under ``root`` with the options in effect (cached: real AG pickles take about a
+    minute to read, and the trainer, the test loader and the evaluator all ask for them)."""
+    o = DatasetCatalog.options(AG_OPTIONS)
     cached = _cached_load(os.path.abspath(root), split, str(o["datasize"]), bool(o["filter_small_box"]),
                           float(o["min_box_edge"]), int(o["mini_num_frames"]), dataset_name)
     # Fresh video dicts each call (callers may add keys); the frame dicts are shared and must be treated read-only.
     return [dict(d) for d in cached]
+
+
+def register_action_genome_split(name: str, split: str, root_fn: Callable[[], str]) -> None:
+    """Register ``name`` as AG split ``split`` of the dataset at ``root_fn()`` (resolved at load time)."""
+    DatasetCatalog.register(name, lambda: load_registered_action_genome(root_fn(), split, name),
+                            option_group=AG_OPTIONS)
+    MetadataCatalog.get(name).set(**get_action_genome_metadata())
 
 
 # ---------------------------------------------------------------------------------------------------- catalogs
@@ -440,11 +431,6 @@ def get_action_genome_metadata() -> dict:
 
 
 def register_action_genome() -> None:
-    """Register ``ag_train``, ``ag_test``, ``demo_ag_train``, ``demo_ag_test`` (idempotent)."""
-    for prefix, demo in (("ag", False), ("demo_ag", True)):
-        for split in ("train", "test"):
-            name = f"{prefix}_{split}"
-            if name in DatasetCatalog:
-                continue
-            DatasetCatalog.register(name, functools.partial(_load_registered, split, name, demo))
-            MetadataCatalog.get(name).set(**get_action_genome_metadata())
+    """Register ``ag_train`` and ``ag_test`` (the demo's ``demo_ag_*`` are registered by ``sgg.data.demo``)."""
+    for split in ("train", "test"):
+        register_action_genome_split(f"ag_{split}", split, action_genome_root)

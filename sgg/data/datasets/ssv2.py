@@ -23,8 +23,7 @@ import os
 import re
 from typing import Dict, List, Optional
 
-from sgg.data import t2v_mapper  # noqa: F401  (registers TextToVideoMapper, the mapper named in the metadata)
-from sgg.data.catalog import DatasetCatalog, MetadataCatalog
+from sgg.data.catalog import DatasetCatalog, MetadataCatalog, datasets_root
 from sgg.utils.errors import DataFormatError, one_line
 
 __all__ = ["load_ssv2_json", "fill_template", "register_ssv2", "register_all_ssv2", "SSV2_SPLITS", "REQUIRED_KEYS"]
@@ -150,17 +149,10 @@ def register_ssv2(name: str, root_fn, split: str, *, prepare=None, limit: Option
                                   dataset_family="ssv2")
 
 
-def register_all_ssv2(datasets_root_fn) -> None:
-    """Register ``ssv2_{train,validation}``, ``ssv2_validation_mini`` (its first 256 clips: periodic validation of
-    24 777 clips with sampling would take longer than training) and ``demo_ssv2_{train,validation}``.
-
-    ``datasets_root_fn()`` returns ``$SGG_DATASETS``; the real data lives in ``<it>/ssv2``, the demo in
-    ``<it>/demo/ssv2``.
-    """
-    from sgg.data.demo.ssv2_demo import ensure_ssv2_demo
-
+def register_all_ssv2() -> None:
+    """Register ``ssv2_{train,validation}`` and ``ssv2_validation_mini`` (its first 256 clips: periodic validation of
+    24 777 clips with sampling would take longer than training), reading ``$SGG_DATASETS/ssv2``; the demo's
+    ``demo_ssv2_*`` are registered by ``sgg.data.demo``."""
     for split in SSV2_SPLITS:
-        register_ssv2(f"ssv2_{split}", lambda: os.path.join(datasets_root_fn(), "ssv2"), split)
-        register_ssv2(f"demo_ssv2_{split}", lambda: os.path.join(datasets_root_fn(), "demo", "ssv2"), split,
-                      prepare=ensure_ssv2_demo)
-    register_ssv2("ssv2_validation_mini", lambda: os.path.join(datasets_root_fn(), "ssv2"), "validation", limit=256)
+        register_ssv2(f"ssv2_{split}", lambda: os.path.join(datasets_root(), "ssv2"), split)
+    register_ssv2("ssv2_validation_mini", lambda: os.path.join(datasets_root(), "ssv2"), "validation", limit=256)

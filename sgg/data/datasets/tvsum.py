@@ -38,17 +38,18 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import yaml
 
-from sgg.data import keyframe_mapper  # noqa: F401  (registers KeyframeMapper, named in the metadata)
-from sgg.data.catalog import DatasetCatalog, MetadataCatalog
+from sgg.data.catalog import DatasetCatalog, MetadataCatalog, datasets_root
 from sgg.utils.errors import FileReadError, one_line
 
 __all__ = ["H5_REQUIRED_KEYS", "TVSUM_H5", "SUMME_H5", "read_tvsum_annotations", "read_splits", "find_anno_file",
-           "open_eccv16_h5", "load_eccv16_h5", "load_tvsum_videos", "register_keyframe_dataset", "register_all_tvsum"]
+           "open_eccv16_h5", "load_eccv16_h5", "load_tvsum_videos", "register_keyframe_dataset",
+           "register_keyframe_family", "register_all_tvsum", "TVSUM_SPLITS"]
 
 logger = logging.getLogger(__name__)
 
 TVSUM_H5 = "eccv16_dataset_tvsum_google_pool5.h5"
 SUMME_H5 = "eccv16_dataset_summe_google_pool5.h5"
+TVSUM_SPLITS = "tvsum_splits.json"
 ANNO_FILE = "ydata-tvsum50-anno.tsv"
 # Where the official tarball (ydata-tvsum50-v1_1) puts things, tried after the flat layout.
 _ANNO_CANDIDATES = (ANNO_FILE, os.path.join("ydata-tvsum50-v1_1", "data", ANNO_FILE), os.path.join("data", ANNO_FILE))
@@ -286,8 +287,11 @@ def _raw_loader(root_fn, splits_name: str, fold: Optional[int], part: Optional[s
     return load
 
 
-def _register_family(prefix: str, root_fn, *, h5_name: str, splits_name: str, f1_reduction: str, raw: bool,
-                     prepare: Optional[Callable[[str], None]] = None) -> None:
+def register_keyframe_family(prefix: str, root_fn: Callable[[], str], *, h5_name: str, splits_name: str,
+                             f1_reduction: str, raw: bool, prepare: Optional[Callable[[str], None]] = None) -> None:
+    """Register ``prefix`` (whole set) and ``prefix_split{k}_{train,test}`` (the 5 folds) reading the eccv16 h5
+    ``h5_name`` under ``root_fn()``; with ``raw`` also ``prefix_raw*`` reading the videos. ``prepare(root)`` runs
+    first (a demo generator)."""
     with_anno = f1_reduction == "avg"
     folds = [(None, None)] + [(k, part) for k in range(NUM_FOLDS) for part in ("train", "test")]
     for fold, part in folds:
@@ -300,13 +304,10 @@ def _register_family(prefix: str, root_fn, *, h5_name: str, splits_name: str, f1
                                       f1_reduction=f1_reduction, source="video")
 
 
-def register_all_tvsum(datasets_root: Callable[[], str]) -> None:
-    """Register TVSum, SumMe and the demo TVSum; ``datasets_root()`` is resolved when a dataset is loaded."""
-    from sgg.data.demo.tvsum_demo import ensure_tvsum_demo
-
-    _register_family("tvsum", lambda: os.path.join(datasets_root(), "tvsum"), h5_name=TVSUM_H5,
-                     splits_name="tvsum_splits.json", f1_reduction="avg", raw=True)
-    _register_family("summe", lambda: os.path.join(datasets_root(), "summe"), h5_name=SUMME_H5,
-                     splits_name="summe_splits.json", f1_reduction="max", raw=False)
-    _register_family("demo_tvsum", lambda: os.path.join(datasets_root(), "demo", "tvsum"), h5_name=TVSUM_H5,
-                     splits_name="tvsum_splits.json", f1_reduction="avg", raw=True, prepare=ensure_tvsum_demo)
+def register_all_tvsum() -> None:
+    """Register TVSum and SumMe under ``$SGG_DATASETS`` (resolved when a dataset is loaded); the demo's
+    ``demo_tvsum*`` are registered by ``sgg.data.demo``."""
+    register_keyframe_family("tvsum", lambda: os.path.join(datasets_root(), "tvsum"), h5_name=TVSUM_H5,
+                             splits_name=TVSUM_SPLITS, f1_reduction="avg", raw=True)
+    register_keyframe_family("summe", lambda: os.path.join(datasets_root(), "summe"), h5_name=SUMME_H5,
+                             splits_name="summe_splits.json", f1_reduction="max", raw=False)

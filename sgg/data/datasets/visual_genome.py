@@ -38,7 +38,7 @@ import numpy as np
 from sgg.structures.boxes import paired_intersection
 from sgg.utils.errors import SGGError
 
-from ..catalog import DatasetCatalog, Metadata, MetadataCatalog
+from ..catalog import DatasetCatalog, Metadata, MetadataCatalog, datasets_root
 
 __all__ = [
     "VGFormatError", "VGFiles", "VG_H5_FILE", "VG_DICTS_FILE", "VG_IMAGE_DATA_FILE", "VG_IMAGE_DIR",
@@ -48,7 +48,7 @@ __all__ = [
     "load_vg_image_info", "clear_vg_caches", "VGDatasetDicts", "image_info_cache_files",
     "remove_image_info_cache", "vg_predicate_frequencies",
     "filter_duplicate_relations", "LazyMetadata", "register_vg_format_dataset", "register_all_vg",
-    "configure_vg_datasets", "vg_options",
+    "VG_OPTIONS", "vg_options_from_config", "vg_options",
 ]
 
 logger = logging.getLogger(__name__)
@@ -1063,34 +1063,36 @@ def _metadata_from_dict(values: dict) -> Metadata:
 
 _LAZY_KEYS = ("thing_classes", "predicate_classes", "attribute_classes", "predicate_frequencies")
 
-# Options of the built-in VG-format datasets; `configure_vg_datasets(cfg)` copies them from DATASETS.VG.* and
-# DATASETS.SYNTHETIC_GENOME.* (the loaders read them when called, so registration needs no cfg).
-_OPTIONS: Dict[str, object] = {
+VG_OPTIONS = "visual_genome"  # the dataset option group of the built-in VG-format datasets
+_DEFAULT_OPTIONS: Dict[str, object] = {
     "vg_root": "", "synthetic_root": "", "filter_empty_rels": True, "filter_non_overlap": False,
     "num_val_images": 5000, "box_scale": 1024,
 }
 
 
-def vg_options() -> Dict[str, object]:
-    """A copy of the current options of the built-in VG-format datasets."""
-    return dict(_OPTIONS)
-
-
-def configure_vg_datasets(cfg) -> None:
-    """Apply ``DATASETS.VG.*`` and ``DATASETS.SYNTHETIC_GENOME.ROOT`` to the registered VG-format datasets."""
+def vg_options_from_config(cfg) -> Dict[str, object]:
+    """The options of ``DATASETS.VG.*`` and ``DATASETS.SYNTHETIC_GENOME.ROOT`` for the VG-format loaders."""
     vg = cfg.DATASETS.VG
-    _OPTIONS.update(vg_root=vg.ROOT, filter_empty_rels=bool(vg.FILTER_EMPTY_RELS),
-                    filter_non_overlap=bool(vg.FILTER_NON_OVERLAP), num_val_images=int(vg.NUM_VAL_IMAGES),
-                    box_scale=int(vg.BOX_SCALE))
-    if "SYNTHETIC_GENOME" in cfg.DATASETS:
-        _OPTIONS["synthetic_root"] = cfg.DATASETS.SYNTHETIC_GENOME.ROOT
+    synthetic = cfg.DATASETS.SYNTHETIC_GENOME.ROOT if "SYNTHETIC_GENOME" in cfg.DATASETS else ""
+    return dict(vg_root=vg.ROOT, synthetic_root=synthetic, filter_empty_rels=bool(vg.FILTER_EMPTY_RELS),
+                filter_non_overlap=bool(vg.FILTER_NON_OVERLAP), num_val_images=int(vg.NUM_VAL_IMAGES),
+                box_scale=int(vg.BOX_SCALE))
+
+
+DatasetCatalog.register_options(VG_OPTIONS, defaults=_DEFAULT_OPTIONS, from_config=vg_options_from_config,
+                                keys="DATASETS.VG.*, DATASETS.SYNTHETIC_GENOME.ROOT")
+
+
+def vg_options() -> Dict[str, object]:
+    """A copy of the options of the built-in VG-format datasets in effect."""
+    return dict(DatasetCatalog.options(VG_OPTIONS))
 
 
 def _load_metadata(root_fn: Callable[[], str], num_val_images: Callable[[], int]) -> dict:
     root = root_fn()
     vocab = load_vg_vocabulary(VGFiles(root).dicts)
     freqs = vg_predicate_frequencies(root, len(vocab["predicate_classes"]), num_val_images=num_val_images(),
-                                     filter_empty_rels=bool(_OPTIONS["filter_empty_rels"]))
+                                     filter_empty_rels=bool(vg_options()["filter_empty_rels"]))
     return dict(vocab, predicate_frequencies=freqs)
 
 
@@ -1123,10 +1125,11 @@ def register_vg_format_dataset(name: str, *, root_fn: Callable[[], str], split: 
     def load() -> List[dict]:
         if prepare is not None:
             prepare()
+        options = vg_options()
         return load_vg_dicts(
-            root_fn(), split, dataset_name=name, box_scale=int(_OPTIONS["box_scale"]), num_val_images=num_val_images(),
-            filter_empty_rels=bool(_OPTIONS["filter_empty_rels"]),
-            filter_non_overlap=bool(_OPTIONS["filter_non_overlap"]) and split == "train",
+            root_fn(), split, dataset_name=name, box_scale=int(options["box_scale"]), num_val_images=num_val_images(),
+            filter_empty_rels=bool(options["filter_empty_rels"]),
+            filter_non_overlap=bool(options["filter_non_overlap"]) and split == "train",
         )
 
     def load_metadata() -> dict:
@@ -1134,30 +1137,26 @@ def register_vg_format_dataset(name: str, *, root_fn: Callable[[], str], split: 
             prepare()
         return _load_metadata_with_flips(root_fn, num_val_images)
 
-    DatasetCatalog.register(name, load)
+    DatasetCatalog.register(name, load, option_group=VG_OPTIONS)
     MetadataCatalog[name] = LazyMetadata(
         name=name, _loader=load_metadata, _lazy_keys=_LAZY_KEYS + ("flip_predicate_pairs",),
         evaluator_type="scene_graph", mapper="SceneGraphMapper", split=split, **metadata,
     )
 
 
-def register_all_vg(datasets_root: Callable[[], str]) -> None:
-    """Register ``vg_{train,val,test}``, ``synthetic_genome_{train,test}``, ``demo_vg_{train,val,test}`` and
-    ``demo_synthetic_{train,test}``; ``datasets_root()`` is read lazily (``$SGG_DATASETS``)."""
-    from sgg.data import dataset_mapper  # noqa: F401  (registers SceneGraphMapper, the mapper named in the metadata)
-    from sgg.data.demo import visual_genome_demo as demo
-
-    # DATASETS.VG.* / DATASETS.SYNTHETIC_GENOME.ROOT reach the loaders through the catalog's configurators.
-    DatasetCatalog.register_configurator(configure_vg_datasets)
+def register_all_vg() -> None:
+    """Register ``vg_{train,val,test}`` and ``synthetic_genome_{train,test}``; roots are resolved at load time
+    (``DATASETS.VG.ROOT`` / ``DATASETS.SYNTHETIC_GENOME.ROOT``, else under ``$SGG_DATASETS``). The demo's
+    ``demo_vg_*`` / ``demo_synthetic_*`` are registered by ``sgg.data.demo``."""
 
     def vg_root() -> str:
-        return str(_OPTIONS["vg_root"]) or os.path.join(datasets_root(), "vg")
+        return str(vg_options()["vg_root"]) or os.path.join(datasets_root(), "vg")
 
     def synthetic_root() -> str:
-        return str(_OPTIONS["synthetic_root"]) or os.path.join(datasets_root(), "synthetic_genome")
+        return str(vg_options()["synthetic_root"]) or os.path.join(datasets_root(), "synthetic_genome")
 
     def vg_num_val() -> int:
-        return int(_OPTIONS["num_val_images"])
+        return int(vg_options()["num_val_images"])
 
     for split in ("train", "val", "test"):
         register_vg_format_dataset(f"vg_{split}", root_fn=vg_root, split=split, num_val_images=vg_num_val)
@@ -1165,11 +1164,3 @@ def register_all_vg(datasets_root: Callable[[], str]) -> None:
         # The synthetic genome has no val hold-out: every split-0 image trains.
         register_vg_format_dataset(f"synthetic_genome_{split}", root_fn=synthetic_root, split=split,
                                    num_val_images=lambda: 0)
-
-    for style, splits in (("vg", ("train", "val", "test")), ("synthetic", ("train", "test"))):
-        root_fn = functools.partial(demo.demo_root, datasets_root, style)
-        prepare = functools.partial(demo.ensure_demo_dataset, datasets_root, style)
-        num_val = functools.partial(demo.demo_num_val_images, style)
-        for split in splits:
-            register_vg_format_dataset(f"demo_{style}_{split}", root_fn=root_fn, split=split,
-                                       num_val_images=num_val, prepare=prepare)

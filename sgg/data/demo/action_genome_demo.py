@@ -35,9 +35,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from sgg.data.demo import ensure_generated
-
+from ..catalog import datasets_root
 from ..datasets.action_genome import AG_OBJECT_CLASSES_TXT, AG_PREDICATES_TXT
+from .generation import ensure_generated
 
 __all__ = ["ensure_demo_action_genome", "generate_demo_action_genome", "demo_action_genome_root", "DEMO_VERSION",
            "DEMO_OBJECT_KINDS"]
@@ -65,8 +65,6 @@ _SKIN, _SHIRT, _NOSE = (235, 190, 150), (60, 90, 200), (20, 10, 10)
 
 def demo_action_genome_root() -> str:
     """``$SGG_DATASETS/demo/action_genome``."""
-    from ..datasets.builtin import datasets_root
-
     return os.path.join(datasets_root(), "demo", "action_genome")
 
 

@@ -23,8 +23,10 @@ from typing import List, Tuple
 
 import numpy as np
 
-from sgg.data.demo import ensure_generated
 from sgg.data.video_io import write_video
+from sgg.structures.segments import knapsack_01
+
+from .generation import ensure_generated
 
 __all__ = ["generate_tvsum_demo", "ensure_tvsum_demo", "render_video", "appearance_descriptor", "DEMO_CONFIG"]
 
@@ -101,8 +103,6 @@ def _annotator_scores(rng: np.random.Generator, frame_importance: np.ndarray, fp
 
 
 def _knapsack_summary(values: List[float], segments: np.ndarray, n_frames: int, ratio: float = 0.15) -> np.ndarray:
-    from sgg.evaluation.keyframe import knapsack_01
-
     summary = np.zeros(n_frames, dtype=np.uint8)
     weights = segments[:, 1] - segments[:, 0] + 1
     for seg in knapsack_01(values, weights, int(math.floor(ratio * n_frames))):

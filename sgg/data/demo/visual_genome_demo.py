@@ -31,7 +31,8 @@ from sgg.data.datasets.visual_genome import (
     VG_IMAGE_DIR,
     decode_vg_boxes,
 )
-from sgg.data.demo import ensure_generated
+
+from .generation import ensure_generated
 
 __all__ = [
     "DEMO_CLASSES", "DEMO_PREDICATES", "DEMO_ATTRIBUTES", "DEMO_SPECS", "geometric_predicate", "encode_vg_boxes",

@@ -25,6 +25,7 @@ from torch.utils.data import Sampler
 
 from sgg.config import configurable
 
+from ..dicts import dict_field_values
 from . import SAMPLER_REGISTRY
 
 __all__ = ["MultiDatasetDynamicSampler", "real_count", "slot_real_counts", "validate_multi_dataset_ratios"]
@@ -135,7 +136,6 @@ class MultiDatasetDynamicSampler(Sampler[List[int]]):
     @classmethod
     def from_config(cls, cfg, dataset_dicts, *, batch_size, seed, rank=0, world_size=1, start_batch=0):
         m = cfg.DATASETS.MULTI_DATASET
-        from ..build import dict_field_values  # here: sgg.data.build imports the samplers
 
         # Column-wise where the sequence offers it (VG's lazy dataset dicts): no dict is built just to read a tag.
         types = dict_field_values(dataset_dicts, "dataset_type", _MISSING)

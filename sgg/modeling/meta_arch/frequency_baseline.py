@@ -20,7 +20,9 @@ import torch
 from torch import nn
 from torchvision.ops import batched_nms
 
+from sgg.checkpoint.checkpointer import CheckpointError, load_checkpoint_file
 from sgg.config import configurable
+from sgg.data.build import get_dataset_dicts
 
 from ..build import META_ARCH_REGISTRY
 
@@ -67,8 +69,6 @@ class FrequencyBaseline(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
-        from sgg.data.build import get_dataset_dicts
-
         if not cfg.DATASETS.TRAIN:
             raise ValueError("FrequencyBaseline counts predicates on DATASETS.TRAIN, which is empty.")
         dicts = get_dataset_dicts(cfg.DATASETS.TRAIN)
@@ -118,8 +118,6 @@ class FrequencyBaseline(nn.Module):
 def load_detector(cfg) -> nn.Module:
     """sgg's DETR built from ``cfg``'s model keys, with ``MODEL.DETR.DETECTOR_WEIGHTS`` loaded (its optional auxiliary
     encoder head may be absent on either side); frozen."""
-    from sgg.checkpoint.checkpointer import CheckpointError, load_checkpoint_file
-
     det_cfg = cfg.clone()
     det_cfg.defrost()
     det_cfg.MODEL.META_ARCHITECTURE = "DETR"

@@ -43,9 +43,11 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from sgg.config import configurable
+from sgg.data.datasets.action_genome import AG_OBJECT_CLASSES
 from sgg.structures.boxes import box_xyxy_to_cxcywh, union_box
 
 from ..build import META_ARCH_REGISTRY, build_backbone
+from ..video_detector import VideoObjectDetector
 
 __all__ = ["STTran", "SpatialTemporalTransformer", "TemporalDecoderLayer", "ObjectClassifier", "pair_box_masks",
            "load_word_vectors", "relation_targets", "MODES"]
@@ -394,11 +396,7 @@ class STTran(nn.Module):
         if backbone is None:
             backbone = build_backbone(cfg)
         if mode == "sgdet" and detector is None:
-            from ..video_detector import VideoObjectDetector
-
             detector = VideoObjectDetector(cfg, backbone=backbone)
-        from sgg.data.datasets.action_genome import AG_OBJECT_CLASSES
-
         return {
             "backbone": backbone, "mode": mode, "num_classes": s.NUM_CLASSES,
             "predicate_groups": tuple(s.PREDICATE_GROUPS), "pooler_resolution": s.POOLER_RESOLUTION,

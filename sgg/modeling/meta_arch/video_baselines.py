@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from sgg.config import configurable
+from sgg.data.catalog import DatasetCatalog
 
 from ..build import META_ARCH_REGISTRY
 
@@ -115,13 +116,11 @@ class VideoFrequencyBaseline(nn.Module):
     @classmethod
     def from_config(cls, cfg) -> dict:
         """Counts the statistics on ``MODEL.VIDEO_BASELINE.TRAIN_DATASET`` (default ``DATASETS.TRAIN[0]``)."""
-        from sgg.data.catalog import DatasetCatalog
-
         name = cfg.MODEL.VIDEO_BASELINE.TRAIN_DATASET or (cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else "")
         if not name:
             raise ValueError("VideoFrequencyBaseline needs a training set: set DATASETS.TRAIN or "
                              "MODEL.VIDEO_BASELINE.TRAIN_DATASET.")
-        DatasetCatalog.configure(cfg)  # the loaders' dataset options (DATASETS.AG.* filters)
+        DatasetCatalog.check_configured(cfg, [name])  # the statistics must come from the dicts the trainer will see
         groups = tuple(cfg.MODEL.STTRAN.PREDICATE_GROUPS)
         stats = predicate_statistics(DatasetCatalog.get(name), cfg.MODEL.STTRAN.NUM_CLASSES, sum(groups),
                                      (groups[0], groups[0] + groups[1]))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sgg.evaluation.kts import (
+from sgg.structures.kts import (
     change_points_to_segments,
     kts_auto,
     kts_features_from_frames,
