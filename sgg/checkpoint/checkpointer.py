@@ -76,6 +76,8 @@ def atomic_torch_save(obj: Any, path: str) -> None:
 
 def _short(error: BaseException, limit: int = 160) -> str:
     text = one_line(error)
+    if "WeightsUnpickler error:" in text:  # torch's long preamble says nothing about this file: keep the cause
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0].strip()
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
@@ -93,8 +95,8 @@ def load_checkpoint_file(filename: str, key: str = "MODEL.WEIGHTS") -> Dict[str,
                 f"Checkpoint '{filename}' contains Python objects that cannot be loaded safely "
                 f"(torch.load(weights_only=True) refused it). Re-save it as a plain state dict of tensors."
             ) from e
-        raise CheckpointError(f"Checkpoint '{filename}' is corrupt or truncated (the unpickler "
-                              f"stopped: {_short(e)}). Point {key} at an intact file.") from e
+        raise CheckpointError(f"Checkpoint '{filename}' is corrupt or truncated (the unpickler stopped: {_short(e)}; "
+                              f"nothing in it was run). Point {key} at an intact file.") from e
     except MemoryError:
         raise
     except Exception as e:  # random bytes make torch.load fail in many ways (IndexError, KeyError, RuntimeError ...)

@@ -106,12 +106,12 @@ def _message_from_traceback_text(text: str) -> Optional[Tuple[type, str]]:
     """The (class, message) of the last user error in a worker's formatted traceback, if it ends in one."""
     lines = text.rstrip().splitlines()
     for i in range(len(lines) - 1, -1, -1):
+        if lines[i] == "KeyboardInterrupt" or lines[i].startswith("KeyboardInterrupt: "):
+            return InterruptedRun, _INTERRUPTED
         m = _EXC_LINE.match(lines[i])
         if m is None:
             continue
         name = m.group("name")
-        if name == "KeyboardInterrupt":
-            return InterruptedRun, _INTERRUPTED
         cls = _class_for(name) or _class_for(name.rsplit(".", 1)[-1])
         if cls is None:
             if name.endswith(("Error", "Exception", "Interrupt", "Exit", "Warning")):
