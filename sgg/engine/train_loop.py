@@ -301,9 +301,9 @@ class SimpleTrainer(TrainerBase):
                 self.grad_scaler.update()
             else:
                 self.optimizer.step()
-            self._check_weights_finite()
         else:
             self._skip_nonfinite_step(summed, params)
+        self._check_weights_finite()
         self.optimizer.zero_grad(set_to_none=True)
         self._write_metrics(summed, data_time)
 
@@ -338,16 +338,19 @@ class SimpleTrainer(TrainerBase):
         return local
 
     def _check_weights_finite(self) -> None:
-        """After a step: abort at once if it made any weight NaN/Inf (no checkpoint is written from such weights)."""
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        if bool(torch.isfinite(self._max_abs([p.detach() for p in params]))):
-            return
+        """After each step: abort at once if any weight or floating-point buffer (BatchNorm statistics, updated by
+        the forward pass even when the step is skipped) is NaN/Inf; no checkpoint is ever written from them."""
         model = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
-        bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p.detach()).all())]
+        params = [p.detach() for g in self.optimizer.param_groups for p in g["params"]]
+        buffers = [b for b in model.buffers() if b.is_floating_point()]
+        if bool(torch.isfinite(self._max_abs(params + buffers))):
+            return
+        bad = [n for n, t in [*model.named_parameters(), *model.named_buffers()]
+               if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all())]
         raise NonFiniteLossError(
-            f"Iteration {self.iter}: the optimizer step made the weights non-finite ({', '.join(bad[:3])}); aborting "
-            "before any checkpoint is written from them. Checkpoints written so far are intact (finite weights). "
-            "Lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS."
+            f"Iteration {self.iter}: the model's weights became non-finite ({', '.join(bad[:3])}); aborting before any "
+            "checkpoint is written from them. Checkpoints written so far are intact (finite weights). Lower "
+            "SOLVER.BASE_LR, enable SOLVER.CLIP_GRADIENTS, or check the data for NaN/Inf inputs."
         )
 
     def _skip_nonfinite_step(self, loss_dict: Dict[str, torch.Tensor], params: List[torch.Tensor]) -> None:

@@ -154,6 +154,28 @@ def test_nan_box_and_malicious_pickle_stop_training_with_one_line(tmp_path):
     assert not marker.exists() and _no_checkpoint(tmp_path / "out2")
 
 
+@pytest.mark.parametrize("loss", ["bce", "margin"])
+def test_sttran_with_a_huge_learning_rate_aborts_cleanly_and_keeps_finite_checkpoints(tmp_path, loss):
+    """SOLVER.BASE_LR 1e30: the BCE loss used to die in "all elements of input should be between 0 and 1" and the
+    margin loss to leave a checkpoint of non-finite weights on disk."""
+    import torch
+
+    from sgg.checkpoint.checkpointer import nonfinite_tensors
+
+    root = _ag(tmp_path / "ag")
+    out = tmp_path / "out"
+    r = run_cli("--config-file", os.path.join(CONFIGS, "quick", "sttran_demo.yaml"), "OUTPUT_DIR", str(out),
+                "DATASETS.TRAIN", '("ag_train",)', "DATASETS.TEST", "()", "DATASETS.AG.ROOT", str(root),
+                "TEST.EVAL_PERIOD", "0", "SOLVER.MAX_ITER", "12", "SOLVER.BASE_LR", "1e30", "SOLVER.WARMUP_ITERS", "0",
+                "SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.CLIP_GRADIENTS.ENABLED", "False",
+                "MODEL.STTRAN.MULTI_LABEL_LOSS", loss)
+    assert r.returncode == 2
+    last = (out / "last_checkpoint").read_text()
+    assert_one_error_line(r, "weights became non-finite", f"last_checkpoint -> {last}")
+    for path in out.glob("*.pth"):
+        assert not nonfinite_tensors(torch.load(path, weights_only=True)["model"]), path
+
+
 # ------------------------------------------------------------------------------------ TVSum, SSv2
 def test_truncated_tvsum_h5_is_one_line(tmp_path, monkeypatch):
     folder = tmp_path / "datasets" / "tvsum"

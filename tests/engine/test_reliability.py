@@ -250,7 +250,7 @@ def test_an_update_that_makes_weights_non_finite_aborts_and_keeps_the_last_finit
                 "SOLVER.STAGE2.ENABLED", "True", "SOLVER.STAGE2.START_ITER", "7", "SOLVER.STAGE2.UNFREEZE",
                 '("backbone",)', "SOLVER.STAGE2.LR_FACTOR", "3e40")
     assert r.returncode == 2
-    assert_one_error_line(r, "Iteration 7: the optimizer step made the weights non-finite",
+    assert_one_error_line(r, "Iteration 7: the model's weights became non-finite",
                           "before any checkpoint is written from them", "last_checkpoint -> model_0000005.pth")
     assert (out / "last_checkpoint").read_text() == "model_0000005.pth"
     for path in out.glob("*.pth"):
