@@ -295,7 +295,9 @@ def test_ctrl_c_stops_cleanly_and_says_where_the_last_checkpoint_is(tmp_path):
     proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file", TOY_CFG,
                              "OUTPUT_DIR", str(out), "TEST.EVAL_PERIOD", "0", "SOLVER.MAX_ITER", "100000000",
                              "SOLVER.CHECKPOINT_PERIOD", "50", "LOG_PERIOD", "1000"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a shell without job control starts background jobs with SIGINT ignored: undo that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 240
         while not (out / "last_checkpoint").exists():
