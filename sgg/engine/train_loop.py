@@ -289,7 +289,8 @@ class SimpleTrainer(TrainerBase):
                 summed[k] = summed.get(k, 0.0) + v.detach().float() / self.accumulate_steps
         self.after_backward()
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        finite = self._all_ranks_finite(summed, params)
+        # With fp16 AMP the scaled gradients may overflow by design: GradScaler skips that step and lowers its scale.
+        finite = self._all_ranks_finite(summed, [] if self.grad_scaler is not None else params)
         if finite:
             self.nonfinite_consecutive = 0
             if self.grad_scaler is not None:
