@@ -98,7 +98,7 @@ def write_outputs(video_uint8: torch.Tensor, output: str, fps: float, prompt: st
     if output.lower().endswith(".gif"):
         save_video_gif(output, video_uint8, fps)
     else:
-        from sgg.data.video_io import write_video
+        from sgg.utils.video_io import write_video
 
         write_video(output, video_uint8.permute(0, 2, 3, 1).contiguous().numpy(), fps)
     sheet = os.path.splitext(output)[0] + "_contact_sheet.png"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sgg.data.video_io import read_video
+from sgg.utils.video_io import read_video
 from sgg.engine.ema import EMAHook
 from sgg.engine.train_loop import SimpleTrainer
 from sgg.modeling import build_model

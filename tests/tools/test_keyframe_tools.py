@@ -9,7 +9,7 @@ import torch
 
 from sgg.checkpoint import DetectionCheckpointer
 from sgg.config import get_cfg
-from sgg.data.video_io import write_video
+from sgg.utils.video_io import write_video
 from sgg.modeling import build_model
 
 TOOLS = os.path.join(os.path.dirname(__file__), "..", "..", "tools")

@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 import torch
 
-from sgg.data.video_io import write_video
+from sgg.utils.video_io import write_video
 
 from .generation import ensure_generated
 

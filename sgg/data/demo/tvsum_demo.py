@@ -23,7 +23,7 @@ from typing import List, Tuple
 
 import numpy as np
 
-from sgg.data.video_io import write_video
+from sgg.utils.video_io import write_video
 from sgg.structures.segments import knapsack_01
 
 from .generation import ensure_generated
