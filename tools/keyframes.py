@@ -31,10 +31,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sgg.checkpoint import DetectionCheckpointer  # noqa: E402
 from sgg.config import get_cfg  # noqa: E402
-from sgg.utils.video_io import iter_video_frames, video_info  # noqa: E402
 from sgg.modeling import build_model  # noqa: E402
 from sgg.structures.kts import select_shot_keyframes  # noqa: E402
 from sgg.structures.segments import select_topk_steps  # noqa: E402
+from sgg.utils.video_io import iter_video_frames, video_info  # noqa: E402
 from sgg.utils.visualizer import save_contact_sheet  # noqa: E402
 
 logger = logging.getLogger("sgg.tools.keyframes")

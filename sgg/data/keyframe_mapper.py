@@ -35,9 +35,9 @@ from PIL import Image
 from sgg.config import configurable
 from sgg.structures.kts import change_points_to_segments, kts_auto, kts_features_from_frames
 from sgg.structures.segments import knapsack_01, minmax_normalize
+from sgg.utils.video_io import iter_video_frames, video_info
 
 from .build import MAPPER_REGISTRY
-from sgg.utils.video_io import iter_video_frames, video_info
 
 __all__ = ["KeyframeMapper", "user_summaries_from_scores", "raw_video_groundtruth"]
 

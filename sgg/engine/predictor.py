@@ -7,7 +7,7 @@ Like detectron2's ``DefaultPredictor``: ``Predictor(cfg)`` builds ``MODEL.META_A
   for ``x`` = an image path, an (H, W, 3) uint8 RGB array, a PIL image, or a scene-graph dataset dict;
 * video SGG models (STTran, VideoFrequencyBaseline): a :class:`~sgg.structures.scene_graph.VideoSceneGraph` for
   ``x`` = a video path (sampled at ``INPUT.VIDEO_FPS``), frames ((T, H, W, 3) uint8 RGB array or list of arrays), or
-  an Action Genome video dict;
+  an Action Genome video dict; :meth:`Predictor.predict_video` also runs an image model frame by frame;
 * the keyframe model (KeyframeDetector): a :class:`~sgg.structures.scene_graph.KeyframeResult` (a score per step
   and the selected keyframes) for ``x`` = a video path (sampled at ``INPUT.KEYFRAME.FPS``) or frames.
 
@@ -39,13 +39,13 @@ from sgg.config import ConfigError
 from sgg.data import MetadataCatalog, build_mapper
 from sgg.data.dataset_mapper import SceneGraphMapper, read_image
 from sgg.data.keyframe_mapper import KeyframeMapper
-from sgg.utils.video_io import VideoError, iter_video_frames, video_info
 from sgg.data.video_mapper import ActionGenomeMapper
 from sgg.evaluation.video_scene_graph import PREDICATE_GROUPS
 from sgg.modeling import build_model
 from sgg.structures.kts import select_shot_keyframes
 from sgg.structures.scene_graph import KeyframeResult, SceneGraph, VideoSceneGraph
 from sgg.structures.segments import select_topk_steps
+from sgg.utils.video_io import VideoError, iter_video_frames, video_info
 
 __all__ = ["Predictor", "InputError", "image_triplets", "video_frame_triplets", "IMAGE_EXTENSIONS",
            "VIDEO_EXTENSIONS", "input_kind"]
@@ -261,7 +261,8 @@ class Predictor:
                       threshold: Optional[float] = None) -> SceneGraph:
         """Scene graph of one image (path, RGB array, PIL image or dataset dict)."""
         if self.task != "image":
-            raise InputError(f"{self.cfg.MODEL.META_ARCHITECTURE} is a {self.task} model; give it a video.")
+            raise InputError(f"{self.cfg.MODEL.META_ARCHITECTURE} is a {self.task} model: it takes videos, not "
+                             "images.")
         topk = self.topk if topk is None else int(topk)
         threshold = self.threshold if threshold is None else float(threshold)
         if isinstance(image, dict):
@@ -312,15 +313,29 @@ class Predictor:
 
     def predict_video(self, video: VideoInput, *, topk: Optional[int] = None, threshold: Optional[float] = None,
                       progress: Optional[Callable[[int], None]] = None) -> VideoSceneGraph:
-        """Scene graph of every sampled frame of a video (path, frames or Action Genome video dict).
-        ``progress(n)`` is called after each decoded frame."""
-        if self.task != "video":
-            raise InputError(f"{self.cfg.MODEL.META_ARCHITECTURE} is {'an' if self.task == 'image' else 'a'} "
-                             f"{self.task} model; " + ("give it an image." if self.task == "image" else
-                                                       "use predict_keyframes."))
+        """Scene graph of every sampled frame of a video (path, frames or Action Genome video dict). A video model
+        sees the whole clip at once; an image model is run on each frame (sampled at ``INPUT.VIDEO_FPS``).
+        ``progress(n)`` is called after each decoded (image model: predicted) frame."""
+        if self.task == "keyframe":
+            raise InputError(f"{self.cfg.MODEL.META_ARCHITECTURE} is a keyframe model; use predict_keyframes.")
         topk = self.topk if topk is None else int(topk)
         threshold = self.threshold if threshold is None else float(threshold)
         fps = float(self.cfg.INPUT.VIDEO_FPS)
+        if self.task == "image":
+            if isinstance(video, dict):
+                raise InputError("An image model takes image dataset dicts, not a video dict.")
+            self._refuse_unannotated("a plain video")
+            if isinstance(video, str):
+                rgb, indices, times = self._decode(video, fps)
+            else:
+                rgb = self._frames_array(video)
+                indices, times = np.arange(len(rgb)), np.arange(len(rgb)) / fps
+            graphs = []
+            for image in rgb:
+                graphs.append(self.predict_image(image, topk=topk, threshold=threshold))
+                if progress is not None:
+                    progress(len(graphs))
+            return VideoSceneGraph(frames=graphs, frame_indices=indices, times=times, fps=fps)
         if isinstance(video, dict):
             v = dict(video)
             rgb = np.stack([_read_image_file(f["file_name"]) for f in v["frames"]])

@@ -7,13 +7,16 @@ dict per triplet (the rows of ``triplets.csv``).
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["SceneGraph", "VideoSceneGraph", "KeyframeResult", "TRIPLET_COLUMNS"]
+__all__ = ["SceneGraph", "VideoSceneGraph", "KeyframeResult", "TRIPLET_COLUMNS", "KEYFRAME_COLUMNS", "rows_to_csv",
+           "result_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +24,10 @@ logger = logging.getLogger(__name__)
 TRIPLET_COLUMNS = ("input", "frame", "time_s", "rank", "subject_id", "subject", "subject_score", "predicate",
                    "object_id", "object", "object_score", "score", "uncertainty",
                    "subject_box", "object_box")
+
+
+# Columns of one keyframe-model row (keyframes.csv): one row per sampled step.
+KEYFRAME_COLUMNS = ("input", "step", "frame", "time_s", "score", "keyframe")
 
 
 def _round_box(box) -> List[float]:
@@ -202,3 +209,28 @@ class KeyframeResult:
                 "steps": [{"step": i, "frame": int(f), "time_s": round(float(t), 3), "score": round(float(s), 4)}
                           for i, (f, t, s) in enumerate(zip(self.frame_indices, self.times, self.scores))],
                 "keyframes": list(self.keyframes)}
+
+    def rows(self, input_name: str = "") -> List[Dict]:
+        """One flat dict per step with the :data:`KEYFRAME_COLUMNS` keys (``keyframe`` is 1 for selected steps)."""
+        chosen = set(self.keyframes)
+        return [{"input": input_name, "step": i, "frame": int(f), "time_s": round(float(t), 3),
+                 "score": round(float(s), 4), "keyframe": int(i in chosen)}
+                for i, (f, t, s) in enumerate(zip(self.frame_indices, self.times, self.scores))]
+
+
+def result_rows(result, input_name: str = "") -> List[Dict]:
+    """The CSV rows of any predictor result: triplet rows for scene graphs, step rows for keyframe results."""
+    if isinstance(result, KeyframeResult):
+        return result.rows(input_name)
+    return result.triplet_rows(input_name)
+
+
+def rows_to_csv(rows: Sequence[Dict], columns: Sequence[str] = TRIPLET_COLUMNS) -> str:
+    """``rows`` as CSV text with a header (boxes written as ``x0 y0 x1 y1``)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: " ".join(f"{v:g}" for v in row[k]) if isinstance(row.get(k), list) else row.get(k, "")
+                         for k in columns})
+    return buffer.getvalue()
