@@ -103,12 +103,7 @@ def main(args) -> dict:
     for path in tqdm(files, desc="inputs", unit="input", disable=len(files) < 2):
         kind = input_kind(path) or ("image" if predictor.task == "image" else "video")
         stem = _stem(path, used)
-        if predictor.task == "keyframe":
-            result = predictor.predict_keyframes(path)
-        elif kind == "image":
-            result = predictor.predict_image(path)
-        else:
-            result = predictor.predict_video(path)
+        result = predictor(path)
         frames = None if isinstance(result, (SceneGraph, KeyframeResult)) else \
             (lambda it, name=stem: tqdm(it, desc=f"{name}: drawing frames", unit="frame"))
         drawn.extend(vis.save_result(result, out, stem, progress=frames))

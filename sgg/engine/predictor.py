@@ -36,7 +36,7 @@ from PIL import Image, UnidentifiedImageError
 
 from sgg.checkpoint import load_matching_weights
 from sgg.config import ConfigError
-from sgg.data import MetadataCatalog, build_mapper
+from sgg.data import DatasetCatalog, MetadataCatalog, build_mapper
 from sgg.data.dataset_mapper import SceneGraphMapper, read_image
 from sgg.data.keyframe_mapper import KeyframeMapper
 from sgg.data.video_mapper import ActionGenomeMapper
@@ -48,7 +48,7 @@ from sgg.structures.segments import select_topk_steps
 from sgg.utils.video_io import VideoError, iter_video_frames, video_info
 
 __all__ = ["Predictor", "InputError", "image_triplets", "video_frame_triplets", "IMAGE_EXTENSIONS",
-           "VIDEO_EXTENSIONS", "input_kind"]
+           "VIDEO_EXTENSIONS", "input_kind", "reference_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def _scene_graph(pred: dict, triplets, triplet_scores, uncertainties, threshold:
 
 
 # ---------------------------------------------------------------------------- the predictor
-def _reference_dataset(cfg) -> str:
+def reference_dataset(cfg) -> str:
     """The dataset whose test mapper and vocabularies the predictor uses: the first test, train or real dataset."""
     m = cfg.DATASETS.MULTI_DATASET
     names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN) + (list(m.REAL_DATASETS) if m.ENABLED else [])
@@ -203,7 +203,8 @@ class Predictor:
             raise ValueError(f"keyframe_selection must be 'topk' or 'shots', got {keyframe_selection!r}.")
         self.cfg = cfg.clone()
         self.topk, self.threshold, self.keyframe_selection = int(topk), float(threshold), keyframe_selection
-        self.dataset_name = _reference_dataset(cfg)
+        self.dataset_name = reference_dataset(cfg)
+        DatasetCatalog.configure(cfg)  # what setup() does; idempotent, so a Predictor works without it too
         self.mapper = build_mapper(cfg, self.dataset_name, is_train=False)
         if isinstance(self.mapper, SceneGraphMapper):
             self.task = "image"
@@ -247,10 +248,13 @@ class Predictor:
                              "dataset dict.")
 
     def __call__(self, x, *, topk: Optional[int] = None, threshold: Optional[float] = None):
-        """Predict one input (see the module docstring); ``topk`` / ``threshold`` override the constructor's."""
+        """Predict one input (see the module docstring; an image model given a video file runs on every sampled
+        frame); ``topk`` / ``threshold`` override the constructor's."""
         topk = self.topk if topk is None else int(topk)
         threshold = self.threshold if threshold is None else float(threshold)
         if self.task == "image":
+            if isinstance(x, str) and input_kind(x) == "video":
+                return self.predict_video(x, topk=topk, threshold=threshold)
             return self.predict_image(x, topk=topk, threshold=threshold)
         if self.task == "video":
             return self.predict_video(x, topk=topk, threshold=threshold)
