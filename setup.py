@@ -28,6 +28,8 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     # text-to-video and SceneLLM
     "diffusion": ["diffusers==0.42.1", "transformers==5.23.0", "safetensors==0.8.0", "peft==0.21.2"],
+    # tools/viewer.py (brings pandas, pyarrow, altair, tornado-free starlette/uvicorn; ~40 s to install here)
+    "app": ["streamlit==1.67.0"],
     "dev": ["pytest==9.0.3", "ruff==0.17.5"],
 }
 EXTRAS["all"] = sorted({p for k, v in EXTRAS.items() if k != "dev" for p in v})

@@ -19,13 +19,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Model keys that shrink the demo configs further (build + one forward in well under a second).
 TINY = {
-    "configs/quick/speaq_demo.yaml": [],
-    "configs/quick/sttran_sgdet_demo.yaml": ["MODEL.STTRAN.DEC_LAYERS", 1, "MODEL.STTRAN.DIM_FEEDFORWARD", 64],
+    "configs/quick/speaq_demo.yaml": ["DATALOADER.NUM_WORKERS", 0],
+    # An untrained detector scores every box low: keep them all, so that frames have objects and pairs.
+    "configs/quick/sttran_sgdet_demo.yaml": ["MODEL.STTRAN.DEC_LAYERS", 1, "MODEL.STTRAN.DIM_FEEDFORWARD", 64,
+                                             "MODEL.VIDEO_DETECTOR.SCORE_THRESH", 0.0],
     "configs/quick/sttran_demo.yaml": ["MODEL.STTRAN.DEC_LAYERS", 1, "MODEL.STTRAN.DIM_FEEDFORWARD", 64],
     "configs/quick/keyframe_demo.yaml": ["MODEL.KEYFRAME.D_MODEL", 64, "MODEL.KEYFRAME.NUM_HEADS", 4,
                                          "MODEL.KEYFRAME.NUM_LAYERS", 1, "MODEL.KEYFRAME.DIM_FEEDFORWARD", 128,
                                          "MODEL.KEYFRAME.SCORER_HIDDEN", 32],
 }
+
+
+def shared_datasets(tmp_path_factory) -> str:
+    """One $SGG_DATASETS folder for the whole test session, so the demo datasets are generated once."""
+    return str(tmp_path_factory.getbasetemp() / "seeit_datasets")
 
 
 def tiny_config(config_file: str, opts=()):

@@ -617,8 +617,7 @@ class SceneGraphVisualizer:
         if keys:
             matrix = np.stack([tracks[k] for k in keys])
             masked = np.ma.masked_where(matrix <= 0, matrix)
-            cmap = matplotlib.colormaps["viridis_r"].copy()
-            cmap.set_bad((0.96, 0.96, 0.96))
+            cmap = matplotlib.colormaps["viridis_r"].with_extremes(bad=(0.96, 0.96, 0.96))
             im = ax.imshow(masked, aspect="auto", cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest",
                            extent=(times[0] - step / 2, times[-1] + step / 2, len(keys) - 0.5, -0.5))
             ax.set_yticks(range(len(keys)))
