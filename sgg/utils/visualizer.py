@@ -400,14 +400,29 @@ class SceneGraphVisualizer:
             x0, y0, x1, y1 = boxes[i].tolist()
             width = line if i in used else max(1, line // 2)
             draw.rectangle([x0, y0, x1, y1], outline=colors[i], width=width)
-        occupied = []
-        for i in order:
+        # Tag places first (related objects get the best ones), so that arrows can go under the tags and the arrow
+        # labels avoid them; drawn: boxes, arrows, tags, arrow labels.
+        occupied, tags = [], []
+        for i in reversed(order):
             x0, y0, x1, y1 = boxes[i].tolist()
             text = f"{names[i]} {sg.scores[i]:.2f}"
-            inside = y0 < 20 * ss
-            occupied.append(_tag(draw, (x0, y0 if inside else y0 + width), text, font if i in used else small,
-                                 colors[i], pad=3 * ss, anchor_bottom=not inside, bounds=size))
-        # Relation arrows between box centres, best first (drawn last so they stay on top), labelled mid-way.
+            f = font if i in used else small
+            w, h = _text_size(draw, text, f)
+            tw, th = w + 6 * ss, h + 6 * ss
+            # Above the box's top-left corner, inside it, above its top-right, below its bottom-left.
+            candidates = [(x0, y0 - th), (x0 + line, y0 + line), (x1 - tw, y0 - th), (x0, y1)]
+            best, best_cost = None, np.inf
+            for cx, cy in candidates:
+                cx = min(max(0, cx), size[0] - tw)
+                cy = min(max(0, cy), size[1] - th)
+                cost = _overlap_area((cx, cy, cx + tw, cy + th), occupied)
+                if cost < best_cost:
+                    best, best_cost = (cx, cy), cost
+                if cost == 0:
+                    break
+            occupied.append((best[0], best[1], best[0] + tw, best[1] + th))
+            tags.append((best, text, f, colors[i]))
+        # Relation arrows between box centres, the best ``max_image_relations`` pairs, labelled along the way.
         centers = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1) \
             if len(boxes) else np.zeros((0, 2))
         shown = self._merged_edges(sg)[: self.max_image_relations]
@@ -427,6 +442,8 @@ class SceneGraphVisualizer:
             _arrow(draw, p0, p1, colors[s], width=line, head=11 * ss)
             draw.ellipse([p0[0] - 4 * ss, p0[1] - 4 * ss, p0[0] + 4 * ss, p0[1] + 4 * ss], fill=colors[s],
                          outline=(255, 255, 255), width=ss)
+        for xy, text, f, color in tags:
+            _tag(draw, xy, text, f, color, pad=3 * ss, bounds=size)
         for p0, p1, normal, s, preds in segments:
             text = ", ".join(preds[:2]) + (" ..." if len(preds) > 2 else "")
             w, h = _text_size(draw, text, small)
@@ -666,7 +683,7 @@ class SceneGraphVisualizer:
         ax.set_xlabel("time (s)", fontsize=9)
         ax.set_ylabel("score", fontsize=9)
         ax.tick_params(labelsize=8)
-        ax.legend(fontsize=8, loc="upper right", frameon=False)
+        ax.legend(fontsize=8, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, frameon=False)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
         ax.set_title(f"{len(result.scores)} steps, {len(keys)} keyframes", fontsize=10, loc="left")
