@@ -177,8 +177,8 @@ def _read_image_file(path: str) -> np.ndarray:
     except FileNotFoundError:
         raise InputError(f"Input '{path}' does not exist.") from None
     except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise InputError(f"'{path}' is not an image that can be decoded ({type(e).__name__}); give a JPEG/PNG "
-                         "image file.") from None
+        kind = "a video" if input_kind(path) == "video" else "an image that can be decoded"
+        raise InputError(f"'{path}' is not {kind} ({type(e).__name__}); give a JPEG / PNG image file.") from None
 
 
 class Predictor:
@@ -287,11 +287,17 @@ class Predictor:
                             (d["height"], d["width"]), rgb)
 
     # ------------------------------------------------------------------ videos
+    def _check_video_path(self, path: str) -> None:
+        if not os.path.exists(path):
+            raise InputError(f"Input '{path}' does not exist.")
+        if input_kind(path) == "image":
+            raise InputError(f"'{path}' is an image; {self.cfg.MODEL.META_ARCHITECTURE} is a {self.task} model: give "
+                             "it a video.")
+
     def _decode(self, path: str, fps: float, size=None, progress: Optional[Callable] = None):
         """``(frames (T, H, W, 3), native indices (T,), times (T,))`` of ``path`` at ``fps``; InputError if
         unreadable."""
-        if not os.path.exists(path):
-            raise InputError(f"Input '{path}' does not exist.")
+        self._check_video_path(path)
         frames, picks, times = [], [], []
         try:
             for index, t, image in iter_video_frames(path, fps=fps, size=size):
@@ -378,8 +384,7 @@ class Predictor:
         ratio = float(self.cfg.TEST.KEYFRAME.SUMMARY_RATIO if ratio is None else ratio)
         fps = float(self.cfg.INPUT.KEYFRAME.FPS)
         if isinstance(video, str):
-            if not os.path.exists(video):
-                raise InputError(f"Input '{video}' does not exist.")
+            self._check_video_path(video)
             name = os.path.splitext(os.path.basename(video))[0]
             try:
                 inputs = self.mapper({"source": "video", "video_id": name, "video_file": video})
