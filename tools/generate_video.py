@@ -22,6 +22,16 @@ import sys
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from sgg.config import get_cfg  # noqa: E402
+from sgg.evaluation.video_generation import save_video_gif  # noqa: E402
+from sgg.modeling import build_model  # noqa: E402
+from sgg.modeling.diffusion_parts import load_diffusers_parts  # noqa: E402
+from sgg.modeling.meta_arch.text_to_video import TextToVideoDiffusion  # noqa: E402
+from sgg.utils.video_io import write_video  # noqa: E402
+from sgg.utils.visualizer import save_contact_sheet  # noqa: E402
+
 logger = logging.getLogger("sgg.tools.generate_video")
 
 
@@ -50,16 +60,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_from_diffusers_folder(folder: str, device: str):
     """``TextToVideoDiffusion`` from a local diffusers folder."""
-    from sgg.modeling.meta_arch.text_to_video import TextToVideoDiffusion, load_diffusers_parts
-
     return TextToVideoDiffusion(**load_diffusers_parts(folder)).to(device).eval()
 
 
 def load_from_checkpoint(path: str, config_file: str, opts, device: str, use_ema: bool):
     """``TextToVideoDiffusion`` built from ``config_file`` with weights (and EMA weights) from an sgg checkpoint."""
-    from sgg.config import get_cfg
-    from sgg.modeling import build_model
-
     if not config_file:
         sys.exit(f"--weights '{path}' is an sgg checkpoint: also pass --config-file (the config it was trained with, "
                  "e.g. OUTPUT_DIR/config.yaml).")
@@ -91,15 +96,10 @@ def _default_output(prompt: str) -> str:
 
 def write_outputs(video_uint8: torch.Tensor, output: str, fps: float, prompt: str) -> tuple:
     """Write the clip (T, 3, H, W) uint8 to ``output`` and a contact sheet beside it; returns both paths."""
-    from sgg.evaluation.video_generation import save_video_gif
-    from sgg.utils.visualizer import save_contact_sheet
-
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     if output.lower().endswith(".gif"):
         save_video_gif(output, video_uint8, fps)
     else:
-        from sgg.utils.video_io import write_video
-
         write_video(output, video_uint8.permute(0, 2, 3, 1).contiguous().numpy(), fps)
     sheet = os.path.splitext(output)[0] + "_contact_sheet.png"
     frames = list(video_uint8)

@@ -185,7 +185,10 @@ _C.MODEL.T2V.CAPTION_DROPOUT = 0.0  # probability of training on the empty promp
 # Train on VAE posterior samples (diffusers' scripts) or on the posterior mean; a pretrained VAE's posterior is so
 # narrow that both agree, a random VAE's (std ~1) would drown the signal, hence False in the demo.
 _C.MODEL.T2V.SAMPLE_POSTERIOR = True
-_C.MODEL.T2V.EXPORT_DIFFUSERS = True  # with every checkpoint also write OUTPUT_DIR/diffusers/ (save_pretrained)
+# DefaultTrainer adds sgg.engine.hooks.DiffusersExportHook: with every checkpoint and at the end also write the model
+# as a diffusers folder under OUTPUT_DIR/diffusers/ (model.save_pretrained; EMA UNet weights when MODEL.EMA is on).
+# Off by default because only diffusers-backed models (TextToVideoDiffusion) can be exported; the t2v configs set it.
+_C.MODEL.T2V.EXPORT_DIFFUSERS = False
 _C.MODEL.T2V.UNET = CN()
 _C.MODEL.T2V.UNET.BLOCK_OUT_CHANNELS = (320, 640, 1280, 1280)
 _C.MODEL.T2V.UNET.LAYERS_PER_BLOCK = 2

@@ -37,6 +37,7 @@ from sgg.utils.logger import setup_logger
 from sgg.utils.registry import RegistryError, all_registries
 
 from . import hooks
+from .ema import EMAHook
 from .launch import launch
 from .train_loop import NonFiniteLossError, SimpleTrainer, TrainerBase
 
@@ -279,7 +280,8 @@ class DefaultTrainer(TrainerBase):
             self._trainer.model = self.model
 
     def build_hooks(self) -> List[hooks.HookBase]:
-        """Timer, LR, two-stage, eval, best/early-stop/plateau, checkpoints, writers (in that order)."""
+        """Timer, LR, two-stage, EMA, eval, best/early-stop/plateau, checkpoints, diffusers export
+        (``MODEL.T2V.EXPORT_DIFFUSERS``), writers (in that order)."""
         cfg = self.cfg
         out: List[Optional[hooks.HookBase]] = [
             hooks.IterationTimer(),
@@ -304,7 +306,8 @@ class DefaultTrainer(TrainerBase):
                 out.append(hooks.PlateauLR(self.scheduler, cfg.SOLVER.PLATEAU.METRIC))
         out.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD,
                                               before_save=self._gather_rng_states))
-        out.extend(self.build_model_hooks(cfg, self._raw_model))
+        if cfg.MODEL.T2V.EXPORT_DIFFUSERS:
+            out.append(hooks.DiffusersExportHook(cfg))
         # Writers run on every rank (metrics are reduced collectively) but only rank 0 writes files.
         if comm.is_main_process():
             out.append(hooks.PeriodicWriter(default_writers(cfg.OUTPUT_DIR, self.max_iter), period=cfg.LOG_PERIOD))
@@ -342,20 +345,11 @@ class DefaultTrainer(TrainerBase):
         return build_evaluator(cfg, dataset_name, folder)
 
     @classmethod
-    def build_model_hooks(cls, cfg, model: torch.nn.Module) -> List[hooks.HookBase]:
-        """Hooks a model asks for through ``model.training_hooks(cfg)`` (e.g. the text-to-video model's diffusers
-        export); they run after the checkpointer."""
-        fn = getattr(model, "training_hooks", None)
-        return list(fn(cfg)) if callable(fn) else []
-
-    @classmethod
     def build_ema_hook(cls, cfg) -> Optional[hooks.HookBase]:
         """An EMA hook when a model section asks for one (``MODEL.EMA.ENABLED``); None otherwise."""
         ema = cfg.MODEL.get("EMA", None)
         if ema is None or not ema.get("ENABLED", False):
             return None
-        from .ema import EMAHook  # noqa: WPS433 (optional dependency of text-to-video configs)
-
         return EMAHook(cfg)
 
     @classmethod

@@ -1,4 +1,4 @@
-"""Exponential moving average of weights (``EMAHook``) and the diffusers-folder export hook (``DiffusersExportHook``).
+"""Exponential moving average of weights (``EMAHook``).
 
 ``EMAHook`` keeps an fp32 copy of the trainable parameters whose names start with ``MODEL.EMA.PREFIX`` (e.g.
 ``unet.``) and updates it after every optimizer step::
@@ -6,31 +6,24 @@
     shadow <- d * shadow + (1 - d) * param,    d = min(DECAY, (1 + n) / (10 + n)) with WARMUP, else DECAY
 
 Its state (shadow tensors and the update count) is part of every checkpoint and restored on ``--resume``.
-``with ema_hook.averaged_weights(): ...`` temporarily puts the averages into the model (evaluation, export).
-
-``DiffusersExportHook`` writes ``OUTPUT_DIR/diffusers/checkpoint-<N>/`` with each periodic checkpoint (keeping the
-latest one) and ``OUTPUT_DIR/diffusers/final/`` at the end, by calling the model's ``save_pretrained`` (for the
-text-to-video model: a diffusers ``TextToVideoSDPipeline`` folder), with the EMA weights when an ``EMAHook`` is
-registered.
+``with ema_hook.averaged_weights(): ...`` temporarily puts the averages into the model (evaluation, export;
+:class:`sgg.engine.hooks.DiffusersExportHook` writes them into its diffusers folders).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import shutil
 from typing import Dict, Iterator, Optional
 
 import torch
 from torch import nn
 
 from sgg.config import configurable
-from sgg.utils import comm
 
 from .train_loop import HookBase
 
-__all__ = ["ExponentialMovingAverage", "EMAHook", "DiffusersExportHook", "unwrap_model"]
+__all__ = ["ExponentialMovingAverage", "EMAHook", "unwrap_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,62 +173,3 @@ class EMAHook(HookBase):
             with torch.no_grad():
                 for name, param in ema._params(model).items():
                     param.copy_(backup[name])
-
-
-class DiffusersExportHook(HookBase):
-    """Also writes the model as a diffusers folder: ``<output_dir>/checkpoint-<N>/`` every ``period`` iterations
-    (only the latest is kept) and ``<output_dir>/final/`` after training. Main process only.
-
-    The model must provide ``save_pretrained(path, unet_state_dict=None)`` (``TextToVideoDiffusion`` does). With an
-    :class:`EMAHook` registered on the same trainer, the EMA weights (relative to ``MODEL.EMA.PREFIX``, which should
-    then be ``unet.``) are written instead of the live ones.
-    """
-
-    @configurable
-    def __init__(self, *, output_dir: str, period: int):
-        """
-        Args:
-            output_dir: folder holding ``checkpoint-<N>/`` and ``final/`` (``OUTPUT_DIR/diffusers``).
-            period: iterations between exports (``SOLVER.CHECKPOINT_PERIOD``); <= 0 = only at the end.
-        """
-        self.output_dir, self.period = output_dir, int(period)
-        self._last_periodic: Optional[str] = None
-
-    @classmethod
-    def from_config(cls, cfg) -> dict:
-        """``OUTPUT_DIR/diffusers`` at the checkpoint period."""
-        return {"output_dir": os.path.join(cfg.OUTPUT_DIR, "diffusers"), "period": cfg.SOLVER.CHECKPOINT_PERIOD}
-
-    def _unet_weights(self, model: nn.Module) -> Optional[Dict[str, torch.Tensor]]:
-        ema_hook = next((h for h in self.trainer.hooks if isinstance(h, EMAHook)), None)
-        if ema_hook is None or ema_hook.ema is None or not ema_hook.ema.shadow:
-            return None
-        if ema_hook.prefix != "unet.":
-            logger.warning("MODEL.EMA.PREFIX is '%s', not 'unet.'; exporting the live UNet weights.", ema_hook.prefix)
-            return None
-        full = dict(model.unet.state_dict())
-        full.update({k: v.to(full[k].dtype) for k, v in ema_hook.ema.state_dict(relative=True).items()})
-        return full
-
-    def export(self, name: str) -> Optional[str]:
-        """Write ``<output_dir>/<name>/`` now; returns its path (None on non-main ranks)."""
-        if not comm.is_main_process():
-            return None
-        model = unwrap_model(self.trainer.model)
-        if not hasattr(model, "save_pretrained"):
-            raise TypeError(f"{type(model).__name__} has no save_pretrained(); DiffusersExportHook needs a "
-                            "diffusers-backed model such as TextToVideoDiffusion.")
-        return model.save_pretrained(os.path.join(self.output_dir, name), unet_state_dict=self._unet_weights(model))
-
-    def after_step(self) -> None:
-        done = self.trainer.iter + 1
-        if self.period > 0 and done % self.period == 0 and done < self.trainer.max_iter:
-            path = self.export(f"checkpoint-{done}")
-            if path and self._last_periodic and os.path.isdir(self._last_periodic):
-                shutil.rmtree(self._last_periodic)  # a ModelScope-size folder is ~7 GB; keep only the latest
-            self._last_periodic = path or self._last_periodic
-
-    def after_train(self) -> None:
-        if self.trainer.completed:
-            self.export("final")
-        comm.synchronize()

@@ -1,25 +1,30 @@
 """Standard hooks: timing, LR schedule, checkpoints, evaluation, best checkpoint, early stopping, two-stage
-training, metric writers. Hooks with state save it through ``state_dict`` so that ``--resume`` restores it."""
+training, diffusers-folder export, metric writers. Hooks with state save it through ``state_dict`` so that
+``--resume`` restores it."""
 
 from __future__ import annotations
 
 import logging
 import math
 import os
+import shutil
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
+from torch import nn
 
+from sgg.config import configurable
 from sgg.evaluation.testing import flatten_results_dict
 from sgg.utils import comm
 from sgg.utils.events import EventWriter
 
+from .ema import EMAHook, unwrap_model
 from .train_loop import HookBase
 
 __all__ = [
     "CallbackHook", "IterationTimer", "LRScheduler", "PeriodicCheckpointer", "EvalHook", "BestCheckpointer",
-    "EarlyStopping", "PlateauLR", "TwoStageTraining", "PeriodicWriter",
+    "EarlyStopping", "PlateauLR", "TwoStageTraining", "DiffusersExportHook", "PeriodicWriter",
 ]
 
 logger = logging.getLogger(__name__)
@@ -303,6 +308,66 @@ class TwoStageTraining(HookBase):
     def before_step(self):
         if self.trainer.iter == self.start_iter and not self.active:
             self._activate()
+
+
+class DiffusersExportHook(HookBase):
+    """Also writes the model as a diffusers folder: ``<output_dir>/checkpoint-<N>/`` every ``period`` iterations
+    (only the latest is kept) and ``<output_dir>/final/`` after training. Main process only.
+
+    The model must provide ``save_pretrained(path, unet_state_dict=None)`` and a ``unet`` submodule
+    (``TextToVideoDiffusion`` does). With an :class:`EMAHook` registered on the same trainer, the EMA weights
+    (relative to ``MODEL.EMA.PREFIX``, which should then be ``unet.``) are written instead of the live ones.
+    ``DefaultTrainer`` registers it when ``MODEL.T2V.EXPORT_DIFFUSERS`` is set.
+    """
+
+    @configurable
+    def __init__(self, *, output_dir: str, period: int):
+        """
+        Args:
+            output_dir: folder holding ``checkpoint-<N>/`` and ``final/`` (``OUTPUT_DIR/diffusers``).
+            period: iterations between exports (``SOLVER.CHECKPOINT_PERIOD``); <= 0 = only at the end.
+        """
+        self.output_dir, self.period = output_dir, int(period)
+        self._last_periodic: Optional[str] = None
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        """``OUTPUT_DIR/diffusers`` at the checkpoint period."""
+        return {"output_dir": os.path.join(cfg.OUTPUT_DIR, "diffusers"), "period": cfg.SOLVER.CHECKPOINT_PERIOD}
+
+    def _unet_weights(self, model: nn.Module) -> Optional[Dict[str, torch.Tensor]]:
+        ema_hook = next((h for h in self.trainer.hooks if isinstance(h, EMAHook)), None)
+        if ema_hook is None or ema_hook.ema is None or not ema_hook.ema.shadow:
+            return None
+        if ema_hook.prefix != "unet.":
+            logger.warning("MODEL.EMA.PREFIX is '%s', not 'unet.'; exporting the live UNet weights.", ema_hook.prefix)
+            return None
+        full = dict(model.unet.state_dict())
+        full.update({k: v.to(full[k].dtype) for k, v in ema_hook.ema.state_dict(relative=True).items()})
+        return full
+
+    def export(self, name: str) -> Optional[str]:
+        """Write ``<output_dir>/<name>/`` now; returns its path (None on non-main ranks)."""
+        if not comm.is_main_process():
+            return None
+        model = unwrap_model(self.trainer.model)
+        if not hasattr(model, "save_pretrained"):
+            raise TypeError(f"{type(model).__name__} has no save_pretrained(); DiffusersExportHook needs a "
+                            "diffusers-backed model such as TextToVideoDiffusion.")
+        return model.save_pretrained(os.path.join(self.output_dir, name), unet_state_dict=self._unet_weights(model))
+
+    def after_step(self) -> None:
+        done = self.trainer.iter + 1
+        if self.period > 0 and done % self.period == 0 and done < self.trainer.max_iter:
+            path = self.export(f"checkpoint-{done}")
+            if path and self._last_periodic and os.path.isdir(self._last_periodic):
+                shutil.rmtree(self._last_periodic)  # a ModelScope-size folder is ~7 GB; keep only the latest
+            self._last_periodic = path or self._last_periodic
+
+    def after_train(self) -> None:
+        if self.trainer.completed:
+            self.export("final")
+        comm.synchronize()
 
 
 class PeriodicWriter(HookBase):

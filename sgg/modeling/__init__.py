@@ -1,4 +1,4 @@
-"""Models: registries, backbones, matchers, meta-architectures, shared layers and losses."""
+"""Models: registries, backbones, matchers, meta-architectures, shared layers, losses and set-prediction parts."""
 
 from . import backbone, matchers, meta_arch  # noqa: F401  (registers built-in parts)
 from .build import (

@@ -1,24 +1,65 @@
-"""Losses shared by models. Ranking losses are registered in ``RANKING_LOSS_REGISTRY`` (chosen by name in configs).
+"""Losses shared by models, and the class weights of their cross-entropies.
 
-Every ranking loss takes ``pred`` and ``target`` of shape ``(B, T)`` and a boolean ``mask`` ``(B, T)`` (True = a real
-step, False = padding) and returns a scalar; sequences with fewer than two valid steps contribute nothing.
+* Class weights: :func:`class_weights_with_background` (uniform classes + a background column, e.g. DETR's
+  no-object weight) and :func:`relation_class_weights` (predicate weights from training-set frequencies, SpeaQ /
+  IterativeSG), both ``(K + 1,)`` with the background / no-relation weight last.
+* Ranking losses are registered in ``RANKING_LOSS_REGISTRY`` (chosen by name in configs). Every ranking loss takes
+  ``pred`` and ``target`` of shape ``(B, T)`` and a boolean ``mask`` ``(B, T)`` (True = a real step, False =
+  padding) and returns a scalar; sequences with fewer than two valid steps contribute nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from sgg.utils.registry import Registry
 
-__all__ = ["RANKING_LOSS_REGISTRY", "build_ranking_loss", "soft_rank", "average_rank", "soft_spearman_loss",
+__all__ = ["class_weights_with_background", "check_predicate_frequencies", "relation_class_weights",
+           "RANKING_LOSS_REGISTRY", "build_ranking_loss", "soft_rank", "average_rank", "soft_spearman_loss",
            "pairwise_margin_ranking_loss", "masked_mse_loss"]
 
 logger = logging.getLogger(__name__)
 
+
+# ---------------------------------------------------------------------------- class weights
+def class_weights_with_background(num_classes: int, background_weight: float) -> torch.Tensor:
+    """``(num_classes + 1,)`` float32 CE class weights: 1 for every class, ``background_weight`` for the last
+    (background / no-object / no-relation) column."""
+    weights = torch.ones(num_classes + 1)
+    weights[-1] = background_weight
+    return weights
+
+
+def check_predicate_frequencies(frequencies: Sequence[float]) -> np.ndarray:
+    """Training-set predicate counts (``predicate_frequencies`` metadata) as a float64 ``(P,)`` array; raises
+    ``ValueError`` unless they are finite, >= 0 and have a positive sum."""
+    freq = np.asarray(frequencies, dtype=np.float64).reshape(-1)
+    if freq.size == 0 or not np.all(np.isfinite(freq)) or np.any(freq < 0) or freq.sum() <= 0:
+        raise ValueError("predicate frequencies must be a non-empty list of finite counts >= 0 with a positive sum; "
+                         f"got {list(frequencies)[:10]}...")
+    return freq
+
+
+def relation_class_weights(frequencies: Sequence[float], oversample: float, undersample: float,
+                           no_relation_weight: float = 0.1) -> torch.Tensor:
+    """Relation CE class weights ``w_c = max(sqrt(alpha / f_c), 1) ** beta`` (``f_c`` = share of predicate c among
+    training relations, ``alpha = OVERSAMPLE_PARAM``, ``beta = UNDERSAMPLE_PARAM``), followed by the no-relation
+    weight -> ``(P + 1,)`` float32. ``alpha <= 0`` gives uniform weights. Unseen predicates (f = 0) get weight 1."""
+    freq = check_predicate_frequencies(frequencies)
+    share = freq / freq.sum()
+    w = np.ones_like(share)
+    if oversample > 0:
+        seen = share > 0
+        w[seen] = np.maximum(np.sqrt(oversample / share[seen]), 1.0) ** undersample
+    return torch.as_tensor(np.append(w, no_relation_weight), dtype=torch.float32)
+
+
+# ---------------------------------------------------------------------------- ranking losses
 RANKING_LOSS_REGISTRY = Registry("RANKING_LOSS")
 RANKING_LOSS_REGISTRY.__doc__ = """Ranking losses ``fn(pred, target, mask, **kwargs) -> scalar`` over (B, T) scores."""
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from sgg.config import get_cfg
+from sgg.data import MetadataCatalog
 from sgg.evaluation import build_evaluator
 from sgg.evaluation.video_generation import (
     ClipScorer,
@@ -19,6 +20,7 @@ from sgg.evaluation.video_generation import (
     frechet_distance,
     ssim,
 )
+from sgg.modeling.diffusion_parts import build_offline_clip_tokenizer
 
 
 def _reference_ssim(a, b):
@@ -113,8 +115,6 @@ def test_evaluator_end_to_end_with_local_i3d(tmp_path, caplog):
 
 
 def test_evaluator_is_registered_and_explains_skipped_metrics(tmp_path, caplog):
-    from sgg.data import MetadataCatalog
-
     MetadataCatalog.get("t2v_eval_test").set(evaluator_type="video_generation")
     with caplog.at_level(logging.INFO):
         evaluators = build_evaluator(_cfg(), "t2v_eval_test", str(tmp_path))
@@ -133,8 +133,6 @@ def test_missing_weights_are_clear_errors_not_downloads(tmp_path):
 
 def test_clip_score_from_a_local_tiny_clip(tmp_path):
     from transformers import CLIPConfig, CLIPModel
-
-    from sgg.modeling.meta_arch.text_to_video import build_offline_clip_tokenizer
 
     tok = build_offline_clip_tokenizer(max_length=16)
     torch.manual_seed(0)

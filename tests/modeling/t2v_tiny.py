@@ -3,6 +3,7 @@
 import torch
 
 from sgg.config import get_cfg
+from sgg.modeling import build_model
 
 
 def tiny_t2v_cfg(**overrides):
@@ -31,6 +32,12 @@ def tiny_t2v_cfg(**overrides):
     cfg.TEST.T2V.VAL_LOSS_TIMESTEPS = 3
     cfg.merge_from_list([x for kv in overrides.items() for x in kv])
     return cfg
+
+
+def tiny_t2v_model(seed=0, **overrides):
+    """``build_model(tiny_t2v_cfg(**overrides))`` with the global RNG seeded first (same weights for the same seed)."""
+    torch.manual_seed(seed)
+    return build_model(tiny_t2v_cfg(**overrides))
 
 
 def tiny_batch(n=2, frames=4, size=16, seed=0):

@@ -1,6 +1,5 @@
 """tools/generate_video.py on a tiny model: from a diffusers folder and from an sgg checkpoint with EMA weights."""
 
-import importlib.util
 import itertools
 import os
 
@@ -13,16 +12,11 @@ from sgg.engine.train_loop import SimpleTrainer
 from sgg.modeling import build_model
 from sgg.utils.video_io import read_video
 from tests.modeling.t2v_tiny import tiny_batch, tiny_t2v_cfg
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.tools.tool_loader import load_tool
 
 
 def _tool():
-    path = os.path.join(REPO, "tools", "generate_video.py")
-    spec = importlib.util.spec_from_file_location("sgg_generate_video", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("generate_video")
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ through the same code path as the real dataset::
 Every clip shows one coloured shape on a shaded background moving as its caption says (left to right, right to
 left, up, falling with gravity). Generation is deterministic and takes a few seconds.
 
-:func:`build_demo_base_pipeline` additionally writes a demo stand-in for a pretrained text-to-video folder (VAE
-fitted to these frames), so the text-to-video demo fine-tunes from a local folder exactly like the real recipe.
+The text-to-video demo's stand-in for a pretrained model folder (a VAE fitted to these frames) is made by
+``tools/make_t2v_base_pipeline.py``; this module only writes data.
 """
 
 from __future__ import annotations
@@ -21,19 +21,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from typing import Callable, Dict, List, Tuple
 
 import numpy as np
-import torch
 
 from sgg.utils.video_io import write_video
 
 from .generation import ensure_generated
 
-__all__ = ["DEMO_TEMPLATES", "DEMO_OBJECTS", "generate_ssv2_demo", "ensure_ssv2_demo", "render_clip",
-           "build_demo_base_pipeline", "fit_vae_to_frames", "demo_training_frames"]
+__all__ = ["DEMO_TEMPLATES", "DEMO_OBJECTS", "generate_ssv2_demo", "ensure_ssv2_demo", "render_clip"]
 
 logger = logging.getLogger(__name__)
 
@@ -136,105 +132,3 @@ def generate_ssv2_demo(root: str, *, train_variants: int = 2, validation_variant
 def ensure_ssv2_demo(root: str) -> str:
     """Generate the demo under ``root`` unless it is complete already (see :func:`ensure_generated`)."""
     return ensure_generated(root, generate_ssv2_demo, marker=".complete", description="Something-Something V2 dataset")
-    parent = os.path.dirname(os.path.abspath(root))
-    os.makedirs(parent, exist_ok=True)
-    # Build in a private folder and rename it into place so a reader never sees half a dataset.
-    staging = tempfile.mkdtemp(prefix=".ssv2_demo_", dir=parent)
-    try:
-        generate_ssv2_demo(staging)
-        try:
-            os.rename(staging, root)
-        except OSError:
-            if not os.path.isfile(os.path.join(root, "validation.json")):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return root
-
-
-# ---------------------------------------------------------------------------------- demo "pretrained" pipeline
-def demo_training_frames(cfg, dataset_name: str = "demo_ssv2_train", max_clips: int = 64) -> torch.Tensor:
-    """uint8 frames (N, 3, H, W) of ``dataset_name`` decoded and resized by the evaluation-mode mapper of ``cfg``."""
-    from sgg.data.catalog import DatasetCatalog
-    from sgg.data.t2v_mapper import TextToVideoMapper
-
-    mapper = TextToVideoMapper(cfg, is_train=False)
-    clips = [mapper(d)["video"] for d in DatasetCatalog.get(dataset_name)[:max_clips]]
-    return torch.cat(clips)
-
-
-def fit_vae_to_frames(vae, frames, *, iters: int, batch_size: int = 32, lr: float = 2e-3, kl_weight: float = 1e-3,
-                      seed: int = 0) -> float:
-    """Train an ``AutoencoderKL`` on uint8 ``frames`` (N, 3, H, W): pixel MSE + ``kl_weight`` x per-pixel KL.
-
-    Returns the final reconstruction MSE (on [-1, 1] pixels, posterior mean) over the first ``batch_size`` frames.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    pixels = frames.float() / 127.5 - 1.0
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr)
-    vae.train().requires_grad_(True)
-    for _ in range(iters):
-        batch = pixels[torch.randint(0, len(pixels), (batch_size,), generator=generator)]
-        posterior = vae.encode(batch).latent_dist
-        recon = vae.decode(posterior.sample(generator)).sample
-        loss = ((recon - batch) ** 2).mean() + kl_weight * posterior.kl().mean() / batch[0].numel()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    vae.eval().requires_grad_(False)
-    with torch.no_grad():
-        probe = pixels[:batch_size]
-        return float(((vae.decode(vae.encode(probe).latent_dist.mode()).sample - probe) ** 2).mean())
-
-
-def build_demo_base_pipeline(cfg, output_dir: str, *, frames=None, vae_iters: int = 300) -> str:
-    """Write a stand-in for a pretrained ModelScope folder: the parts of ``MODEL.T2V.*`` with the VAE fitted to demo
-    frames (UNet and text encoder stay random; the UNet is what the demo then trains).
-
-    A random VAE decodes any latent to colour noise, so without this step demo samples cannot show objects. The
-    VAE's ``scaling_factor`` is set to 1 / std of its latents on the frames, the way Stable Diffusion's 0.18215 was
-    derived. ``frames``: uint8 (N, 3, H, W); ``None`` = decode ``cfg.DATASETS.TRAIN[0]``. Returns ``output_dir``.
-    """
-    from sgg.modeling.meta_arch.text_to_video import TextToVideoDiffusion, build_parts_from_config
-
-    torch.manual_seed(max(0, cfg.SEED))
-    parts = build_parts_from_config(cfg)
-    if frames is None:
-        frames = demo_training_frames(cfg, cfg.DATASETS.TRAIN[0])
-    mse = fit_vae_to_frames(parts["vae"], frames, iters=vae_iters)
-    with torch.no_grad():
-        latents = parts["vae"].encode(frames[:256].float() / 127.5 - 1.0).latent_dist.mode()
-    scaling = float(1.0 / latents.std())
-    parts["vae"].register_to_config(scaling_factor=scaling)
-    logger.info("Demo VAE fitted on %d frames for %d iterations: reconstruction MSE %.4f, scaling_factor %.4f",
-                len(frames), vae_iters, mse, scaling)
-    return TextToVideoDiffusion(**parts).save_pretrained(output_dir)
-
-
-def main(argv=None) -> int:
-    """``python -m sgg.data.demo.ssv2_demo --config-file configs/quick/t2v_demo.yaml --base-pipeline DIR``."""
-    import argparse
-
-    from sgg.config import get_cfg
-
-    parser = argparse.ArgumentParser(description="Generate the SSv2 demo data ($SGG_DATASETS/demo/ssv2) and, with "
-                                     "--base-pipeline, a demo stand-in for a pretrained text-to-video folder.")
-    parser.add_argument("--config-file", default="configs/quick/t2v_demo.yaml")
-    parser.add_argument("--base-pipeline", default="", help="output folder of the demo base pipeline")
-    parser.add_argument("--vae-iters", type=int, default=300)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
-    cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
-    if args.base_pipeline:
-        torch.set_num_threads(min(2, torch.get_num_threads()))
-        print(f"demo base pipeline: {build_demo_base_pipeline(cfg, args.base_pipeline, vae_iters=args.vae_iters)}")
-    else:
-        from sgg.data.catalog import DatasetCatalog
-
-        print(f"demo clips: {len(DatasetCatalog.get(cfg.DATASETS.TRAIN[0]))} train")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -13,7 +13,8 @@
   boxes with the GT's (queries outside the GT's group count 0).
 
 Nothing about Visual Genome is hard-coded: the frequencies come from the dataset metadata
-(``predicate_frequencies``). Relation class weights for the loss live here too (:func:`relation_class_weights`).
+(``predicate_frequencies``, summed over the training datasets by :func:`training_predicate_frequencies`; the model's
+relation class weights are computed from the same counts, :func:`sgg.modeling.losses.relation_class_weights`).
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ import numpy as np
 import torch
 
 from sgg.config import configurable
+from sgg.data.build import multi_dataset_enabled
+from sgg.data.catalog import MetadataCatalog
 from sgg.structures.boxes import box_cxcywh_to_xyxy, pairwise_iou
 
 from ..build import MATCHER_REGISTRY
+from ..losses import check_predicate_frequencies
 from .hungarian import IterativeHungarianMatcher
 
-__all__ = ["predicate_groups", "queries_per_group", "query_group_ids", "relation_class_weights",
-           "training_predicate_frequencies", "one_to_many_counts", "SpeaQMatcher", "ONE2MANY_SCHEMES"]
+__all__ = ["predicate_groups", "queries_per_group", "query_group_ids", "training_predicate_frequencies",
+           "one_to_many_counts", "SpeaQMatcher", "ONE2MANY_SCHEMES"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +51,6 @@ _PER_RELATION_KEYS = ("sub_labels", "obj_labels", "rel_labels", "sub_boxes", "ob
                       "obj_index")
 
 
-def _check_frequencies(frequencies: Sequence[float]) -> np.ndarray:
-    freq = np.asarray(frequencies, dtype=np.float64).reshape(-1)
-    if freq.size == 0 or not np.all(np.isfinite(freq)) or np.any(freq < 0) or freq.sum() <= 0:
-        raise ValueError("predicate frequencies must be a non-empty list of finite counts >= 0 with a positive sum; "
-                         f"got {list(frequencies)[:10]}...")
-    return freq
-
-
 def predicate_groups(frequencies: Sequence[float], num_groups: int) -> List[List[int]]:
     """Split predicates into ``num_groups`` frequency groups, most frequent first -> lists of predicate indices.
 
@@ -62,7 +58,7 @@ def predicate_groups(frequencies: Sequence[float], num_groups: int) -> List[List
     predicates are added while the group's running sum plus the next count stays below half of the remaining total
     (integer half, as upstream); sgg always puts at least one predicate in a group so that no group is empty.
     """
-    freq = _check_frequencies(frequencies)
+    freq = check_predicate_frequencies(frequencies)
     n = freq.size
     if not 1 <= num_groups <= n:
         raise ValueError(f"MODEL.DETR.NUM_GROUPS must be in [1, number of predicates = {n}], got {num_groups}.")
@@ -89,7 +85,7 @@ def queries_per_group(frequencies: Sequence[float], groups: Sequence[Sequence[in
     ``floor(share_g * num_queries)`` per group, then the remainder is added one query at a time starting from the
     last group (upstream's rounding). A group that would get no query is an error (raise ``NUM_QUERIES``).
     """
-    freq = _check_frequencies(frequencies)
+    freq = check_predicate_frequencies(frequencies)
     sums = np.array([freq[list(g)].sum() for g in groups])
     counts = np.floor(sums * num_queries / sums.sum()).astype(np.int64)
     remainder = int(num_queries - counts.sum())
@@ -108,26 +104,9 @@ def query_group_ids(counts: Sequence[int], multiply: int) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(counts)), torch.as_tensor(counts) * multiply)
 
 
-def relation_class_weights(frequencies: Sequence[float], oversample: float, undersample: float,
-                           no_relation_weight: float = 0.1) -> torch.Tensor:
-    """Relation CE class weights ``w_c = max(sqrt(alpha / f_c), 1) ** beta`` (``f_c`` = share of predicate c among
-    training relations, ``alpha = OVERSAMPLE_PARAM``, ``beta = UNDERSAMPLE_PARAM``), followed by the no-relation
-    weight -> ``(P + 1,)``. ``alpha <= 0`` gives uniform weights. Unseen predicates (f = 0) get weight 1."""
-    freq = _check_frequencies(frequencies)
-    share = freq / freq.sum()
-    w = np.ones_like(share)
-    if oversample > 0:
-        seen = share > 0
-        w[seen] = np.maximum(np.sqrt(oversample / share[seen]), 1.0) ** undersample
-    return torch.as_tensor(np.append(w, no_relation_weight), dtype=torch.float32)
-
-
 def training_predicate_frequencies(cfg) -> np.ndarray:
     """Predicate counts summed over every training dataset (``DATASETS.TRAIN``, plus the real and synthetic lists of
     ``DATASETS.MULTI_DATASET`` when it is enabled), read from each dataset's ``predicate_frequencies`` metadata."""
-    from sgg.data.build import multi_dataset_enabled
-    from sgg.data.catalog import MetadataCatalog
-
     names = list(cfg.DATASETS.TRAIN)
     if multi_dataset_enabled(cfg):
         names += list(cfg.DATASETS.MULTI_DATASET.REAL_DATASETS) + list(cfg.DATASETS.MULTI_DATASET.SYNTHETIC_DATASETS)

@@ -13,12 +13,16 @@ Reads top to bottom:
    relations at every layer; losses = CE + L1 + GIoU per stream and layer. Inference: class-wise NMS over the 2Q
    entity boxes with duplicates snapped to their kept box, score = p(pred) * s_sub * s_obj, duplicate (sub, obj,
    pred) triplets removed.
+3. :func:`detr_to_speaq_state_dict` — SpeaQ's initialisation from a :class:`~sgg.modeling.meta_arch.detr.DETR`
+   checkpoint (``MODEL.DETR.DETECTOR_WEIGHTS``), the detector's decoder replicated x3.
 
-**Per-sample loss weights** (``loss_weight`` from the multi-dataset sampler): every per-query term of an image —
-matched CE, the no-object / no-relation CE of its unmatched queries, L1 and GIoU — is multiplied by that image's
-weight, while the normalisers stay the unweighted ones (CE: the sum of class weights over all queries of the batch,
-as ``F.cross_entropy(weight=...)``; boxes: the number of matched GT copies over all ranks). So a batch of weight-1
-images gives exactly the unweighted DETR loss, and an image of weight 0.5 contributes half of what it would at 1.
+The front end, the set-prediction losses and the config keywords shared with DETR come from
+:mod:`sgg.modeling.set_prediction`. **Per-sample loss weights** (``loss_weight`` from the multi-dataset sampler):
+every per-query term of an image — matched CE, the no-object / no-relation CE of its unmatched queries, L1 and GIoU
+— is multiplied by that image's weight, while the normalisers stay the unweighted ones (CE: the sum of class weights
+over all queries of the batch, as ``F.cross_entropy(weight=...)``; boxes: the number of matched GT copies over all
+ranks). So a batch of weight-1 images gives exactly the unweighted DETR loss, and an image of weight 0.5 contributes
+half of what it would at 1.
 
 IterativeSG is this model with SpeaQ's parts off (``IterativeHungarianMatcher``, ``MULTIPLY_QUERY 1``); it is also
 registered under the name ``IterativeSG``.
@@ -33,25 +37,20 @@ import torch
 from torch import nn
 from torchvision.ops import batched_nms
 
+from sgg.checkpoint.checkpointer import CheckpointError, load_checkpoint_file
 from sgg.config import configurable
 from sgg.structures.boxes import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, pairwise_iou
 
-from ..build import META_ARCH_REGISTRY, build_backbone, build_matcher
+from ..build import META_ARCH_REGISTRY, build_matcher
 from ..layers import MLP, TransformerDecoderLayer
 from ..layers.transformer import clones, with_pos
+from ..losses import class_weights_with_background, relation_class_weights
 from ..matchers.hungarian import STREAMS
-from ..matchers.speaq import relation_class_weights, training_predicate_frequencies
-from .detr import (
-    DETRFrontEnd,
-    boxes_over_ranks,
-    detr_to_speaq_state_dict,
-    loss_weight_of,
-    pad_and_normalize,
-    set_prediction_losses,
-)
+from ..matchers.speaq import training_predicate_frequencies
+from ..set_prediction import DETRFrontEnd, boxes_over_ranks, detr_kwargs, loss_weight_of, set_prediction_losses
 
 __all__ = ["IterativeRelationDecoder", "SpeaQ", "IterativeSG", "build_relation_targets", "relation_boxes_from_pairs",
-           "triplet_inference"]
+           "triplet_inference", "detr_to_speaq_state_dict"]
 
 logger = logging.getLogger(__name__)
 
@@ -273,27 +272,22 @@ class SpeaQ(DETRFrontEnd):
         self.build_encoder_aux_head(hidden_dim, num_classes, encoder_aux_class_weight)
         self._reset_parameters()
 
-        entity_w = torch.ones(num_classes + 1)
-        entity_w[-1] = no_object_weight
         if rel_class_weights is None:
-            rel_class_weights = torch.ones(num_predicates + 1)
-            rel_class_weights[-1] = 0.1
+            rel_class_weights = class_weights_with_background(num_predicates, 0.1)
         if rel_class_weights.shape != (num_predicates + 1,):
             raise ValueError(f"rel_class_weights must have {num_predicates + 1} entries (predicates + no-relation), "
                              f"got {tuple(rel_class_weights.shape)}.")
-        self.register_buffer("entity_class_weights", entity_w, persistent=False)
+        self.register_buffer("entity_class_weights", class_weights_with_background(num_classes, no_object_weight),
+                             persistent=False)
         self.register_buffer("rel_class_weights", rel_class_weights.float(), persistent=False)
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+        self.build_pixel_normalizer(pixel_mean, pixel_std)
         if detector_weights:
             self.load_detector(detector_weights)
 
     def load_detector(self, path: str) -> None:
-        """Initialise from a :class:`~.detr.DETR` checkpoint (``MODEL.DETR.DETECTOR_WEIGHTS``), its decoder replicated
-        ×3 (:func:`~.detr.detr_to_speaq_state_dict`); the predicate head and the cross-stream conditioning keep their
-        initialisation. Clear errors for a missing file or an incompatible detector."""
-        from sgg.checkpoint.checkpointer import CheckpointError, load_checkpoint_file
-
+        """Initialise from a :class:`~sgg.modeling.meta_arch.detr.DETR` checkpoint (``MODEL.DETR.DETECTOR_WEIGHTS``),
+        its decoder replicated ×3 (:func:`detr_to_speaq_state_dict`); the predicate head and the cross-stream
+        conditioning keep their initialisation. Clear errors for a missing file or an incompatible detector."""
         detr = load_checkpoint_file(path, "MODEL.DETR.DETECTOR_WEIGHTS")["model"]
         if not any(k.startswith("decoder_norm.") for k in detr):
             raise CheckpointError(f"MODEL.DETR.DETECTOR_WEIGHTS='{path}' is not a checkpoint of sgg's DETR detector "
@@ -334,7 +328,7 @@ class SpeaQ(DETRFrontEnd):
                 raise ValueError(f"MODEL.DETR.{on} are SpeaQ options and need MODEL.MATCHER.NAME 'SpeaQMatcher' "
                                  f"(got '{cfg.MODEL.MATCHER.NAME}'); set them to {[_SPEAQ_OFF[k] for k in on]} for "
                                  f"IterativeSG.")
-        num_classes, num_predicates = cfg.MODEL.ROI_HEADS.NUM_CLASSES, cfg.MODEL.ROI_RELATION_HEAD.NUM_CLASSES
+        num_predicates = cfg.MODEL.ROI_RELATION_HEAD.NUM_CLASSES
         freq = training_predicate_frequencies(cfg) if (cfg.DATASETS.TRAIN or cfg.DATASETS.MULTI_DATASET.ENABLED
                                                        or cfg.DATASETS.TYPE) else None
         if freq is not None and len(freq) != num_predicates:
@@ -343,26 +337,11 @@ class SpeaQ(DETRFrontEnd):
         rel_w = None
         if freq is not None:
             rel_w = relation_class_weights(freq, d.OVERSAMPLE_PARAM, d.UNDERSAMPLE_PARAM, d.NO_RELATION_WEIGHT)
-        return {"backbone": build_backbone(cfg), "matcher": build_matcher(cfg), "num_classes": num_classes,
-                "num_predicates": num_predicates, "num_queries": d.NUM_QUERIES, "multiply_query": d.MULTIPLY_QUERY,
-                "hidden_dim": d.HIDDEN_DIM, "nheads": d.NHEADS, "dim_feedforward": d.DIM_FEEDFORWARD,
-                "enc_layers": d.ENC_LAYERS, "dec_layers": d.DEC_LAYERS, "dropout": d.DROPOUT,
-                "deep_supervision": d.DEEP_SUPERVISION, "class_weight": d.CLASS_WEIGHT, "l1_weight": d.L1_WEIGHT,
-                "giou_weight": d.GIOU_WEIGHT, "no_object_weight": d.NO_OBJECT_WEIGHT, "rel_class_weights": rel_w,
-                "encoder_aux_class_weight": d.ENCODER_AUX_CLASS_WEIGHT, "detector_weights": d.DETECTOR_WEIGHTS,
-                "nms_thresh": d.NMS_THRESH, "topk": cfg.TEST.RELATION.TOPK, "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-                "pixel_std": cfg.MODEL.PIXEL_STD}
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
+        return {**detr_kwargs(cfg), "matcher": build_matcher(cfg), "multiply_query": d.MULTIPLY_QUERY,
+                "rel_class_weights": rel_w, "detector_weights": d.DETECTOR_WEIGHTS, "nms_thresh": d.NMS_THRESH,
+                "topk": cfg.TEST.RELATION.TOPK}
 
     # -------------------------------------------------------------- network
-    def preprocess(self, batched_inputs: Sequence[dict]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Normalise and zero-pad the images -> ``(B, 3, H, W)`` float and the padding mask ``(B, H, W)``
-        (True = padding)."""
-        return pad_and_normalize(batched_inputs, self.pixel_mean, self.pixel_std)
-
     def network(self, images: torch.Tensor, mask: torch.Tensor
                 ) -> Tuple[List[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]:
         """Images -> (per decoder layer ``{sub,obj,rel}_logits`` and ``{sub,obj,rel}_boxes`` (B, Qr, ·), the encoder
@@ -435,3 +414,33 @@ class SpeaQ(DETRFrontEnd):
 class IterativeSG(SpeaQ):
     """IterativeSG (NeurIPS 2022): :class:`SpeaQ` without groups, query multiplication or one-to-many assignment
     (``MODEL.MATCHER.NAME: IterativeHungarianMatcher``); a separate name so configs say which model they train."""
+
+
+# ---------------------------------------------------------------------------- DETR -> SpeaQ
+def detr_to_speaq_state_dict(detr_state: Dict[str, torch.Tensor], *, multiply_query: int,
+                             num_relation_queries: int) -> Dict[str, torch.Tensor]:
+    """SpeaQ's initialisation from a :class:`DETR` state dict, as upstream: backbone, projection and encoder copied,
+    the decoder layers replicated into the subject, object and relation decoders, the decoder norm into the entity
+    and relation norms, the queries into the subject/object queries (and, each repeated ``multiply_query`` times, the
+    relation queries), the class head into the entity class head, the box MLP into the shared box head. The
+    predicate head and the cross-stream conditioning keep their own initialisation (upstream: the same)."""
+    out: Dict[str, torch.Tensor] = {}
+    for key, value in detr_state.items():
+        if key.startswith(("backbone.", "input_proj.", "encoder.", "entity_class.", "box_head.", "encoder_class.")):
+            out[key] = value
+        elif key.startswith("decoder."):
+            for stream in ("sub", "obj", "rel"):
+                out[f"decoder.{stream}_layers.{key[len('decoder.'):]}"] = value
+        elif key.startswith("decoder_norm."):
+            for norm in ("entity_norm", "rel_norm"):
+                out[f"decoder.{norm}.{key[len('decoder_norm.'):]}"] = value
+        elif key == "query.weight":
+            out["sub_query.weight"] = value
+            out["obj_query.weight"] = value
+            rel = value.repeat_interleave(multiply_query, dim=0)
+            if rel.shape[0] != num_relation_queries:
+                raise ValueError(f"The DETR checkpoint has {value.shape[0]} queries but this SpeaQ has NUM_QUERIES "
+                                 f"= {num_relation_queries // multiply_query}; set MODEL.DETR.NUM_QUERIES "
+                                 f"{value.shape[0]} to start from it.")
+            out["rel_query.weight"] = rel
+    return out

@@ -1,8 +1,5 @@
-"""SpeaQ's predicate groups, query counts, group mask, one-to-many replication and relation class weights."""
+"""SpeaQ's predicate groups, query counts, group mask and one-to-many replication."""
 
-import math
-
-import numpy as np
 import pytest
 import torch
 
@@ -13,8 +10,8 @@ from sgg.modeling.matchers.speaq import (
     predicate_groups,
     queries_per_group,
     query_group_ids,
-    relation_class_weights,
 )
+from sgg.structures.boxes import box_cxcywh_to_xyxy, pairwise_iou
 
 # VG150 training-set predicate counts as listed in SpeaQ's matcher (mlvlab/SpeaQ, modeling/transformer/matcher.py).
 VG_COUNTS = {
@@ -65,17 +62,6 @@ def test_groups_on_hand_made_frequencies():
         predicate_groups([1, 2], 3)
     with pytest.raises(ValueError, match="frequencies"):
         predicate_groups([1, float("nan")], 1)
-
-
-def test_relation_class_weights_formula():
-    freq = [70, 20, 9, 1, 0]  # shares 0.7, 0.2, 0.09, 0.01, 0
-    w = relation_class_weights(freq, oversample=0.07, undersample=1.5, no_relation_weight=0.1)
-    share = np.array(freq[:4]) / 100
-    expected = np.maximum(np.sqrt(0.07 / share), 1.0) ** 1.5
-    assert w[:4].tolist() == pytest.approx(expected.tolist(), rel=1e-5)
-    assert w[4].item() == 1.0 and w[5].item() == pytest.approx(0.1)
-    assert w[3].item() == pytest.approx(math.sqrt(7) ** 1.5, rel=1e-5)
-    assert torch.all(relation_class_weights(freq, 0.0, 1.5)[:5] == 1)
 
 
 def test_one_to_many_counts():
@@ -132,7 +118,6 @@ def test_static_and_dynamic_replication():
     # Dynamic: quality = max(IoU_sub, IoU_obj) per query. GT 0 (group 1: queries 2, 3): query 2 has IoU_sub 1,
     # query 3 ~0.9 -> int(1.9) = 1 copy... compute it independently and compare.
     (indices, tgts), = _matcher("dynamic", mask=True)([out], [target])
-    from sgg.structures.boxes import box_cxcywh_to_xyxy, pairwise_iou
     q = torch.maximum(pairwise_iou(box_cxcywh_to_xyxy(out["sub_boxes"][0]), box_cxcywh_to_xyxy(target["sub_boxes"])),
                       pairwise_iou(box_cxcywh_to_xyxy(out["obj_boxes"][0]), box_cxcywh_to_xyxy(target["obj_boxes"])))
     allowed = torch.tensor([[False, True], [False, True], [True, False], [True, False]])
@@ -147,7 +132,6 @@ def test_static_and_dynamic_replication():
 def test_dynamic_counts_of_a_batch_equal_per_image_counts():
     """The batched IoU computation gives each image exactly its own counts, also next to an image without
     relations (and for a batch where no image has any)."""
-    from sgg.structures.boxes import box_cxcywh_to_xyxy, pairwise_iou
     gen = torch.Generator().manual_seed(0)
     outputs = {s: torch.rand(4, 6, 4, generator=gen) * 0.5 + 0.2 for s in ("sub_boxes", "obj_boxes")}
     targets = [{"sub_boxes": torch.rand(n, 4, generator=gen) * 0.5 + 0.2,

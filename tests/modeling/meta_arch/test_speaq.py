@@ -1,72 +1,29 @@
-"""SpeaQ / IterativeSG meta-architecture: targets, losses with per-sample weights, inference, overfitting, configs."""
+"""SpeaQ / IterativeSG meta-architecture: targets, losses with per-sample weights, inference, overfitting, configs,
+and the start from a DETR detector (decoder replicated x3)."""
 
 import os
 
 import pytest
 import torch
 
+from sgg.checkpoint import CheckpointError
+from sgg.checkpoint.checkpointer import atomic_torch_save
 from sgg.config import get_cfg
 from sgg.data.catalog import MetadataCatalog
 from sgg.evaluation.scene_graph import evaluate_scene_graphs
 from sgg.modeling import build_model
-from sgg.modeling.backbone.small_cnn import SmallCNN
-from sgg.modeling.matchers.hungarian import IterativeHungarianMatcher
 from sgg.modeling.matchers.speaq import SpeaQMatcher
 from sgg.modeling.meta_arch.speaq import (
-    SpeaQ,
     build_relation_targets,
+    detr_to_speaq_state_dict,
     relation_boxes_from_pairs,
     triplet_inference,
 )
 from sgg.structures.boxes import box_cxcywh_to_xyxy
+from tests.modeling.matchers.test_speaq_matcher import VG_FREQ  # real VG150 counts
+from tests.modeling.set_prediction_tiny import fit, scene, tiny_detr, tiny_speaq
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs")
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny ops run faster single-threaded, especially when the CI machine's 2 cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-COLOURS = torch.tensor([[220, 40, 40], [40, 200, 60], [50, 80, 230]], dtype=torch.uint8)
-
-
-def tiny_model(*, num_classes=3, num_predicates=4, queries=4, matcher=None, seed=0, hidden=32):
-    torch.manual_seed(seed)
-    cfg = get_cfg()
-    cfg.MODEL.BACKBONE.OUT_CHANNELS = hidden
-    return SpeaQ(backbone=SmallCNN(cfg), matcher=matcher or IterativeHungarianMatcher(), num_classes=num_classes,
-                 num_predicates=num_predicates, num_queries=queries, hidden_dim=hidden, nheads=2,
-                 dim_feedforward=64, enc_layers=1, dec_layers=2, dropout=0.0, multiply_query=getattr(
-                     matcher, "query_group", torch.zeros(queries)).numel() // queries, topk=20)
-
-
-def scene(boxes, labels, relations, size=(64, 64), weight=1.0, image_id=0):
-    """A flat grey image with filled coloured rectangles: label -> colour."""
-    h, w = size
-    img = torch.full((3, h, w), 128, dtype=torch.uint8)
-    for (x1, y1, x2, y2), lab in zip(boxes, labels):
-        img[:, y1:y2, x1:x2] = COLOURS[lab % len(COLOURS)][:, None, None]
-    return {"image": img, "height": h, "width": w, "image_id": image_id,
-            "gt_boxes": torch.tensor(boxes, dtype=torch.float32),
-            "gt_classes": torch.tensor(labels), "gt_relations": torch.tensor(relations).reshape(-1, 3),
-            "loss_weight": weight, "dataset_type": "real"}
-
-
-def fit(model, batch, steps=100, lr=3e-3):
-    """``steps`` AdamW steps on one batch (overfit tests); returns the model in eval mode."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(steps):
-        loss = sum(model(batch).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
 
 
 def test_relation_boxes_span_centres():
@@ -101,7 +58,7 @@ def _batch(w1=1.0, w2=1.0):
 
 
 def test_per_sample_weights_scale_every_term_linearly():
-    model = tiny_model()
+    model = tiny_speaq()
     model.train()
     with torch.no_grad():
         both = model(_batch(1.0, 1.0))
@@ -117,7 +74,7 @@ def test_per_sample_weights_scale_every_term_linearly():
 
 
 def test_no_object_terms_of_an_image_without_relations_are_weighted():
-    model = tiny_model()
+    model = tiny_speaq()
     model.train()
     empty = scene([(4, 4, 20, 20)], [0], [], image_id=3)
     with torch.no_grad():
@@ -133,7 +90,7 @@ def test_no_object_terms_of_an_image_without_relations_are_weighted():
 
 
 def test_losses_backpropagate_and_are_finite_without_any_relation():
-    model = tiny_model()
+    model = tiny_speaq()
     model.train()
     losses = model([scene([(4, 4, 20, 20)], [0], [])])
     total = sum(losses.values())
@@ -167,21 +124,19 @@ def test_overfits_one_image(one_thread):
     """One image, a few steps: its triplets must come back at the top of the ranking."""
     torch.manual_seed(0)
     x = scene([(4, 6, 24, 26), (36, 30, 60, 58), (40, 4, 58, 20)], [0, 1, 2], [(0, 1, 1), (2, 1, 3)])
-    model = fit(tiny_model(queries=4, hidden=32), [x])  # R@5 reaches 1.0 after ~60 steps
+    model = fit(tiny_speaq(queries=4, hidden=32), [x])  # R@5 reaches 1.0 after ~60 steps
     with torch.no_grad():
         pred, = model([x])
     gt = {"boxes": x["gt_boxes"], "labels": x["gt_classes"], "relations": x["gt_relations"]}
     metrics = evaluate_scene_graphs([gt], [pred], num_predicates=4, ks=(5,))
     assert metrics["R@5"] == 1.0, (metrics, pred)
     # Untrained, the same model recovers nothing: the recall above is learned.
-    untrained = tiny_model(queries=4, hidden=32).eval()
+    untrained = tiny_speaq(queries=4, hidden=32).eval()
     with torch.no_grad():
         assert evaluate_scene_graphs([gt], [untrained([x])[0]], num_predicates=4, ks=(5,))["R@5"] == 0.0
 
 
 def _register_fake_vg(name, num_predicates=50):
-    from tests.modeling.matchers.test_speaq_matcher import VG_FREQ  # real VG150 counts
-
     if name not in MetadataCatalog.list():
         MetadataCatalog.get(name).set(predicate_frequencies=VG_FREQ[:num_predicates],
                                       thing_classes=[f"c{i}" for i in range(150)],
@@ -259,7 +214,7 @@ def test_speaq_keys_need_the_speaq_matcher():
 def test_speaq_matcher_in_the_model_with_multiplied_queries():
     matcher = SpeaQMatcher(predicate_group=torch.tensor([0, 0, 1, 1]), query_group=torch.tensor([0] * 4 + [1] * 4),
                            use_group_mask=True, one2many_scheme="dynamic")
-    model = tiny_model(queries=4, matcher=matcher)
+    model = tiny_speaq(queries=4, matcher=matcher, multiply=2)
     assert model.rel_query.weight.shape[0] == 8 and model.sub_query.weight.shape[0] == 4
     model.train()
     losses = model(_batch(1.0, 0.5))
@@ -269,3 +224,52 @@ def test_speaq_matcher_in_the_model_with_multiplied_queries():
     with torch.no_grad():
         pred = model(_batch())[0]
     assert pred["rel_scores"].shape[1] == 4 and pred["rel_pairs"].shape[0] <= 8
+
+
+def test_speaq_starts_from_the_detector_with_its_decoder_replicated(tmp_path):
+    detr = tiny_detr(queries=3, aux=1.0, seed=1)
+    path = str(tmp_path / "detr.pth")
+    atomic_torch_save({"model": detr.state_dict()}, path)
+    speaq = tiny_speaq(queries=3, multiply=2, detector_weights=path, seed=5)
+    d, s = detr.state_dict(), speaq.state_dict()
+    for stream in ("sub", "obj", "rel"):
+        assert torch.equal(s[f"decoder.{stream}_layers.1.cross_attn.in_proj_weight"],
+                           d["decoder.1.cross_attn.in_proj_weight"])
+    assert torch.equal(s["decoder.entity_norm.weight"], d["decoder_norm.weight"])
+    assert torch.equal(s["backbone.body.0.0.weight"], d["backbone.body.0.0.weight"])
+    assert torch.equal(s["encoder.layers.0.self_attn.in_proj_weight"], d["encoder.layers.0.self_attn.in_proj_weight"])
+    assert torch.equal(s["sub_query.weight"], d["query.weight"])
+    assert torch.equal(s["rel_query.weight"], d["query.weight"].repeat_interleave(2, 0))
+    assert torch.equal(s["entity_class.weight"], d["entity_class.weight"])
+    assert "encoder_class.weight" not in s  # SpeaQ without the auxiliary loss drops the detector's aux head
+    # the conditioning projections keep their zero initialisation: at start the decoders are the detector's
+    assert torch.count_nonzero(s["decoder.obj_cond_proj.0.weight"]) == 0
+
+
+def test_detector_weights_errors_name_the_file_and_the_mismatch(tmp_path):
+    with pytest.raises(CheckpointError, match="not found.*Check MODEL.DETR.DETECTOR_WEIGHTS"):
+        tiny_speaq(detector_weights=str(tmp_path / "missing.pth"))
+    truncated = tmp_path / "truncated.pth"
+    atomic_torch_save({"model": tiny_detr().state_dict()}, str(truncated))
+    truncated.write_bytes(truncated.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match="corrupt or truncated.*Point MODEL.DETR.DETECTOR_WEIGHTS at an intact"):
+        tiny_speaq(detector_weights=str(truncated))
+    speaq_ckpt = str(tmp_path / "speaq.pth")
+    atomic_torch_save({"model": tiny_speaq().state_dict()}, speaq_ckpt)
+    with pytest.raises(CheckpointError, match="not a checkpoint of sgg's DETR"):
+        tiny_speaq(detector_weights=speaq_ckpt)
+    wide = str(tmp_path / "wide.pth")
+    atomic_torch_save({"model": tiny_detr(queries=4, hidden=32).state_dict()}, wide)
+    with pytest.raises(ValueError, match="has 4 queries but this SpeaQ has NUM_QUERIES = 3; set .*NUM_QUERIES 4"):
+        tiny_speaq(queries=3, detector_weights=wide)
+    with pytest.raises(CheckpointError, match="shape"):
+        cfg_detr = tiny_detr(queries=4, hidden=16)
+        atomic_torch_save({"model": cfg_detr.state_dict()}, wide)
+        tiny_speaq(queries=4, hidden=32, detector_weights=wide)
+
+
+def test_conversion_skips_nothing_it_should_carry():
+    state = tiny_detr(queries=2, aux=1.0).state_dict()
+    out = detr_to_speaq_state_dict(state, multiply_query=1, num_relation_queries=2)
+    carried = {k for k in state if not k.startswith(("decoder.", "decoder_norm.", "query."))}
+    assert carried <= set(out)
