@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 export SGG_DATASETS="${SGG_DATASETS:-datasets}"
 RUNS="${RUNS:-output}"
 OUT="${OUT:-output/doc_images}"
-IMAGE_INDEX="${IMAGE_INDEX:-3}"   # which demo_vg_test image the image figure shows
+IMAGE_INDEX="${IMAGE_INDEX:-4}"   # which demo_vg_test image the image figure shows
 VIDEO_ID="${VIDEO_ID:-42WVN}"     # which demo_ag_test video the video figures show
 mkdir -p "$OUT/inputs"
 
@@ -39,7 +39,7 @@ shutil.copy(DatasetCatalog.get("demo_tvsum_raw_split0_test")[0]["video_file"], f
 PY
 
 python tools/demo.py --config-file configs/quick/speaq_demo.yaml --input "$OUT/inputs/photo.jpg" --output "$OUT/image" \
-  --topk 8 --threshold 0.3 MODEL.WEIGHTS "$RUNS/speaq_demo/model_final.pth"
+  --topk 6 --threshold 0.1 MODEL.WEIGHTS "$RUNS/speaq_demo/model_final.pth"
 python tools/demo.py --config-file configs/quick/sttran_sgdet_demo.yaml --input "$OUT/inputs/clip.mp4" \
   --output "$OUT/video" --topk 10 --threshold 0.5 MODEL.WEIGHTS "$RUNS/sttran_demo_sgdet/model_final.pth"
 python tools/demo.py --config-file configs/quick/keyframe_demo.yaml --input "$OUT/inputs/tvsum.mp4" \
