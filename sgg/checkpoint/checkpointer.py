@@ -15,12 +15,13 @@ import tempfile
 from typing import Any, Dict, Optional
 
 import torch
+import yaml
 from fvcore.common.checkpoint import Checkpointer
 
 from sgg.utils import comm
 
 __all__ = ["DetectionCheckpointer", "CheckpointError", "atomic_write_bytes",
-           "atomic_torch_save", "load_checkpoint_file"]
+           "atomic_torch_save", "load_checkpoint_file", "load_matching_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,44 @@ def load_checkpoint_file(filename: str, key: str = "MODEL.WEIGHTS") -> Dict[str,
         else:
             raise CheckpointError(f"Checkpoint '{filename}' has no 'model' entry; keys: {sorted(data)[:10]}")
     return data
+
+
+def _recorded_architecture(filename: str) -> str:
+    """``MODEL.META_ARCHITECTURE`` of the ``config.yaml`` a training run saved beside ``filename`` ("" if none)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(filename)), "config.yaml")
+    try:
+        with open(path) as f:
+            return str((yaml.safe_load(f) or {}).get("MODEL", {}).get("META_ARCHITECTURE", ""))
+    except (OSError, yaml.YAMLError, AttributeError):
+        return ""
+
+
+def load_matching_weights(model: torch.nn.Module, filename: str, key: str = "MODEL.WEIGHTS") -> None:
+    """Load ``filename`` into ``model`` only if it is a checkpoint of that model: every parameter and buffer of the
+    model must be in it with the same shape (a DDP ``module.`` prefix is stripped; extra entries are logged).
+
+    Raises :class:`CheckpointError` naming what does not fit and, when a ``config.yaml`` beside the file says so, the
+    architecture the checkpoint was trained as (training tolerates partial loads; inference must not).
+    """
+    state = load_checkpoint_file(filename, key)["model"]
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or wrong:
+        arch = type(model).__name__
+        recorded = _recorded_architecture(filename)
+        origin = f"; it was trained as {recorded} (config.yaml beside it)" if recorded and recorded != arch else ""
+        detail = (f"{len(missing)} of the model's {len(own)} tensors are missing (e.g. {missing[0]})" if missing else
+                  f"{len(wrong)} tensors have other shapes (e.g. {wrong[0]}: {tuple(state[wrong[0]].shape)} in the "
+                  f"file, {tuple(own[wrong[0]].shape)} in the model)")
+        raise CheckpointError(f"{key}='{filename}' is not a checkpoint of the {arch} model this config builds: "
+                              f"{detail}{origin}. Use the config the checkpoint was trained with.")
+    unexpected = [k for k in state if k not in own]
+    if unexpected:
+        logger.info("%s: %d entries not used by %s (e.g. %s)", filename, len(unexpected), type(model).__name__,
+                    unexpected[0])
+    model.load_state_dict({k: state[k] for k in own}, strict=True)
 
 
 class DetectionCheckpointer(Checkpointer):
