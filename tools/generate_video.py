@@ -26,12 +26,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sgg.checkpoint.checkpointer import CheckpointError, load_checkpoint_file  # noqa: E402
 from sgg.config import ConfigError, get_cfg  # noqa: E402
-from sgg.data.video_io import write_video  # noqa: E402
 from sgg.evaluation.video_generation import save_video_gif  # noqa: E402
 from sgg.modeling import build_model  # noqa: E402
 from sgg.modeling.diffusion_parts import load_diffusers_parts  # noqa: E402
 from sgg.modeling.meta_arch.text_to_video import TextToVideoDiffusion  # noqa: E402
 from sgg.utils.errors import one_line, run_cli  # noqa: E402
+from sgg.utils.video_io import write_video  # noqa: E402
 from sgg.utils.visualizer import save_contact_sheet  # noqa: E402
 
 logger = logging.getLogger("sgg.tools.generate_video")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 from typing import List
@@ -32,11 +31,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sgg.checkpoint import DetectionCheckpointer  # noqa: E402
 from sgg.config import ConfigError, get_cfg  # noqa: E402
-from sgg.data.video_io import VideoError, iter_video_frames, video_info  # noqa: E402
 from sgg.modeling import build_model  # noqa: E402
-from sgg.structures.kts import change_points_to_segments, kts_auto, kts_features_from_frames  # noqa: E402
-from sgg.structures.segments import knapsack_01, upsample_to_frames  # noqa: E402
+from sgg.structures.kts import select_shot_keyframes  # noqa: E402
+from sgg.structures.segments import select_topk_steps  # noqa: E402
 from sgg.utils.errors import run_cli  # noqa: E402
+from sgg.utils.video_io import VideoError, iter_video_frames, video_info  # noqa: E402
 from sgg.utils.visualizer import save_contact_sheet  # noqa: E402
 
 logger = logging.getLogger("sgg.tools.keyframes")
@@ -94,27 +93,6 @@ def score_video(model, path: str, fps: float, size: int):
     return out[0]["scores"].float().cpu().numpy(), frames, np.asarray(picks), np.asarray(times)
 
 
-def select_topk(scores: np.ndarray, ratio: float) -> List[int]:
-    """The ``max(1, floor(ratio * T))`` best steps, in temporal order."""
-    k = max(1, int(math.floor(ratio * len(scores))))
-    return sorted(np.argsort(-scores, kind="stable")[:k].tolist())
-
-
-def select_shots(scores: np.ndarray, frames: np.ndarray, picks: np.ndarray, n_frames: int, ratio: float) -> List[int]:
-    """One keyframe (best step) per shot chosen by the protocol's KTS + knapsack summary."""
-    feats = kts_features_from_frames(frames)
-    segments = change_points_to_segments(kts_auto(feats @ feats.T), picks, n_frames)
-    frame_scores = upsample_to_frames(scores, picks, n_frames)
-    values = [float(frame_scores[s:e + 1].mean()) for s, e in segments]
-    chosen = knapsack_01(values, segments[:, 1] - segments[:, 0] + 1, int(math.floor(ratio * n_frames)))
-    keyframes = []
-    for seg in chosen:
-        inside = np.nonzero((picks >= segments[seg, 0]) & (picks <= segments[seg, 1]))[0]
-        if len(inside):
-            keyframes.append(int(inside[np.argmax(scores[inside])]))
-    return sorted(keyframes)
-
-
 def native_frames(path: str, picks: np.ndarray, wanted: List[int], height: int = 160) -> List[np.ndarray]:
     """Frames at native aspect (shorter side ``height``) for the steps ``wanted`` (second decoding pass)."""
     targets = {int(picks[i]) for i in wanted}
@@ -144,9 +122,9 @@ def _run(args) -> int:
     scores, frames, picks, times = score_video(model, args.video, cfg.INPUT.KEYFRAME.FPS, cfg.INPUT.KEYFRAME.SIZE)
     n_frames = max(int(video_info(args.video)["num_frames"]), int(picks[-1]) + 1)
     if args.select == "topk":
-        keyframes = select_topk(scores, args.ratio)
+        keyframes = select_topk_steps(scores, args.ratio)
     else:
-        keyframes = select_shots(scores, frames, picks, n_frames, args.ratio)
+        keyframes = select_shot_keyframes(scores, frames, picks, n_frames, args.ratio)
     print(f"{args.video}: {len(scores)} steps at {cfg.INPUT.KEYFRAME.FPS:g} fps, {len(keyframes)} keyframes "
           f"({args.select}, ratio {args.ratio:g})")
     print(f"{'step':>6} {'frame':>7} {'time_s':>8} {'score':>7}")

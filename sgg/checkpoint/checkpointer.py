@@ -15,13 +15,14 @@ import tempfile
 from typing import Any, Dict, Optional
 
 import torch
+import yaml
 from fvcore.common.checkpoint import Checkpointer, _strip_prefix_if_present
 
 from sgg.utils import comm
 from sgg.utils.errors import SGGError, one_line
 
 __all__ = ["DetectionCheckpointer", "CheckpointError", "NonFiniteWeightsError", "atomic_write_bytes",
-           "atomic_torch_save", "load_checkpoint_file", "nonfinite_tensors"]
+           "atomic_torch_save", "load_checkpoint_file", "load_matching_weights", "nonfinite_tensors"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,26 @@ def nonfinite_tensors(state: Dict[str, Any]) -> list:
     """Names of the floating-point tensors of a state dict holding NaN or Inf."""
     return [k for k, v in state.items()
             if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def _recorded_architecture(filename: str) -> str:
+    """``MODEL.META_ARCHITECTURE`` of the ``config.yaml`` a training run saved beside ``filename`` ("" if none)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(filename)), "config.yaml")
+    try:
+        with open(path) as f:
+            return str((yaml.safe_load(f) or {}).get("MODEL", {}).get("META_ARCHITECTURE", ""))
+    except (OSError, yaml.YAMLError, AttributeError):
+        return ""
+
+
+def load_matching_weights(model: torch.nn.Module, filename: str, key: str = "MODEL.WEIGHTS") -> None:
+    """Load ``filename`` into ``model`` only if it is a checkpoint of that model: every parameter and buffer of the
+    model must be in it with the same shape (a DDP ``module.`` prefix is stripped; extra entries are logged).
+
+    Raises :class:`CheckpointError` naming what does not fit and, when a ``config.yaml`` beside the file says so, the
+    architecture the checkpoint was trained as — the strict load of :meth:`DetectionCheckpointer.load`.
+    """
+    DetectionCheckpointer(model, save_to_disk=False).load(filename, checkpointables=[], strict=True, key=key)
 
 
 class DetectionCheckpointer(Checkpointer):
@@ -251,12 +272,15 @@ class DetectionCheckpointer(Checkpointer):
             raise CheckpointError(f"Checkpoint '{self._path}' ({self._key}): model entries that are not tensors: "
                                   f"{_first(non_tensor)}.")
         matched = [k for k in state if k in model_state]
+        arch = type(self.model).__name__
+        recorded = _recorded_architecture(self._path)
+        origin = f" It was trained as {recorded} (config.yaml beside it)." if recorded and recorded != arch else ""
         if model_state and not matched:
             raise CheckpointError(
-                f"Checkpoint '{self._path}' ({self._key}) matches none of the {len(model_state)} tensors of the model "
-                f"{type(self.model).__name__} (checkpoint keys: {_first(sorted(state), 3) or '(none)'}; model keys: "
-                f"{_first(list(model_state), 3)}). It belongs to another model; point {self._key} at a checkpoint of "
-                "this model and config."
+                f"Checkpoint '{self._path}' ({self._key}) is not a checkpoint of the {arch} model this config builds: "
+                f"it matches none of the model's {len(model_state)} tensors (checkpoint keys: "
+                f"{_first(sorted(state), 3) or '(none)'}; model keys: {_first(list(model_state), 3)}).{origin} Point "
+                f"{self._key} at a checkpoint of this model and config."
             )
         missing = [k for k in model_state if k not in state]
         shapes = [f"{k} {tuple(state[k].shape)} in the checkpoint vs {tuple(model_state[k].shape)} in the model"
@@ -272,8 +296,8 @@ class DetectionCheckpointer(Checkpointer):
                     "OUTPUT_DIR" if self._key.startswith("--resume") else
                     f"Point {self._key} at a checkpoint of this model and config, or set MODEL.ALLOW_PARTIAL_WEIGHTS "
                     "True to load only the matching tensors")
-            raise CheckpointError(f"Checkpoint '{self._path}' ({self._key}) does not fit the model "
-                                  f"{type(self.model).__name__}: {'; '.join(parts)}. {hint}.")
+            raise CheckpointError(f"Checkpoint '{self._path}' ({self._key}) is not a checkpoint of the {arch} model "
+                                  f"this config builds: {'; '.join(parts)}.{origin} {hint}.")
         if missing or shapes:
             self.logger.warning("Partial load of '%s' (MODEL.ALLOW_PARTIAL_WEIGHTS): %d of %d model tensors loaded; "
                                 "%d keep their initialisation.", self._path, len(matched) - len(shapes),

@@ -49,6 +49,7 @@ _C.INPUT.MAX_SIZE_TRAIN = 1333
 _C.INPUT.MIN_SIZE_TEST = 800
 _C.INPUT.MAX_SIZE_TEST = 1333
 _C.INPUT.RANDOM_FLIP = "horizontal"  # "horizontal", "none"
+_C.INPUT.VIDEO_FPS = 2.0  # frames per second sgg.engine.Predictor samples from a video file for a video SGG model
 _C.INPUT.CROP = CN()
 _C.INPUT.CROP.ENABLED = False
 _C.INPUT.CROP.TYPE = "absolute_range"

@@ -1,7 +1,9 @@
 """``SceneGraphMapper``: a scene-graph dataset dict -> the model input dict (decoded, augmented image + targets).
 
 Input (see :func:`sgg.data.datasets.visual_genome.load_vg_dicts`): ``file_name, image_id, height, width, boxes,
-labels, relations`` (+ ``dataset_type``/``loss_weight`` in multi-dataset training). Output::
+labels, relations`` (+ ``dataset_type``/``loss_weight`` in multi-dataset training; + optionally ``image``, the
+already decoded (H, W, 3) uint8 pixels in ``INPUT.FORMAT``, which :class:`sgg.engine.Predictor` passes instead of a
+file). Output::
 
     image          uint8 tensor (3, H', W'), RGB (or BGR with INPUT.FORMAT BGR)
     height, width  the ORIGINAL image size (what predictions are rescaled to)
@@ -140,7 +142,7 @@ class SceneGraphMapper:
     def __call__(self, dataset_dict: dict) -> dict:
         """Decode, augment and package one sample (see the module docstring)."""
         d = dataset_dict
-        image = read_image(d["file_name"], self.image_format)
+        image = d["image"] if d.get("image") is not None else read_image(d["file_name"], self.image_format)
         boxes = self._check_size(image, d, np.asarray(d["boxes"], dtype=np.float32).reshape(-1, 4))
         labels = np.asarray(d["labels"], dtype=np.int64).reshape(-1)
         relations = np.asarray(d["relations"], dtype=np.int64).reshape(-1, 3)

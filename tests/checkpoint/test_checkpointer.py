@@ -45,8 +45,9 @@ def test_save_and_load_roundtrip_reports_missing_keys(tmp_path, caplog):
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_final.pth"]  # no temp files left behind
     dst = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2), nn.Linear(2, 1))
     before = dst[0].weight.detach().clone()
-    with pytest.raises(CheckpointError, match=r"does not fit the model Sequential: 2 model tensor\(s\) missing from it "
-                                              r"\(2.weight, 2.bias\).*MODEL.ALLOW_PARTIAL_WEIGHTS"):
+    expected = (r"is not a checkpoint of the Sequential model this config builds: 2 model tensor\(s\) missing from it "
+                r"\(2.weight, 2.bias\).*MODEL.ALLOW_PARTIAL_WEIGHTS")
+    with pytest.raises(CheckpointError, match=expected):
         DetectionCheckpointer(dst, save_to_disk=False).load(str(tmp_path / "model_final.pth"))
     assert torch.equal(dst[0].weight, before)  # strict: nothing loaded
     with caplog.at_level("WARNING"):

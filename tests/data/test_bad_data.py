@@ -12,8 +12,8 @@ from PIL import Image
 
 from sgg.data.datasets.action_genome import ActionGenomeFormatError, load_action_genome
 from sgg.data.datasets.ssv2 import load_ssv2_json
-from sgg.data.video_io import VideoError, read_video, write_video
 from sgg.utils.errors import DataFormatError
+from sgg.utils.video_io import VideoError, read_video, write_video
 from tests.data.test_action_genome import _obj, _person, _write_ag
 from tests.data.test_tvsum import _tiny_tvsum
 from tests.data.test_visual_genome import IMAGES, write_tiny_vg

@@ -55,8 +55,9 @@ def test_a_checkpoint_of_another_model_is_refused_for_eval_and_training(tmp_path
         out = tmp_path / ("eval" if mode else "train")
         r = run_cli("--config-file", TOY_CFG, *mode, "OUTPUT_DIR", str(out), "MODEL.WEIGHTS", str(other), *FAST)
         assert r.returncode == 2
-        assert_one_error_line(r, f"Checkpoint '{other}' (MODEL.WEIGHTS) matches none of the 4 tensors of the model "
-                                 "ToyRegressor", "encoder.layer.weight")
+        assert_one_error_line(r, f"Checkpoint '{other}' (MODEL.WEIGHTS) is not a checkpoint of the "
+                                 "ToyRegressor model this config builds: it matches none of the model's 4 tensors",
+                              "encoder.layer.weight")
         assert not (out / "inference").exists() and not list(out.glob("model_*.pth"))  # no metrics, no training
 
 
@@ -69,8 +70,8 @@ def test_missing_or_misshaped_tensors_are_refused_unless_partial_loading_is_allo
     r = run_cli("--config-file", TOY_CFG, "--eval-only", "OUTPUT_DIR", str(tmp_path / "e1"), "MODEL.WEIGHTS",
                 str(tmp_path / "shape.pth"))
     assert r.returncode == 2
-    assert_one_error_line(r, "does not fit the model ToyRegressor", "head.weight (2, 16) in the checkpoint vs (1, 16) "
-                             "in the model", "MODEL.ALLOW_PARTIAL_WEIGHTS True")
+    assert_one_error_line(r, "is not a checkpoint of the ToyRegressor model",
+                          "head.weight (2, 16) in the checkpoint vs (1, 16) in the model", "MODEL.ALLOW_PARTIAL_WEIGHTS True")
     r = run_cli("--config-file", TOY_CFG, "OUTPUT_DIR", str(tmp_path / "t1"), "MODEL.WEIGHTS",
                 str(tmp_path / "missing.pth"), *FAST)
     assert r.returncode == 2
@@ -111,7 +112,7 @@ def test_resume_with_an_incompatible_config_or_model_is_refused(trained, tmp_pat
     before = snapshot(run)
     r = run_cli("--config-file", TOY_CFG, "--resume", "OUTPUT_DIR", str(run), "SOLVER.MAX_ITER", "120")
     assert r.returncode == 2
-    assert_one_error_line(r, f"'{run / 'model_0000099.pth'}' (--resume) does not fit the model ToyRegressor",
+    assert_one_error_line(r, f"'{run / 'model_0000099.pth'}' (--resume) is not a checkpoint of the ToyRegressor model",
                           "head.weight (3, 16) in the checkpoint vs (1, 16)")
     _unchanged_except_log(before, snapshot(run))
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from sgg.data.video_io import read_video
 from sgg.engine.ema import EMAHook
 from sgg.engine.train_loop import SimpleTrainer
 from sgg.modeling import build_model
+from sgg.utils.video_io import read_video
 from tests.modeling.t2v_tiny import tiny_batch, tiny_t2v_cfg
 from tests.tools.tool_loader import load_tool
 

@@ -11,7 +11,6 @@ from sgg.checkpoint import CheckpointError
 from sgg.config import ConfigError
 from sgg.data.datasets.action_genome import ActionGenomeFormatError, RefusedPickleError
 from sgg.data.datasets.visual_genome import VGFormatError
-from sgg.data.video_io import VideoError
 from sgg.engine import NonFiniteLossError, OutputDirInUseError
 from sgg.utils.errors import (
     DEBUG_ENV,
@@ -22,6 +21,7 @@ from sgg.utils.errors import (
     user_error_message,
 )
 from sgg.utils.registry import RegistryError
+from sgg.utils.video_io import VideoError
 
 
 @pytest.mark.parametrize("cls, base", [

@@ -77,6 +77,11 @@ class FrequencyBaseline(nn.Module):
                 "detector": load_detector(cfg) if cfg.MODEL.DETR.DETECTOR_WEIGHTS else None,
                 "nms_thresh": cfg.MODEL.DETR.NMS_THRESH}
 
+    @property
+    def needs_gt_boxes(self) -> bool:
+        """True without a detector: the pairs scored are those of the ground-truth boxes."""
+        return self.detector is None
+
     def forward(self, batched_inputs):
         if self.training:
             # Nothing to learn (the table is counted at construction); a constant zero loss lets the engine "train"

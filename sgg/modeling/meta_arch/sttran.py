@@ -418,6 +418,11 @@ class STTran(nn.Module):
         return (after_conv + 2 * 1 - 3) // 2 + 1
 
     @property
+    def needs_gt_boxes(self) -> bool:
+        """True when inference scores given boxes (PredCls / SGCls), so an unannotated input cannot be predicted."""
+        return self.mode != "sgdet"
+
+    @property
     def device(self) -> torch.device:
         """The device the model's parameters live on."""
         return self.pixel_mean.device
