@@ -71,7 +71,8 @@ def test_missing_or_misshaped_tensors_are_refused_unless_partial_loading_is_allo
                 str(tmp_path / "shape.pth"))
     assert r.returncode == 2
     assert_one_error_line(r, "is not a checkpoint of the ToyRegressor model",
-                          "head.weight (2, 16) in the checkpoint vs (1, 16) in the model", "MODEL.ALLOW_PARTIAL_WEIGHTS True")
+                          "head.weight (2, 16) in the checkpoint vs (1, 16) in the model",
+                          "MODEL.ALLOW_PARTIAL_WEIGHTS True")
     r = run_cli("--config-file", TOY_CFG, "OUTPUT_DIR", str(tmp_path / "t1"), "MODEL.WEIGHTS",
                 str(tmp_path / "missing.pth"), *FAST)
     assert r.returncode == 2
