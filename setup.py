@@ -28,6 +28,9 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     # text-to-video and SceneLLM
     "diffusion": ["diffusers==0.42.1", "transformers==5.23.0", "safetensors==0.8.0", "peft==0.21.2"],
+    # tools/viewer.py and its AppTest (brings pandas, pyarrow, altair, starlette, uvicorn; ~40 s to install on the
+    # 2-core machine, so [all] includes it and CI runs the viewer test)
+    "app": ["streamlit==1.67.0"],
     "dev": ["pytest==9.0.3", "ruff==0.17.5"],
 }
 EXTRAS["all"] = sorted({p for k, v in EXTRAS.items() if k != "dev" for p in v})

@@ -21,6 +21,7 @@ from typing import List
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sgg.data.datasets import visual_genome as vg  # noqa: E402
+from sgg.utils.errors import run_cli  # noqa: E402
 
 
 def _check_images(files: vg.VGFiles, image_data: List[dict], sample: int, problems: List[str]) -> None:
@@ -115,7 +116,10 @@ def main(argv=None) -> int:
     parser.add_argument("--box-scale", type=int, default=1024, help="which boxes_<scale> key to read (1024 or 512)")
     parser.add_argument("--num-val-images", type=int, default=5000, help="val hold-out used for the split report")
     parser.add_argument("--images", type=int, default=20, help="how many images to decode and size-check (0 = none)")
-    args = parser.parse_args(argv)
+    return run_cli(_run, parser.parse_args(argv))
+
+
+def _run(args) -> int:
     if args.demo:
         from sgg.data.demo.visual_genome_demo import ensure_demo_dataset
 

@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sgg.config import get_cfg  # noqa: E402
 from sgg.modeling import build_model  # noqa: E402
+from sgg.utils.errors import run_cli  # noqa: E402
 
 __all__ = ["count_parameters", "module_table", "stage2_trainable", "main"]
 
@@ -71,7 +72,10 @@ def main(argv=None) -> int:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    return run_cli(_run, args)
 
+
+def _run(args) -> int:
     cfg = get_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)

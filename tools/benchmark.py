@@ -14,6 +14,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH_DIR = os.path.join(HERE, "benchmarks")
 sys.path.insert(0, os.path.dirname(HERE))
 
+from sgg.utils.errors import run_cli  # noqa: E402
+
 
 def available() -> dict:
     """name -> path of every benchmark module."""
@@ -45,7 +47,7 @@ def main(argv=None) -> int:
     module = load(name)
     parser = argparse.ArgumentParser(prog=f"tools/benchmark.py {name}", description=module.__doc__)
     module.add_arguments(parser)
-    return int(module.run(parser.parse_args(argv[1:])) or 0)
+    return run_cli(module.run, parser.parse_args(argv[1:]))
 
 
 if __name__ == "__main__":

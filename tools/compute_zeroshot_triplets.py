@@ -23,6 +23,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from sgg.utils.errors import run_cli  # noqa: E402
+
 __all__ = ["build_parser", "main", "save_triplets"]
 
 
@@ -62,29 +64,28 @@ def _from_sgb(path: str) -> np.ndarray:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        if args.from_sgb:
-            triplets = _from_sgb(args.from_sgb)
-            print(f"Converted {len(triplets)} triplets from {args.from_sgb} (1-based -> 0-based).")
-        else:
-            if not args.train or not args.test:
-                raise ValueError("Pass --train NAME [NAME ...] and --test NAME (or --from-sgb FILE).")
-            import sgg.data  # noqa: F401  (registers the built-in datasets)
-            from sgg.data.catalog import DatasetCatalog
-            from sgg.evaluation.scene_graph import compute_zeroshot_triplets
+    """Entry point; returns the exit status (user errors: one ``error:`` line and 2)."""
+    return run_cli(_run, build_parser().parse_args(argv))
 
-            train = [d for name in args.train for d in DatasetCatalog.get(name)]
-            test = DatasetCatalog.get(args.test)
-            triplets = compute_zeroshot_triplets(train, test)
-            num_test_rels = sum(len(d["relations"]) for d in test)
-            print(f"{len(train)} train images ({', '.join(args.train)}), {len(test)} test images ({args.test}): "
-                  f"{len(triplets)} zero-shot triplet types out of {num_test_rels} test relations.")
-        save_triplets(args.output, triplets.astype(np.int64))
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+def _run(args) -> int:
+    if args.from_sgb:
+        triplets = _from_sgb(args.from_sgb)
+        print(f"Converted {len(triplets)} triplets from {args.from_sgb} (1-based -> 0-based).")
+    else:
+        if not args.train or not args.test:
+            raise ValueError("Pass --train NAME [NAME ...] and --test NAME (or --from-sgb FILE).")
+        import sgg.data  # noqa: F401  (registers the built-in datasets)
+        from sgg.data.catalog import DatasetCatalog
+        from sgg.evaluation.scene_graph import compute_zeroshot_triplets
+
+        train = [d for name in args.train for d in DatasetCatalog.get(name)]
+        test = DatasetCatalog.get(args.test)
+        triplets = compute_zeroshot_triplets(train, test)
+        num_test_rels = sum(len(d["relations"]) for d in test)
+        print(f"{len(train)} train images ({', '.join(args.train)}), {len(test)} test images ({args.test}): "
+              f"{len(triplets)} zero-shot triplet types out of {num_test_rels} test relations.")
+    save_triplets(args.output, triplets.astype(np.int64))
     print(f"Wrote {args.output}")
     return 0
 

@@ -26,6 +26,8 @@ from typing import List, Optional
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from sgg.utils.errors import run_cli  # noqa: E402
+
 __all__ = ["build_parser", "main"]
 
 logger = logging.getLogger("sgg.tools.evaluate_predictions")
@@ -109,13 +111,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         sgg_logger.addHandler(handler)
         sgg_logger.setLevel(logging.INFO)
     try:
-        _evaluate(args)
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return run_cli(_evaluate_quietly, args)  # user errors: one "error:" line, exit code 2
     finally:
         if handler is not None:
             sgg_logger.removeHandler(handler)
+
+
+def _evaluate_quietly(args) -> int:
+    _evaluate(args)
     return 0
 
 

@@ -24,12 +24,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sgg.config import get_cfg  # noqa: E402
-from sgg.data.video_io import write_video  # noqa: E402
+from sgg.checkpoint.checkpointer import CheckpointError, load_checkpoint_file  # noqa: E402
+from sgg.config import ConfigError, get_cfg  # noqa: E402
 from sgg.evaluation.video_generation import save_video_gif  # noqa: E402
 from sgg.modeling import build_model  # noqa: E402
 from sgg.modeling.diffusion_parts import load_diffusers_parts  # noqa: E402
 from sgg.modeling.meta_arch.text_to_video import TextToVideoDiffusion  # noqa: E402
+from sgg.utils.errors import one_line, run_cli  # noqa: E402
+from sgg.utils.video_io import write_video  # noqa: E402
 from sgg.utils.visualizer import save_contact_sheet  # noqa: E402
 
 logger = logging.getLogger("sgg.tools.generate_video")
@@ -66,17 +68,19 @@ def load_from_diffusers_folder(folder: str, device: str):
 def load_from_checkpoint(path: str, config_file: str, opts, device: str, use_ema: bool):
     """``TextToVideoDiffusion`` built from ``config_file`` with weights (and EMA weights) from an sgg checkpoint."""
     if not config_file:
-        sys.exit(f"--weights '{path}' is an sgg checkpoint: also pass --config-file (the config it was trained with, "
-                 "e.g. OUTPUT_DIR/config.yaml).")
-    if not os.path.isfile(path):
-        sys.exit(f"Checkpoint '{path}' not found.")
+        raise ConfigError(f"--weights '{path}' is an sgg checkpoint: also pass --config-file (the config it was "
+                          "trained with, e.g. OUTPUT_DIR/config.yaml).")
+    data = load_checkpoint_file(path, "--weights")  # missing / corrupt / code-carrying files: CheckpointError
     cfg = get_cfg()
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts or []))
     cfg.MODEL.DEVICE = device
     model = build_model(cfg)
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(data["model"])
+    try:
+        model.load_state_dict(data["model"])
+    except RuntimeError as e:  # missing / unexpected / mis-shaped tensors
+        raise CheckpointError(f"Checkpoint '{path}' (--weights) does not fit the model built from '{config_file}' "
+                              f"({one_line(e)[:300]}); pass the config it was trained with.") from None
     ema = data.get("trainer", {}).get("hooks", {}).get("EMAHook")
     if use_ema and ema:
         params = dict(model.named_parameters())
@@ -110,15 +114,18 @@ def write_outputs(video_uint8: torch.Tensor, output: str, fps: float, prompt: st
 
 
 def main(argv=None) -> int:
-    """Entry point; returns the exit status."""
-    args = parse_args(argv)
+    """Entry point; returns the exit status (user errors: one ``error:`` line and 2, see sgg.utils.errors)."""
+    return run_cli(_run, parse_args(argv))
+
+
+def _run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)) if args.device == "cpu" else torch.get_num_threads())
     weights = os.path.expanduser(args.weights)
     if not os.path.exists(weights):
-        sys.exit(f"--weights '{weights}' does not exist: give a local diffusers folder (e.g. "
-                 "OUTPUT_DIR/diffusers/final) or an sgg .pth checkpoint; nothing is downloaded.")
+        raise ConfigError(f"--weights '{weights}' does not exist: give a local diffusers folder (e.g. "
+                          "OUTPUT_DIR/diffusers/final) or an sgg .pth checkpoint; nothing is downloaded.")
     if os.path.isdir(weights):
         model = load_from_diffusers_folder(weights, args.device)
     elif weights.endswith((".pth", ".pt")):
@@ -126,7 +133,7 @@ def main(argv=None) -> int:
         if args.export_diffusers:
             print(f"diffusers folder: {model.save_pretrained(args.export_diffusers)}")
     else:
-        sys.exit(f"--weights '{weights}' is neither a diffusers folder nor a .pth checkpoint.")
+        raise ConfigError(f"--weights '{weights}' is neither a diffusers folder nor a .pth checkpoint.")
     generator = torch.Generator().manual_seed(args.seed)
     video = model.generate([args.prompt], num_frames=args.frames, height=args.height or None,
                            width=args.width or None, num_inference_steps=args.steps, guidance_scale=args.guidance,

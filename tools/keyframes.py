@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 from typing import List
@@ -31,11 +30,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sgg.checkpoint import DetectionCheckpointer  # noqa: E402
-from sgg.config import get_cfg  # noqa: E402
-from sgg.data.video_io import iter_video_frames, video_info  # noqa: E402
+from sgg.config import ConfigError, get_cfg  # noqa: E402
 from sgg.modeling import build_model  # noqa: E402
-from sgg.structures.kts import change_points_to_segments, kts_auto, kts_features_from_frames  # noqa: E402
-from sgg.structures.segments import knapsack_01, upsample_to_frames  # noqa: E402
+from sgg.structures.kts import select_shot_keyframes  # noqa: E402
+from sgg.structures.segments import select_topk_steps  # noqa: E402
+from sgg.utils.errors import run_cli  # noqa: E402
+from sgg.utils.video_io import VideoError, iter_video_frames, video_info  # noqa: E402
 from sgg.utils.visualizer import save_contact_sheet  # noqa: E402
 
 logger = logging.getLogger("sgg.tools.keyframes")
@@ -71,8 +71,8 @@ def setup_cfg(args):
     cfg.merge_from_list(args.opts)
     cfg.MODEL.WEIGHTS = args.weights
     if cfg.MODEL.META_ARCHITECTURE != "KeyframeDetector":
-        raise SystemExit(f"tools/keyframes.py needs the pixel model (MODEL.META_ARCHITECTURE KeyframeDetector); "
-                         f"{config_file} uses '{cfg.MODEL.META_ARCHITECTURE}'.")
+        raise ConfigError(f"tools/keyframes.py needs the pixel model (MODEL.META_ARCHITECTURE KeyframeDetector); "
+                          f"{config_file} uses '{cfg.MODEL.META_ARCHITECTURE}'.")
     cfg.MODEL.BACKBONE.WEIGHTS = ""  # the checkpoint holds the (fine-tuned) backbone
     cfg.freeze()
     return cfg
@@ -86,32 +86,11 @@ def score_video(model, path: str, fps: float, size: int):
         picks.append(index)
         times.append(t)
     if not frames:
-        raise SystemExit(f"No frame decoded from '{path}'.")
+        raise VideoError(f"No frame decoded from '{path}' at {fps:g} fps; the video is empty or corrupt.")
     frames = np.stack(frames)
     with torch.no_grad():
         out = model([{"frames": torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(), "video_id": path}])
     return out[0]["scores"].float().cpu().numpy(), frames, np.asarray(picks), np.asarray(times)
-
-
-def select_topk(scores: np.ndarray, ratio: float) -> List[int]:
-    """The ``max(1, floor(ratio * T))`` best steps, in temporal order."""
-    k = max(1, int(math.floor(ratio * len(scores))))
-    return sorted(np.argsort(-scores, kind="stable")[:k].tolist())
-
-
-def select_shots(scores: np.ndarray, frames: np.ndarray, picks: np.ndarray, n_frames: int, ratio: float) -> List[int]:
-    """One keyframe (best step) per shot chosen by the protocol's KTS + knapsack summary."""
-    feats = kts_features_from_frames(frames)
-    segments = change_points_to_segments(kts_auto(feats @ feats.T), picks, n_frames)
-    frame_scores = upsample_to_frames(scores, picks, n_frames)
-    values = [float(frame_scores[s:e + 1].mean()) for s, e in segments]
-    chosen = knapsack_01(values, segments[:, 1] - segments[:, 0] + 1, int(math.floor(ratio * n_frames)))
-    keyframes = []
-    for seg in chosen:
-        inside = np.nonzero((picks >= segments[seg, 0]) & (picks <= segments[seg, 1]))[0]
-        if len(inside):
-            keyframes.append(int(inside[np.argmax(scores[inside])]))
-    return sorted(keyframes)
 
 
 def native_frames(path: str, picks: np.ndarray, wanted: List[int], height: int = 160) -> List[np.ndarray]:
@@ -127,18 +106,25 @@ def native_frames(path: str, picks: np.ndarray, wanted: List[int], height: int =
 
 
 def main(argv=None) -> int:
+    """Run the tool; a missing/corrupt/truncated video or a missing/unsafe/mismatched checkpoint is one ``error:``
+    line and exit code 2 (``SGG_DEBUG=1`` adds the traceback)."""
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s]: %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
+    return run_cli(_run, args)
+
+
+def _run(args) -> int:
+    video_info(args.video)  # a missing or unreadable video fails here, before the model is built
     cfg = setup_cfg(args)
     model = build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS, key="--weights")
     model.eval()
     scores, frames, picks, times = score_video(model, args.video, cfg.INPUT.KEYFRAME.FPS, cfg.INPUT.KEYFRAME.SIZE)
     n_frames = max(int(video_info(args.video)["num_frames"]), int(picks[-1]) + 1)
     if args.select == "topk":
-        keyframes = select_topk(scores, args.ratio)
+        keyframes = select_topk_steps(scores, args.ratio)
     else:
-        keyframes = select_shots(scores, frames, picks, n_frames, args.ratio)
+        keyframes = select_shot_keyframes(scores, frames, picks, n_frames, args.ratio)
     print(f"{args.video}: {len(scores)} steps at {cfg.INPUT.KEYFRAME.FPS:g} fps, {len(keyframes)} keyframes "
           f"({args.select}, ratio {args.ratio:g})")
     print(f"{'step':>6} {'frame':>7} {'time_s':>8} {'score':>7}")

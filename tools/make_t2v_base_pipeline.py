@@ -31,6 +31,7 @@ from sgg.data.catalog import DatasetCatalog  # noqa: E402
 from sgg.data.t2v_mapper import TextToVideoMapper  # noqa: E402
 from sgg.modeling.diffusion_parts import build_parts_from_config  # noqa: E402
 from sgg.modeling.meta_arch.text_to_video import TextToVideoDiffusion  # noqa: E402
+from sgg.utils.errors import run_cli  # noqa: E402
 
 __all__ = ["demo_training_frames", "fit_vae_to_frames", "build_demo_base_pipeline", "build_parser", "main"]
 
@@ -133,6 +134,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"--base-pipeline '{args.base_pipeline}' is a file; give a folder to write")
     cfg = _load_config(parser, args)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
+    return run_cli(_run, cfg, args)  # data / write errors: one "error:" line and 2 (sgg.utils.errors)
+
+
+def _run(cfg, args) -> int:
     if args.base_pipeline:
         torch.set_num_threads(min(2, torch.get_num_threads()))
         print(f"demo base pipeline: {build_demo_base_pipeline(cfg, args.base_pipeline, vae_iters=args.vae_iters)}")

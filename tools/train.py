@@ -34,6 +34,8 @@ from sgg.config import get_cfg  # noqa: E402
 from sgg.data.build import get_dataset_dicts  # noqa: E402
 from sgg.data.catalog import DatasetCatalog  # noqa: E402
 from sgg.engine import default_argument_parser, default_main, evaluate_weights, launch_cli, setup  # noqa: E402
+from sgg.engine.output_dir import release_output_dir_lock  # noqa: E402
+from sgg.utils.errors import SGGError, run_cli  # noqa: E402
 
 logger = logging.getLogger("sgg")
 
@@ -51,7 +53,7 @@ OPTIMIZERS = {"adamw": "AdamW", "adam": "AdamW", "sgd": "SGD"}  # adam = AdamW w
 PLATEAU_METRIC = "video_sgg/with/R@20"
 
 
-class SeedFlagError(ValueError):
+class SeedFlagError(SGGError, ValueError):
     """A seed-style flag that sgg cannot honour (unknown model, unbuilt model's flag, bad value)."""
 
 
@@ -173,6 +175,10 @@ def static_overrides(args) -> List[Tuple[str, object]]:
         value = getattr(args, flag)
         if value is not None and value != "":
             o.append((key, value))
+    if args.resume_from and not args.eval_only:
+        # Progressive training (PredCls -> SGCls -> SGDet): the new mode's modules (object classifier, detector) are
+        # not in the previous mode's checkpoint and keep their initialisation; the trainer logs what was skipped.
+        o.append(("MODEL.ALLOW_PARTIAL_WEIGHTS", True))
     if args.bce_loss:
         o.append(("MODEL.STTRAN.MULTI_LABEL_LOSS", "bce"))
     amp = args.use_amp
@@ -262,16 +268,20 @@ def translate(argv: Optional[List[str]] = None) -> Dict[str, object]:
 
 def evaluate_untrained(args) -> dict:
     """Worker for models with nothing to train (the frequency baseline): setup, build, evaluate."""
-    return evaluate_weights(setup(args), require_weights=False)
+    try:
+        return evaluate_weights(setup(args), require_weights=False)
+    finally:
+        release_output_dir_lock()
 
 
 def cli(argv: Optional[List[str]] = None) -> int:
-    """Translate, print the equivalent train_net command, run it; returns the exit code."""
-    try:
-        plan = translate(argv)
-    except (SeedFlagError, ValueError, FileNotFoundError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """Translate, print the equivalent train_net command, run it; returns the exit code (user errors: one
+    ``error:`` line and 2, from this process or its workers; see sgg.utils.errors)."""
+    return run_cli(_cli, argv)
+
+
+def _cli(argv: Optional[List[str]]) -> int:
+    plan = translate(argv)
     args = plan["args"]
     command = "python tools/train_net.py " + " ".join(_quote(x) for x in plan["train_net_argv"])
     print(f"tools/train.py -> {command}", flush=True)

@@ -1,5 +1,5 @@
 """Checkpoint saving/loading (the engine's ``hooks.PeriodicCheckpointer`` decides when)."""
 
-from .checkpointer import CheckpointError, DetectionCheckpointer
+from .checkpointer import CheckpointError, DetectionCheckpointer, NonFiniteWeightsError, load_matching_weights
 
-__all__ = ["CheckpointError", "DetectionCheckpointer"]
+__all__ = ["CheckpointError", "DetectionCheckpointer", "NonFiniteWeightsError", "load_matching_weights"]

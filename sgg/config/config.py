@@ -16,10 +16,12 @@ import inspect
 import logging
 import os
 from ast import literal_eval
-from typing import Any, Callable, Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 import yaml
 from fvcore.common.config import CfgNode as _FvCfgNode
+
+from sgg.utils.errors import SGGError, one_line
 
 __all__ = ["CfgNode", "ConfigError", "configurable", "all_config_keys", "import_user_modules"]
 
@@ -28,7 +30,7 @@ logger = logging.getLogger(__name__)
 BASE_KEY = "_BASE_"
 
 
-class ConfigError(ValueError):
+class ConfigError(SGGError, ValueError):
     """A user-facing configuration problem (unknown key, wrong type, missing file)."""
 
 
@@ -90,10 +92,21 @@ class CfgNode(_FvCfgNode):
     """
 
     @classmethod
-    def load_yaml_with_base(cls, filename: str, allow_unsafe: bool = False) -> dict:
-        """Load a YAML file, resolving ``_BASE_`` (relative to the file) recursively."""
+    def load_yaml_with_base(cls, filename: str, allow_unsafe: bool = False, _chain: Tuple[str, ...] = ()) -> dict:
+        """Load a YAML file, resolving ``_BASE_`` (relative to the file) recursively.
+
+        Errors name the file: missing, not YAML (or binary), not a mapping, a ``_BASE_`` that is not a path string,
+        and a ``_BASE_`` chain that comes back to a file already in it (a cycle).
+        """
         if not os.path.isfile(filename):
-            raise ConfigError(f"Config file not found: '{filename}'. Check the path passed to --config-file.")
+            where = f" (the _BASE_ of '{_chain[-1]}')" if _chain else ""
+            raise ConfigError(f"Config file not found: '{filename}'{where}. Check the path passed to --config-file"
+                              f"{' and its _BASE_ entries' if _chain else ''}.")
+        real = os.path.realpath(filename)
+        if real in _chain:
+            cycle = " -> ".join([*_chain[_chain.index(real):], real])
+            raise ConfigError(f"Config file '{filename}' inherits from itself through _BASE_ ({cycle}). Remove the "
+                              "_BASE_ entry that closes the cycle.")
         if filename.endswith(".py"):
             if not allow_unsafe:
                 raise ConfigError(
@@ -101,11 +114,14 @@ class CfgNode(_FvCfgNode):
                     "Pass allow_unsafe=True to merge_from_file() if you trust this file."
                 )
             return _load_python_config(filename)
-        with open(filename, "r") as f:
-            try:
+        try:
+            with open(filename, "r", encoding="utf-8") as f:
                 loaded = yaml.safe_load(f)
-            except yaml.YAMLError as e:
-                raise ConfigError(f"Config file '{filename}' is not valid YAML: {e}") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"Config file '{filename}' is not a YAML text file (it is not UTF-8 text: {e.reason} at "
+                              f"byte {e.start}). Pass the .yaml config, not a binary file.") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"Config file '{filename}' is not valid YAML: {one_line(e)}") from e
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -114,9 +130,13 @@ class CfgNode(_FvCfgNode):
             )
         if BASE_KEY in loaded:
             base_file = loaded.pop(BASE_KEY)
+            if not isinstance(base_file, str) or not base_file.strip():
+                raise ConfigError(f"'{BASE_KEY}' in config file '{filename}' must be the path of another YAML config "
+                                  f"(a string), got {base_file!r} ({type(base_file).__name__}).")
             if not base_file.startswith(("/", "~")):
                 base_file = os.path.join(os.path.dirname(filename), base_file)
-            base = cls.load_yaml_with_base(os.path.expanduser(base_file), allow_unsafe=allow_unsafe)
+            base = cls.load_yaml_with_base(os.path.expanduser(base_file), allow_unsafe=allow_unsafe,
+                                           _chain=(*_chain, real))
             _merge_dicts(loaded, base)
             return base
         return loaded

@@ -15,8 +15,11 @@ _C.VERSION = 1
 # ---------------------------------------------------------------------------- model
 _C.MODEL = CN()
 _C.MODEL.META_ARCHITECTURE = ""
-_C.MODEL.DEVICE = "cuda"  # falls back to CPU (with a warning) when CUDA is absent
+_C.MODEL.DEVICE = "auto"  # auto = CUDA when available, else CPU; an explicit "cuda" without CUDA is an error
 _C.MODEL.WEIGHTS = ""  # a local checkpoint path; nothing is ever downloaded
+# MODEL.WEIGHTS must fill every model tensor with the right shape (else an error listing the mismatches); True loads
+# the matching tensors only and logs the rest (progressive training sets it). A checkpoint matching nothing is an error.
+_C.MODEL.ALLOW_PARTIAL_WEIGHTS = False
 _C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]  # RGB, 0-255
 _C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
 
@@ -54,6 +57,7 @@ _C.INPUT.MAX_SIZE_TRAIN = 1333
 _C.INPUT.MIN_SIZE_TEST = 800
 _C.INPUT.MAX_SIZE_TEST = 1333
 _C.INPUT.RANDOM_FLIP = "horizontal"  # "horizontal", "none"
+_C.INPUT.VIDEO_FPS = 2.0  # frames per second sgg.engine.Predictor samples from a video file for a video SGG model
 _C.INPUT.CROP = CN()
 _C.INPUT.CROP.ENABLED = False
 _C.INPUT.CROP.TYPE = "absolute_range"

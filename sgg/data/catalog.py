@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from sgg.utils.errors import SGGError
+
 __all__ = ["DatasetCatalog", "MetadataCatalog", "Metadata", "DatasetOptionsError", "datasets_root"]
 
 logger = logging.getLogger(__name__)
@@ -27,7 +29,7 @@ def datasets_root() -> str:
     return os.path.expanduser(os.environ.get("SGG_DATASETS", "datasets"))
 
 
-class DatasetOptionsError(ValueError):
+class DatasetOptionsError(SGGError, ValueError):
     """The dataset options in effect are not the ones the config asks for (setup was skipped or another config
     configured them)."""
 

@@ -1,7 +1,9 @@
 """``SceneGraphMapper``: a scene-graph dataset dict -> the model input dict (decoded, augmented image + targets).
 
 Input (see :func:`sgg.data.datasets.visual_genome.load_vg_dicts`): ``file_name, image_id, height, width, boxes,
-labels, relations`` (+ ``dataset_type``/``loss_weight`` in multi-dataset training). Output::
+labels, relations`` (+ ``dataset_type``/``loss_weight`` in multi-dataset training; + optionally ``image``, the
+already decoded (H, W, 3) uint8 pixels in ``INPUT.FORMAT``, which :class:`sgg.engine.Predictor` passes instead of a
+file). Output::
 
     image          uint8 tensor (3, H', W'), RGB (or BGR with INPUT.FORMAT BGR)
     height, width  the ORIGINAL image size (what predictions are rescaled to)
@@ -27,6 +29,7 @@ import torch
 from PIL import Image
 
 from sgg.config import configurable
+from sgg.utils.errors import FileReadError, MissingFileError, one_line
 
 from .build import MAPPER_REGISTRY, multi_dataset_enabled
 from .catalog import DatasetCatalog, MetadataCatalog
@@ -39,17 +42,23 @@ logger = logging.getLogger(__name__)
 
 
 def read_image(file_name: str, image_format: str = "RGB") -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 in ``image_format`` ("RGB" or "BGR"); clear error if missing."""
+    """Decode an image file to (H, W, 3) uint8 in ``image_format`` ("RGB" or "BGR").
+
+    Raises :class:`~sgg.utils.errors.MissingFileError` (a ``FileNotFoundError``) for a missing file and
+    :class:`~sgg.utils.errors.FileReadError` (an ``OSError``) for a truncated or corrupt one, both naming the file.
+    """
     try:
         with Image.open(file_name) as img:
             array = np.asarray(img.convert("RGB"))
     except FileNotFoundError:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"Image '{file_name}' does not exist. Check the dataset's image folder (datasets/README.md; "
             f"`python datasets/prepare_vg.py --check <dir>`)."
         ) from None
-    except OSError as e:
-        raise OSError(f"Image '{file_name}' cannot be decoded ({e}); the file may be truncated.") from None
+    except (OSError, SyntaxError, ValueError) as e:  # PIL: truncated data, unknown format, bad header
+        raise FileReadError(f"Image '{file_name}' cannot be decoded ({one_line(e)}); the file is truncated or corrupt. "
+                            "Re-download or re-extract it (`python datasets/prepare_vg.py --check <dir>` lists such "
+                            "files).") from None
     if image_format == "BGR":
         array = array[:, :, ::-1]
     elif image_format != "RGB":
@@ -133,7 +142,7 @@ class SceneGraphMapper:
     def __call__(self, dataset_dict: dict) -> dict:
         """Decode, augment and package one sample (see the module docstring)."""
         d = dataset_dict
-        image = read_image(d["file_name"], self.image_format)
+        image = d["image"] if d.get("image") is not None else read_image(d["file_name"], self.image_format)
         boxes = self._check_size(image, d, np.asarray(d["boxes"], dtype=np.float32).reshape(-1, 4))
         labels = np.asarray(d["labels"], dtype=np.int64).reshape(-1)
         relations = np.asarray(d["relations"], dtype=np.int64).reshape(-1, 3)

@@ -10,6 +10,11 @@ Output (one per video)::
      "gt": {...}}                      # evaluation only: picks, n_frames, change_points, n_frame_per_seg,
                                        # user_summary, gtscore, user_scores (what the keyframe evaluator reads)
 
+An unannotated video (a dict ``{"source": "video", "video_id", "video_file"}`` without ``user_scores``, what
+:class:`sgg.engine.Predictor` passes) maps at test time to ``video_id, frames, picks`` only. ``{"source": "frames",
+"video_id", "frames_rgb": uint8 (T, H, W, 3), "picks": (T,)}`` takes frames already sampled at ``INPUT.KEYFRAME.FPS``
+and resizes them to ``S x S`` (bilinear, PIL; decoding a file resizes in FFmpeg, so the pixels differ slightly).
+
 Training takes a random window of ``INPUT.KEYFRAME.TRAIN_CLIP_STEPS`` consecutive steps (the seed trains on 30 s =
 60 steps at 2 fps); evaluation always sees the whole video. For raw videos the ground truth the h5 would hold is
 derived the eccv16 way: ``gtscore`` = annotators' mean score at each step, shots by KTS on the sampled frames
@@ -25,13 +30,15 @@ from typing import Optional
 
 import numpy as np
 import torch
+from PIL import Image
 
 from sgg.config import configurable
 from sgg.structures.kts import change_points_to_segments, kts_auto, kts_features_from_frames
 from sgg.structures.segments import knapsack_01, minmax_normalize
+from sgg.utils.video_io import iter_video_frames, video_info
 
 from .build import MAPPER_REGISTRY
-from .video_io import iter_video_frames, video_info
+from .datasets.tvsum import open_eccv16_h5
 
 __all__ = ["KeyframeMapper", "user_summaries_from_scores", "raw_video_groundtruth"]
 
@@ -94,15 +101,20 @@ class KeyframeMapper:
         if source == "h5":
             return self._map_h5(dataset_dict)
         if source == "video":
+            if dataset_dict.get("user_scores") is None and not self.is_train:
+                frames, picks = self._decode_steps(dataset_dict["video_file"], None)
+                return {"video_id": dataset_dict["video_id"], "picks": torch.from_numpy(picks),
+                        "frames": torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()}
             return self._map_video(dataset_dict)
+        if source == "frames" and not self.is_train:
+            return self._map_frames(dataset_dict)
         raise ValueError(f"KeyframeMapper: dataset dict '{dataset_dict.get('video_id', '?')}' has source "
-                         f"{source!r}; expected 'h5' or 'video' (see sgg/data/datasets/tvsum.py).")
+                         f"{source!r}; expected 'h5' or 'video' (or 'frames' at test time; see "
+                         "sgg/data/datasets/tvsum.py).")
 
     # ------------------------------------------------------------------ h5
     def _map_h5(self, d: dict) -> dict:
-        import h5py
-
-        with h5py.File(d["h5_file"], "r") as f:
+        with open_eccv16_h5(d["h5_file"]) as f:
             if d["h5_key"] not in f:
                 raise KeyError(f"'{d['h5_file']}' has no group '{d['h5_key']}' (the file changed after loading?).")
             g = f[d["h5_key"]]
@@ -119,6 +131,21 @@ class KeyframeMapper:
                              "user_summary": np.asarray(g["user_summary"][()], dtype=np.uint8),
                              "gtscore": gtscore, "user_scores": d.get("user_scores")}
         return out
+
+    # ------------------------------------------------------------------ decoded frames
+    def _map_frames(self, d: dict) -> dict:
+        frames = np.asarray(d["frames_rgb"])
+        if frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
+            raise ValueError(f"KeyframeMapper: 'frames_rgb' of '{d.get('video_id', '?')}' must be a non-empty "
+                             f"(T, H, W, 3) array, got shape {frames.shape}.")
+        if frames.shape[1:3] != (self.size, self.size):
+            frames = np.stack([np.asarray(Image.fromarray(f.astype(np.uint8)).resize((self.size, self.size),
+                                                                                     Image.BILINEAR))
+                               for f in frames])
+        picks = np.asarray(d.get("picks", np.arange(len(frames))), dtype=np.int64).reshape(-1)
+        return {"video_id": d.get("video_id", ""), "picks": torch.from_numpy(picks),
+                "frames": torch.from_numpy(np.ascontiguousarray(frames, dtype=np.uint8)).permute(0, 3, 1, 2)
+                .contiguous()}
 
     # ------------------------------------------------------------------ raw video
     def _decode_steps(self, path: str, window: Optional[slice]):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from sgg.config import configurable
 from sgg.data.build import MAPPER_REGISTRY
-from sgg.data.video_io import read_video
+from sgg.utils.video_io import read_video
 
 __all__ = ["TextToVideoMapper", "swap_left_right", "select_window", "resize_and_crop", "color_jitter"]
 

@@ -9,6 +9,10 @@ Output of ``mapper(video_dict)`` (a new dict; the dataset dict is not modified):
      "flipped": bool}
     and every frame dict gains "gt_boxes": float32 tensor (N, 4), its boxes in the resized frame.
 
+A video dict may carry its frames already decoded as ``frames_rgb`` (uint8 (T, H, W, 3), one per frame dict; what
+:class:`sgg.engine.Predictor` passes for a video file), instead of one PNG per frame dict's ``file_name``. Frame dicts
+without ``boxes`` (an unannotated video, SGDet) get an empty (0, 4) box array.
+
 Training and test use the same size (STTran resizes every frame to short side 600, long side <= 1000). In training,
 with ``INPUT.RANDOM_FLIP = "horizontal"``, the whole video is flipped with probability 0.5: images, ``gt_boxes`` and the
 frame dicts' ``boxes`` together. No predicate changes meaning under a horizontal flip (AG has no left/right
@@ -26,6 +30,7 @@ import torch
 from PIL import Image
 
 from sgg.config import configurable
+from sgg.utils.errors import FileReadError, MissingFileError, one_line
 
 from .build import MAPPER_REGISTRY
 
@@ -69,6 +74,12 @@ class ActionGenomeMapper:
                 "flip_prob": 0.5 if cfg.INPUT.RANDOM_FLIP == "horizontal" else 0.0}
 
     def _read_frames(self, video: dict) -> np.ndarray:
+        if video.get("frames_rgb") is not None:
+            frames = np.asarray(video["frames_rgb"])
+            if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) != len(video["frames"]) or not len(frames):
+                raise ValueError(f"Video '{video.get('video_id')}': 'frames_rgb' must be (T, H, W, 3) with one image "
+                                 f"per frame dict ({len(video['frames'])}), got {frames.shape}.")
+            return frames.astype(np.uint8, copy=False)
         frames = []
         for frame in video["frames"]:
             path = frame["file_name"]
@@ -76,9 +87,13 @@ class ActionGenomeMapper:
                 with Image.open(path) as im:
                     image = np.asarray(im.convert("RGB"))
             except FileNotFoundError:
-                raise FileNotFoundError(f"Frame '{path}' of video '{video.get('video_id')}' not found; extract the "
-                                        "Action Genome frames into <root>/frames/<VID>.mp4/<frame:06d>.png "
-                                        "(datasets/README_action_genome.md).") from None
+                raise MissingFileError(f"Frame '{path}' of video '{video.get('video_id')}' not found; extract the "
+                                       "Action Genome frames into <root>/frames/<VID>.mp4/<frame:06d>.png "
+                                       "(datasets/README_action_genome.md).") from None
+            except (OSError, SyntaxError, ValueError) as e:  # PIL: truncated data, unknown format, bad header
+                raise FileReadError(f"Frame '{path}' of video '{video.get('video_id')}' cannot be decoded "
+                                    f"({one_line(e)}); the file is truncated or corrupt. Re-extract the Action Genome "
+                                    "frames (datasets/README_action_genome.md).") from None
             expected = (int(frame["height"]), int(frame["width"]))
             if image.shape[:2] != expected:
                 raise ValueError(f"Frame '{path}' is {image.shape[1]}x{image.shape[0]} (WxH) but its annotation "
@@ -103,6 +118,7 @@ class ActionGenomeMapper:
         if flipped:
             frames = frames[:, :, ::-1]
         out = dict(video)
+        out.pop("frames_rgb", None)
         out["frames"] = [self._map_frame(frame, scale, w, new_w, flipped) for frame in video["frames"]]
         out["images"] = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
         out["image_scale"] = float(scale)
@@ -112,7 +128,7 @@ class ActionGenomeMapper:
 
     @staticmethod
     def _map_frame(frame: dict, scale: float, width: int, new_width: int, flipped: bool) -> dict:
-        boxes = np.asarray(frame["boxes"], np.float32).copy()
+        boxes = np.asarray(frame.get("boxes", np.zeros((0, 4))), np.float32).reshape(-1, 4).copy()
         gt_boxes = boxes * np.float32(scale)
         if flipped:
             boxes[:, [0, 2]] = width - boxes[:, [2, 0]]

@@ -18,9 +18,10 @@ from .defaults import (
 )
 from .hooks import *  # noqa: F401,F403
 from .launch import launch
+from .predictor import InputError, Predictor
 from .train_loop import HookBase, NonFiniteLossError, SimpleTrainer, TrainerBase
 
 __all__ = ["DefaultTrainer", "OutputDirInUseError", "ExpectedResultsNotMet", "create_ddp_model",
            "default_argument_parser", "setup", "default_setup", "default_writers", "default_main", "evaluate_weights",
            "train", "launch_cli", "USER_ERRORS", "maybe_list_registries", "launch", "HookBase", "NonFiniteLossError",
-           "SimpleTrainer", "TrainerBase"]
+           "SimpleTrainer", "TrainerBase", "Predictor", "InputError"]

@@ -17,7 +17,8 @@ from torch.nn.parallel import DistributedDataParallel
 import sgg.data  # noqa: F401  (registers the datasets, mappers and samplers)
 import sgg.evaluation  # noqa: F401  (registers the evaluators)
 import sgg.modeling  # noqa: F401  (registers the models and their parts)
-from sgg.checkpoint import CheckpointError, DetectionCheckpointer
+from sgg.checkpoint import DetectionCheckpointer
+from sgg.checkpoint.checkpointer import atomic_write_bytes
 from sgg.config import ConfigError, get_cfg, import_user_modules
 from sgg.data.build import build_test_loader, build_train_loader
 from sgg.data.catalog import DatasetCatalog
@@ -28,28 +29,32 @@ from sgg.evaluation import (
     print_csv_format,
     verify_results,
 )
-from sgg.modeling import build_model
+from sgg.modeling import build_model, resolve_device
 from sgg.solver import build_lr_scheduler, build_optimizer
 from sgg.utils import comm
 from sgg.utils.env import collect_env_info, get_rng_state, seed_all_rng, set_deterministic, set_rng_state
+from sgg.utils.errors import USER_ERROR_TYPES, InterruptedRun, run_cli
 from sgg.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from sgg.utils.logger import setup_logger
-from sgg.utils.registry import RegistryError, all_registries
+from sgg.utils.registry import all_registries
 
 from . import hooks
 from .ema import EMAHook
 from .launch import launch
+from .output_dir import (
+    OutputDirInUseError,
+    acquire_output_dir_lock,
+    check_output_dir,
+    existing_checkpoints,
+    release_output_dir_lock,
+)
 from .train_loop import NonFiniteLossError, SimpleTrainer, TrainerBase
 
-__all__ = ["default_argument_parser", "setup", "default_setup", "default_writers", "create_ddp_model",
+__all__ = ["default_argument_parser", "setup", "default_setup", "save_config", "default_writers", "create_ddp_model",
            "DefaultTrainer", "OutputDirInUseError", "ExpectedResultsNotMet", "evaluate_weights", "train",
            "default_main", "launch_cli", "USER_ERRORS", "maybe_list_registries"]
 
 logger = logging.getLogger(__name__)
-
-
-class OutputDirInUseError(RuntimeError):
-    """OUTPUT_DIR already holds checkpoints of another run and --resume was not given."""
 
 
 class ExpectedResultsNotMet(SystemExit):
@@ -97,29 +102,55 @@ def setup(args):
 
 
 def default_setup(cfg, args) -> None:
-    """Create OUTPUT_DIR, set up logging, log environment/args/config, save ``config.yaml``, seed RNGs per rank."""
+    """Check and lock OUTPUT_DIR, set up logging, log environment/args/config, save ``config.yaml``, seed RNGs.
+
+    Nothing is written before the checks pass: ``MODEL.DEVICE`` must exist on this machine, OUTPUT_DIR must be a
+    writable folder and, for a training run without ``--resume``, must not hold checkpoints
+    (:func:`~sgg.engine.output_dir.check_output_dir`); then the main process takes OUTPUT_DIR's lock file
+    (a second run into the same folder is refused naming the holder's pid). ``config.yaml`` is written atomically;
+    a ``--resume`` run writes it only once the checkpoint has loaded (:meth:`DefaultTrainer.resume_or_load`), and an
+    ``--eval-only`` run into a training run's folder writes ``inference/config.yaml`` instead, so the run's own
+    ``config.yaml`` (read by ``tools/keyframes.py`` and ``tools/generate_video.py``) is never replaced.
+    """
     output_dir = cfg.OUTPUT_DIR
     rank = comm.get_rank()
+    resume, eval_only = bool(getattr(args, "resume", False)), bool(getattr(args, "eval_only", False))
+    resolve_device(cfg.MODEL.DEVICE)
+    holds_run = bool(existing_checkpoints(output_dir)) if output_dir else False
+    lock = None
     if comm.is_main_process() and output_dir:
+        check_output_dir(output_dir, resume=resume, eval_only=eval_only)
         os.makedirs(output_dir, exist_ok=True)
+        lock = acquire_output_dir_lock(output_dir)
+        check_output_dir(output_dir, resume=resume, eval_only=eval_only)  # again, now that no other run can start
     comm.synchronize()
     setup_logger(output_dir, distributed_rank=rank, name="sgg")
     log = logging.getLogger("sgg")
+    if lock is not None and lock.describe_takeover():
+        log.warning(lock.describe_takeover())
     log.info("Rank of current process: %d. World size: %d", rank, comm.get_world_size())
     log.info("Environment info:\n%s", collect_env_info())
     log.info("Command line arguments: %s", args)
     if getattr(args, "config_file", ""):
-        log.info("Contents of args.config_file=%s:\n%s", args.config_file, open(args.config_file).read())
-    if comm.is_main_process() and output_dir:
-        path = os.path.join(output_dir, "config.yaml")
-        with open(path, "w") as f:
-            f.write(cfg.dump())
-        log.info("Full config saved to %s", path)
+        with open(args.config_file, encoding="utf-8") as f:
+            log.info("Contents of args.config_file=%s:\n%s", args.config_file, f.read())
+    if output_dir and not (resume and holds_run):
+        save_config(cfg, os.path.join("inference", "config.yaml") if eval_only and holds_run else "config.yaml")
     seed = cfg.SEED if cfg.SEED >= 0 else -1
     used = seed_all_rng(None if seed < 0 else seed + rank)
     log.info("Using RNG seed %d on rank %d", used, rank)
     set_deterministic(cfg.DETERMINISTIC)
     torch.backends.cudnn.benchmark = bool(cfg.CUDNN_BENCHMARK) and not cfg.DETERMINISTIC
+
+
+def save_config(cfg, name: str = "config.yaml") -> Optional[str]:
+    """Write ``cfg`` to ``OUTPUT_DIR/<name>`` atomically (main process only); returns the path."""
+    if not comm.is_main_process() or not cfg.OUTPUT_DIR:
+        return None
+    path = os.path.join(cfg.OUTPUT_DIR, name)
+    atomic_write_bytes(path, cfg.dump().encode("utf-8"))
+    logging.getLogger("sgg").info("Full config saved to %s", path)
+    return path
 
 
 def default_writers(output_dir: str, max_iter: int):
@@ -154,7 +185,7 @@ def _clip_fn(cfg):
 def _amp_dtype(cfg) -> Optional[torch.dtype]:
     if not cfg.SOLVER.AMP.ENABLED:
         return None
-    if not torch.cuda.is_available() or not cfg.MODEL.DEVICE.startswith("cuda"):
+    if resolve_device(cfg.MODEL.DEVICE).type != "cuda":
         logger.warning("SOLVER.AMP.ENABLED is set but training runs on CPU; AMP is disabled.")
         return None
     dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -187,7 +218,8 @@ class DefaultTrainer(TrainerBase):
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
-                                                  scheduler=self.scheduler)
+                                                  scheduler=self.scheduler,
+                                                  allow_partial=cfg.MODEL.ALLOW_PARTIAL_WEIGHTS)
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         # The data stream's seed is shared by all ranks and stored in checkpoints, so a resumed run (even with
@@ -203,12 +235,16 @@ class DefaultTrainer(TrainerBase):
         """With ``resume`` and a checkpoint in OUTPUT_DIR: restore everything; else load ``MODEL.WEIGHTS`` only.
 
         Refuses to start a fresh run in an OUTPUT_DIR that already has checkpoints (it would overwrite them).
+        Resuming is always strict (the checkpoint must fit this model, optimizer and schedule); ``MODEL.WEIGHTS``
+        must fill every model tensor unless ``MODEL.ALLOW_PARTIAL_WEIGHTS`` is set. After a successful resume the
+        run's ``config.yaml`` is rewritten (:func:`default_setup` leaves it alone until the checkpoint has loaded).
         """
         if resume and self.checkpointer.has_checkpoint():
             path = self.checkpointer.get_checkpoint_file()
-            self.checkpointer.load(path)
+            self.checkpointer.load(path, strict=True, key="--resume")
             self.start_iter = self.iter + 1
             logger.info("Resumed from %s at iteration %d", path, self.start_iter)
+            save_config(self.cfg)
             return
         if resume:
             logger.info("--resume given but OUTPUT_DIR has no last_checkpoint; starting a new run.")
@@ -219,6 +255,9 @@ class DefaultTrainer(TrainerBase):
                 "or set OUTPUT_DIR to a new folder; nothing was overwritten."
             )
         if self.cfg.MODEL.WEIGHTS:
+            if self.cfg.MODEL.ALLOW_PARTIAL_WEIGHTS:
+                logger.info("MODEL.ALLOW_PARTIAL_WEIGHTS is set: tensors of %s that do not fit the model are skipped "
+                            "(they keep their initialisation).", self.cfg.MODEL.WEIGHTS)
             self.checkpointer.load(self.cfg.MODEL.WEIGHTS, checkpointables=[])
         self.start_iter = 0
 
@@ -263,7 +302,15 @@ class DefaultTrainer(TrainerBase):
         self.data_loader = self.build_train_loader(self.cfg, seed=self.data_seed, start_batch=start_batch)
         self._trainer.reset_data_loader(self.data_loader)
         _ = self._trainer._data_loader_iter  # create the iterator before RNG states are restored
-        super().train(self.start_iter, self.max_iter)
+        try:
+            super().train(self.start_iter, self.max_iter)
+        except KeyboardInterrupt:
+            raise InterruptedRun(f"Training interrupted (Ctrl-C) at iteration {self.iter}. "
+                                 f"{self.checkpointer.last_checkpoint_message()} Continue with --resume.") from None
+        except NonFiniteLossError as e:
+            if comm.is_main_process() and self.cfg.OUTPUT_DIR:
+                raise NonFiniteLossError(f"{e} {self.checkpointer.last_checkpoint_message()}") from e
+            raise
         if self.latest_eval is not None and comm.is_main_process():
             return self.latest_eval[1]
         return None
@@ -383,14 +430,18 @@ def evaluate_weights(cfg, *, require_weights: bool = True):
     """The ``--eval-only`` path: build the model, load ``MODEL.WEIGHTS``, evaluate on ``DATASETS.TEST``.
 
     ``require_weights``: a model with parameters needs ``MODEL.WEIGHTS`` (models with nothing trained, such as the
-    frequency baselines, pass False). Raises :class:`ExpectedResultsNotMet` when ``TEST.EXPECTED_RESULTS`` is missed.
+    frequency baselines, pass False or set ``requires_weights = False`` on their class). The weights must fit the
+    model (:meth:`DetectionCheckpointer.load`; ``MODEL.ALLOW_PARTIAL_WEIGHTS`` relaxes that). Raises
+    :class:`ExpectedResultsNotMet` when ``TEST.EXPECTED_RESULTS`` is missed.
     """
     model = DefaultTrainer.build_model(cfg)
+    require_weights = require_weights and getattr(model, "requires_weights", True)
     if require_weights and not cfg.MODEL.WEIGHTS and any(True for _ in model.parameters()):
         raise ConfigError("--eval-only needs MODEL.WEIGHTS (a checkpoint path), e.g. MODEL.WEIGHTS "
                           f"{os.path.join(cfg.OUTPUT_DIR, 'model_final.pth')}")
-    if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
+    if cfg.MODEL.WEIGHTS:  # strict unless MODEL.ALLOW_PARTIAL_WEIGHTS: a checkpoint of another model is an error
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, allow_partial=cfg.MODEL.ALLOW_PARTIAL_WEIGHTS).load(
+            cfg.MODEL.WEIGHTS, checkpointables=[])
     model.eval()
     results = DefaultTrainer.test(cfg, model)
     _check_expected_results(cfg, results)
@@ -415,21 +466,29 @@ def _check_expected_results(cfg, results) -> None:
 
 
 def default_main(args):
-    """What one worker of ``tools/train_net.py`` runs: :func:`setup`, then evaluate (``--eval-only``) or train."""
-    cfg = setup(args)
-    if args.eval_only:
-        return evaluate_weights(cfg)
-    return train(cfg, resume=args.resume)
+    """What one worker of ``tools/train_net.py`` runs: :func:`setup`, then evaluate (``--eval-only``) or train.
+    OUTPUT_DIR's lock (taken by :func:`default_setup`) is released when it ends."""
+    try:
+        cfg = setup(args)
+        if args.eval_only:
+            return evaluate_weights(cfg)
+        return train(cfg, resume=args.resume)
+    finally:
+        release_output_dir_lock()
 
 
 # Errors whose message says everything a user needs: the CLIs print them as one line, without a traceback.
-USER_ERRORS = (ConfigError, CheckpointError, RegistryError, OutputDirInUseError, NonFiniteLossError,
-               FileNotFoundError, ValueError, KeyError)
+USER_ERRORS = USER_ERROR_TYPES
 
 
 def launch_cli(main_func, args) -> int:
     """Run ``main_func(args)`` on ``args.num_gpus`` workers (:func:`launch`) and return the exit code: 0, 1 when
-    ``TEST.EXPECTED_RESULTS`` is missed, 2 with one ``error:`` line for a user error (also one raised in a worker)."""
+    ``TEST.EXPECTED_RESULTS`` is missed, 2 with one ``error:`` line for a user error — raised here, in a worker or in
+    a DataLoader worker — and 130 for Ctrl-C (:func:`sgg.utils.errors.run_cli`; ``SGG_DEBUG=1`` adds tracebacks)."""
+    return run_cli(_launch, main_func, args)
+
+
+def _launch(main_func, args) -> int:
     try:
         launch(main_func, args.num_gpus, num_machines=getattr(args, "num_machines", 1),
                machine_rank=getattr(args, "machine_rank", 0), dist_url=getattr(args, "dist_url", "auto"),
@@ -437,27 +496,7 @@ def launch_cli(main_func, args) -> int:
     except ExpectedResultsNotMet:
         print("error: evaluation results do not meet TEST.EXPECTED_RESULTS (see the log above)", file=sys.stderr)
         return 1
-    except USER_ERRORS as e:
-        logger.debug("User error", exc_info=True)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # errors raised inside spawned workers arrive wrapped
-        cause = _user_error_from_worker(e)
-        if cause is None:
-            raise
-        print(f"error: {cause}", file=sys.stderr)
-        return 2
     return 0
-
-
-def _user_error_from_worker(exc: Exception) -> Optional[str]:
-    """The user-facing message of a user error wrapped in torch.multiprocessing's ProcessRaisedException, if any."""
-    text = str(exc)
-    for cls in USER_ERRORS:
-        marker = f"{cls.__name__}: "
-        if marker in text:
-            return text.rsplit(marker, 1)[1].strip().splitlines()[0]
-    return None
 
 
 def maybe_list_registries(args) -> bool:

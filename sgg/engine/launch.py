@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from datetime import timedelta
 from typing import Any, Callable, Tuple
 
@@ -66,13 +67,33 @@ def launch(main_func: Callable, num_gpus_per_machine: int, num_machines: int = 1
     if num_machines > 1 and dist_url.startswith("file://"):
         logger.warning("file:// init is unreliable across machines; prefer tcp://HOST:PORT.")
     logger.info("Launching %d workers (%s) with dist_url %s", world_size, _backend(), dist_url)
-    mp.start_processes(
-        _distributed_worker,
-        nprocs=num_gpus_per_machine,
-        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
-        daemon=False,
-        start_method="spawn",
-    )
+    # When one worker fails, torch terminates the others and logs a warning per process; the failure itself is
+    # reported (as one line for user errors) by the caller, so those warnings only add noise.
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+    level = spawn_log.level
+    spawn_log.setLevel(max(level, logging.ERROR))
+    try:
+        context = mp.start_processes(
+            _distributed_worker,
+            nprocs=num_gpus_per_machine,
+            args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
+            daemon=False,
+            start_method="spawn",
+            join=False,
+        )
+        try:
+            while not context.join():
+                pass
+        except KeyboardInterrupt:
+            # Ctrl-C reached the workers too (same process group): give them a moment to stop; the first one's
+            # report (which says where the last checkpoint is) then surfaces as the ProcessRaisedException.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if context.join(timeout=1):
+                    break
+            raise
+    finally:
+        spawn_log.setLevel(level)
 
 
 def _join_torchrun(timeout: timedelta) -> None:

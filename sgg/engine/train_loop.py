@@ -1,9 +1,13 @@
 """The training loop: ``HookBase``, ``TrainerBase`` and ``SimpleTrainer``.
 
 ``SimpleTrainer.run_step`` = for each of ``accumulate`` micro-batches: load data → ``model(batch)`` returns a dict of
-losses → sum → backward (scaled for fp16 AMP); then, if every rank's loss was finite: clip → optimizer step;
-otherwise skip the step, count it (``nonfinite_steps`` in metrics) and abort with :class:`NonFiniteLossError` after
-``max_nonfinite_steps`` consecutive skips. Weights never see a non-finite update.
+losses → sum → backward (scaled for fp16 AMP); then, if every rank's losses and gradients were finite: clip →
+optimizer step; otherwise skip the step, count it (``nonfinite_steps`` in metrics) and abort with
+:class:`NonFiniteLossError` after ``max_nonfinite_steps`` consecutive skips. A loss that refuses non-finite model
+outputs (``binary_cross_entropy``'s "between 0 and 1" check) counts as a non-finite loss. Weights never see a
+non-finite update: a step that makes any weight NaN/Inf (finite but huge updates, e.g. ``SOLVER.BASE_LR 1e30``)
+aborts the run at once, and the checkpointer refuses to write non-finite weights, so every checkpoint on disk is
+usable.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from sgg.utils import comm
+from sgg.utils.errors import SGGError, one_line, user_error_message
 from sgg.utils.events import EventStorage, get_event_storage
 
 __all__ = ["HookBase", "TrainerBase", "SimpleTrainer", "NonFiniteLossError"]
@@ -26,8 +31,33 @@ __all__ = ["HookBase", "TrainerBase", "SimpleTrainer", "NonFiniteLossError"]
 logger = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Training produced non-finite losses for too many consecutive iterations."""
+class NonFiniteLossError(SGGError, FloatingPointError):
+    """Training produced non-finite losses/gradients for too many consecutive iterations, or non-finite weights."""
+
+
+def _is_nonfinite_input_error(error: RuntimeError) -> bool:
+    """torch's range check of probability inputs (``binary_cross_entropy``), which NaN/Inf outputs fail."""
+    return "should be between 0 and 1" in str(error)
+
+
+def _check_optimizer_state(optimizer: torch.optim.Optimizer, saved) -> None:
+    """Refuse (ValueError) an optimizer state of another optimizer type / parameter layout before loading it: torch
+    would accept e.g. AdamW's groups into SGD and fail at the first step."""
+    if not isinstance(saved, dict) or "param_groups" not in saved:
+        raise ValueError("the checkpoint has no optimizer state")
+    groups, saved_groups = optimizer.param_groups, saved["param_groups"]
+    if len(groups) != len(saved_groups):
+        raise ValueError(f"the checkpoint's optimizer has {len(saved_groups)} parameter groups, this run's "
+                         f"{type(optimizer).__name__} has {len(groups)} (SOLVER.* LR multipliers / weight decay "
+                         "settings differ)")
+    for i, (g, sg) in enumerate(zip(groups, saved_groups)):
+        if len(g["params"]) != len(sg["params"]):
+            raise ValueError(f"optimizer parameter group {i} holds {len(sg['params'])} tensors in the checkpoint and "
+                             f"{len(g['params'])} in this run (another model)")
+        missing = sorted(set(g) - set(sg) - {"params"})
+        if missing:
+            raise ValueError(f"the checkpoint's optimizer state lacks {missing} of this run's "
+                             f"{type(optimizer).__name__} (SOLVER.OPTIMIZER differs)")
 
 
 class HookBase:
@@ -118,8 +148,11 @@ class TrainerBase:
                         break
                 self.iter += 1  # so after_train sees iter == max_iter, as in detectron2
                 self.completed = True
-            except Exception:
-                logger.exception("Exception during training:")
+            except Exception as e:
+                if user_error_message(e) is None:
+                    logger.exception("Exception during training:")
+                else:  # a user error: one line from the CLI; the traceback goes to log.txt only
+                    logger.debug("Training stopped by a user error:", exc_info=True)
                 raise
             finally:
                 self.after_train()
@@ -236,8 +269,13 @@ class SimpleTrainer(TrainerBase):
             sync_ctx = (self.model.no_sync() if isinstance(self.model, DistributedDataParallel) and not last
                         else nullcontext())
             with sync_ctx:
-                with self._autocast():
-                    loss_dict = self.model(data)
+                try:
+                    with self._autocast():
+                        loss_dict = self.model(data)
+                except RuntimeError as e:
+                    if not _is_nonfinite_input_error(e):
+                        raise
+                    loss_dict = self._nonfinite_output(e)
                 if not isinstance(loss_dict, dict) or not loss_dict:
                     raise TypeError("In training mode the model must return a non-empty dict of scalar losses, got "
                                     f"{type(loss_dict).__name__}.")
@@ -245,44 +283,90 @@ class SimpleTrainer(TrainerBase):
                 scaled = losses / self.accumulate_steps
                 if self.grad_scaler is not None:
                     scaled = self.grad_scaler.scale(scaled)
-                scaled.backward()
+                if scaled.requires_grad:
+                    scaled.backward()
             for k, v in loss_dict.items():
                 summed[k] = summed.get(k, 0.0) + v.detach().float() / self.accumulate_steps
         self.after_backward()
-        finite = self._all_ranks_finite(summed)
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        # With fp16 AMP the scaled gradients may overflow by design: GradScaler skips that step and lowers its scale.
+        finite = self._all_ranks_finite(summed, [] if self.grad_scaler is not None else params)
         if finite:
             self.nonfinite_consecutive = 0
             if self.grad_scaler is not None:
                 self.grad_scaler.unscale_(self.optimizer)
             if self.clip_fn is not None:
-                self.clip_fn([p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None])
+                self.clip_fn(params)
             if self.grad_scaler is not None:
                 self.grad_scaler.step(self.optimizer)
                 self.grad_scaler.update()
             else:
                 self.optimizer.step()
         else:
-            self._skip_nonfinite_step(summed)
+            self._skip_nonfinite_step(summed, params)
+        self._check_weights_finite()
         self.optimizer.zero_grad(set_to_none=True)
         self._write_metrics(summed, data_time)
 
-    def _all_ranks_finite(self, loss_dict: Dict[str, torch.Tensor]) -> bool:
-        local = all(torch.isfinite(v).all().item() for v in loss_dict.values())
+    def _nonfinite_output(self, error: RuntimeError) -> Dict[str, torch.Tensor]:
+        """A loss that refused non-finite model outputs (BCE's range check): counted as a non-finite loss."""
         if comm.get_world_size() > 1:
-            flag = torch.tensor([0.0 if local else 1.0], device=next(iter(loss_dict.values())).device)
+            raise NonFiniteLossError(
+                f"Iteration {self.iter}: the model produced non-finite outputs ({one_line(error)}); aborting. "
+                "Checkpoints written so far are intact (they hold finite weights). Lower SOLVER.BASE_LR, enable "
+                "SOLVER.CLIP_GRADIENTS, or check the data."
+            ) from error
+        logger.warning("Iteration %d: the model produced non-finite outputs (%s).", self.iter, one_line(error))
+        return {"loss_nonfinite_output": torch.tensor(float("nan"))}
+
+    @staticmethod
+    def _max_abs(tensors: List[torch.Tensor]) -> torch.Tensor:
+        """max |x| over ``tensors`` (NaN if any is NaN) as a 0-d float tensor; 0 when there are none."""
+        if not tensors:
+            return torch.zeros(())
+        return torch.nn.utils.get_total_norm(tensors, norm_type=float("inf")).float()
+
+    def _all_ranks_finite(self, loss_dict: Dict[str, torch.Tensor], params: List[torch.Tensor]) -> bool:
+        """True when every rank's losses and gradients are finite (one collective for all ranks)."""
+        values = [v.reshape(-1).float() for v in loss_dict.values()]
+        grads = self._max_abs([p.grad for p in params])
+        device = grads.device if params else (values[0].device if values else torch.device("cpu"))
+        local = bool(torch.isfinite(torch.cat([grads.reshape(1).to(device), *[v.to(device) for v in values]])).all())
+        if comm.get_world_size() > 1:
+            flag = torch.tensor([0.0 if local else 1.0], device=device)
             dist.all_reduce(flag)
             return flag.item() == 0
         return local
 
-    def _skip_nonfinite_step(self, loss_dict: Dict[str, torch.Tensor]) -> None:
+    def _check_weights_finite(self) -> None:
+        """After each step: abort at once if any weight or floating-point buffer (BatchNorm statistics, updated by
+        the forward pass even when the step is skipped) is NaN/Inf; no checkpoint is ever written from them."""
+        model = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+        params = [p.detach() for g in self.optimizer.param_groups for p in g["params"]]
+        buffers = [b for b in model.buffers() if b.is_floating_point()]
+        if bool(torch.isfinite(self._max_abs(params + buffers))):
+            return
+        bad = [n for n, t in [*model.named_parameters(), *model.named_buffers()]
+               if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all())]
+        raise NonFiniteLossError(
+            f"Iteration {self.iter}: the model's weights became non-finite ({', '.join(bad[:3])}); aborting before any "
+            "checkpoint is written from them. Checkpoints written so far are intact (finite weights). Lower "
+            "SOLVER.BASE_LR, enable SOLVER.CLIP_GRADIENTS, or check the data for NaN/Inf inputs."
+        )
+
+    def _skip_nonfinite_step(self, loss_dict: Dict[str, torch.Tensor], params: List[torch.Tensor]) -> None:
         self.nonfinite_consecutive += 1
         self.nonfinite_total += 1
         bad = {k: float(v) for k, v in loss_dict.items() if not torch.isfinite(v).all()}
-        logger.warning("Iteration %d: non-finite loss %s; step skipped (%d in a row, %d total).", self.iter, bad,
-                       self.nonfinite_consecutive, self.nonfinite_total)
+        what = "Loss was"
+        if not bad:
+            what, bad = "Gradients were", {"max |grad|": float(self._max_abs([p.grad for p in params]))}
+        logger.warning("Iteration %d: non-finite %s %s; step skipped (%d in a row, %d total).", self.iter,
+                       "loss" if what == "Loss was" else "gradients", bad, self.nonfinite_consecutive,
+                       self.nonfinite_total)
         if self.nonfinite_consecutive >= self.max_nonfinite_steps:
             raise NonFiniteLossError(
-                f"Loss was non-finite for {self.nonfinite_consecutive} consecutive iterations (last at iteration "
+                f"{what} non-finite for {self.nonfinite_consecutive} consecutive iterations (last at iteration "
                 f"{self.iter}: {bad}); aborting. Checkpoints written so far are intact. Lower SOLVER.BASE_LR, enable "
                 "SOLVER.CLIP_GRADIENTS, or check the data; SOLVER.MAX_NONFINITE_STEPS sets the limit."
             )
@@ -307,6 +391,7 @@ class SimpleTrainer(TrainerBase):
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        _check_optimizer_state(self.optimizer, state.get("optimizer"))
         super().load_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.nonfinite_total = int(state.get("nonfinite_total", 0))

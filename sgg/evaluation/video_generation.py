@@ -197,7 +197,7 @@ class VideoGenerationEvaluator(DatasetEvaluator):
         self.dataset_name, self.output_dir = dataset_name, output_dir
         self.num_samples_to_save = int(cfg.TEST.T2V.NUM_SAMPLES_TO_SAVE)
         self.fps = float(cfg.INPUT.T2V.FPS)
-        device = "cuda" if torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda") else "cpu"
+        device = "cuda" if torch.cuda.is_available() and str(cfg.MODEL.DEVICE).startswith(("cuda", "auto")) else "cpu"
         self.i3d = I3DFeatureExtractor(cfg.TEST.T2V.FVD_I3D_PATH, device) if cfg.TEST.T2V.FVD_I3D_PATH else None
         self.clip = ClipScorer(cfg.TEST.T2V.CLIP_MODEL_DIR, device) if cfg.TEST.T2V.CLIP_MODEL_DIR else None
         if self.i3d is None:

@@ -6,6 +6,7 @@ import logging
 
 import torch
 
+from sgg.config.config import ConfigError
 from sgg.utils.registry import Registry
 
 __all__ = ["META_ARCH_REGISTRY", "BACKBONE_REGISTRY", "MATCHER_REGISTRY", "VIDEO_DETECTOR_REGISTRY", "build_model",
@@ -29,12 +30,25 @@ as ``cls(cfg, backbone=backbone)`` on the video model's backbone features; inter
 boxes, labels, frame_idx)``, ``detect(fmap, image_size)``, attributes ``trainable`` and ``num_classes``."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """``MODEL.DEVICE`` -> torch.device, falling back to CPU with a warning when CUDA is unavailable."""
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE=%s but CUDA is not available; using CPU.", name)
-        return torch.device("cpu")
-    return torch.device(name)
+def resolve_device(name: str, key: str = "MODEL.DEVICE") -> torch.device:
+    """``MODEL.DEVICE`` -> torch.device: ``"auto"`` (the default) = CUDA when available, else CPU; an explicit
+    ``"cuda"`` / ``"cuda:N"`` on a machine without CUDA is refused with :class:`ConfigError` (it would silently run
+    on CPU otherwise)."""
+    text = str(name).strip().lower()
+    if text in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(f"{key} '{name}' is not a device; use auto, cpu, cuda or cuda:N.") from e
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{key} is '{name}' but CUDA is not available on this machine "
+                              f"(torch {torch.__version__}, torch.cuda.is_available() is False). Set {key} cpu "
+                              "(or auto: CUDA when present, else CPU).")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"{key} is '{name}' but only {torch.cuda.device_count()} CUDA device(s) are visible.")
+    return device
 
 
 def build_model(cfg) -> torch.nn.Module:

@@ -11,11 +11,15 @@ Conventions: positions are indices into the feature sequence; a change point ``c
 from __future__ import annotations
 
 import logging
-from typing import Optional, Tuple
+import math
+from typing import List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["segment_scatter_table", "kts_fixed", "kts_auto", "change_points_to_segments", "kts_features_from_frames"]
+from .segments import knapsack_01, upsample_to_frames
+
+__all__ = ["segment_scatter_table", "kts_fixed", "kts_auto", "change_points_to_segments", "kts_features_from_frames",
+           "select_shot_keyframes"]
 
 logger = logging.getLogger(__name__)
 
@@ -138,3 +142,22 @@ def kts_features_from_frames(frames: np.ndarray, grid: int = 8, bins: int = 8) -
     feats = np.concatenate([thumb.reshape(t, -1), hist], axis=1)
     feats = feats - feats.mean(axis=0, keepdims=True)
     return feats / (np.linalg.norm(feats, axis=1, keepdims=True) + 1e-8)
+
+
+def select_shot_keyframes(scores: np.ndarray, frames: np.ndarray, picks: np.ndarray, n_frames: int,
+                          ratio: float) -> List[int]:
+    """Keyframes by the evaluation protocol's summary: KTS shots on ``frames`` (T, H, W, 3) sampled at ``picks``
+    (native frame indices), a 0/1 knapsack of shot-mean scores within ``floor(ratio * n_frames)`` frames, and the
+    best-scoring step of every chosen shot. Returns step indices in temporal order."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    feats = kts_features_from_frames(frames)
+    segments = change_points_to_segments(kts_auto(feats @ feats.T), picks, n_frames)
+    frame_scores = upsample_to_frames(scores, picks, n_frames)
+    values = [float(frame_scores[s:e + 1].mean()) for s, e in segments]
+    chosen = knapsack_01(values, segments[:, 1] - segments[:, 0] + 1, int(math.floor(ratio * n_frames)))
+    keyframes = []
+    for seg in chosen:
+        inside = np.nonzero((picks >= segments[seg, 0]) & (picks <= segments[seg, 1]))[0]
+        if len(inside):
+            keyframes.append(int(inside[np.argmax(scores[inside])]))
+    return sorted(keyframes)

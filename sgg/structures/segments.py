@@ -12,7 +12,7 @@ from typing import List, Sequence
 
 import numpy as np
 
-__all__ = ["knapsack_01", "upsample_to_frames", "generate_summary", "minmax_normalize"]
+__all__ = ["knapsack_01", "upsample_to_frames", "generate_summary", "minmax_normalize", "select_topk_steps"]
 
 
 def knapsack_01(values: Sequence[float], weights: Sequence[int], capacity: int) -> List[int]:
@@ -84,3 +84,11 @@ def minmax_normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     span = x.max() - x.min()
     return ((x - x.min()) / span if span > 0 else np.zeros_like(x)).astype(np.float32)
+
+
+def select_topk_steps(scores: np.ndarray, ratio: float) -> List[int]:
+    """Keyframes by seed 003's rule: the ``max(1, floor(ratio * T))`` highest-scoring of the ``T`` steps, in temporal
+    order (ties broken by the earlier step)."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    k = max(1, int(math.floor(ratio * len(scores))))
+    return sorted(np.argsort(-scores, kind="stable")[:k].tolist())

@@ -6,6 +6,8 @@ import pickle
 
 import numpy as np
 
+from .errors import SGGError
+
 __all__ = ["DATA_GLOBALS", "RefusedPickleError", "DataOnlyUnpickler"]
 
 # The globals a pickle of dicts / lists / strings / numbers / numpy arrays references (numpy 1.x and 2.x names).
@@ -20,7 +22,7 @@ DATA_GLOBALS = frozenset({
 })
 
 
-class RefusedPickleError(pickle.UnpicklingError):
+class RefusedPickleError(SGGError, pickle.UnpicklingError):
     """A pickle referenced a global outside the allow-list (e.g. ``os.system``) and was not loaded."""
 
 

@@ -7,12 +7,14 @@ from typing import Any
 
 from fvcore.common.registry import Registry as _FvRegistry
 
+from .errors import SGGError
+
 __all__ = ["Registry", "RegistryError", "all_registries"]
 
 _ALL_REGISTRIES: dict = {}
 
 
-class RegistryError(KeyError):
+class RegistryError(SGGError, KeyError):
     """An unknown name was requested from a registry."""
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly

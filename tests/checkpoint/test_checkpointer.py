@@ -44,10 +44,17 @@ def test_save_and_load_roundtrip_reports_missing_keys(tmp_path, caplog):
     DetectionCheckpointer(src, str(tmp_path), save_to_disk=True).save("model_final", iteration=3)
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_final.pth"]  # no temp files left behind
     dst = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2), nn.Linear(2, 1))
-    with caplog.at_level("WARNING"):
+    before = dst[0].weight.detach().clone()
+    expected = (r"is not a checkpoint of the Sequential model this config builds: 2 model tensor\(s\) missing from it "
+                r"\(2.weight, 2.bias\).*MODEL.ALLOW_PARTIAL_WEIGHTS")
+    with pytest.raises(CheckpointError, match=expected):
         DetectionCheckpointer(dst, save_to_disk=False).load(str(tmp_path / "model_final.pth"))
+    assert torch.equal(dst[0].weight, before)  # strict: nothing loaded
+    with caplog.at_level("WARNING"):
+        DetectionCheckpointer(dst, save_to_disk=False, allow_partial=True).load(str(tmp_path / "model_final.pth"))
     assert torch.equal(dst[0].weight, src[0].weight)
     assert "not found in the checkpoint" in caplog.text and "2.{bias, weight}" in caplog.text
+    assert "Partial load" in caplog.text
 
 
 def test_bare_state_dict_is_accepted(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from sgg.data import DatasetCatalog, MetadataCatalog
 from sgg.data.datasets.ssv2 import fill_template, load_ssv2_json
 from sgg.data.demo.ssv2_demo import DEMO_TEMPLATES, generate_ssv2_demo
-from sgg.data.video_io import read_video, video_info
+from sgg.utils.video_io import read_video, video_info
 
 
 @pytest.fixture(scope="module")

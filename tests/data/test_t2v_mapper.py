@@ -9,7 +9,7 @@ import torch
 from sgg.config import get_cfg
 from sgg.data.build import build_mapper
 from sgg.data.t2v_mapper import TextToVideoMapper, color_jitter, select_window, swap_left_right
-from sgg.data.video_io import VideoError, write_video
+from sgg.utils.video_io import VideoError, write_video
 
 
 def _clip(tmp_path, num_frames=24, fps=12.0, name="1.webm"):

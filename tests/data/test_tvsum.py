@@ -12,7 +12,7 @@ from sgg.data import DatasetCatalog, MetadataCatalog
 from sgg.data.datasets.tvsum import load_eccv16_h5, load_tvsum_videos, read_splits, read_tvsum_annotations
 from sgg.data.demo import tvsum_demo
 from sgg.data.keyframe_mapper import KeyframeMapper, user_summaries_from_scores
-from sgg.data.video_io import VideoError, write_video
+from sgg.utils.video_io import VideoError, write_video
 
 
 def _write_group(h5, key, n_frames=20, n_steps=4, name=None, drop=None, **overrides):

@@ -1,6 +1,7 @@
 """Helpers for engine tests: run tools/train_net.py in-process (fast) or in a subprocess, read outputs."""
 
 import contextlib
+import hashlib
 import importlib.util
 import io
 import json
@@ -55,3 +56,35 @@ def read_metrics(output_dir, drop_timing=True):
 
 def load_model_state(path):
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def snapshot(folder):
+    """``{relative path: (size, mtime_ns, sha256)}`` of every file under ``folder`` (to prove nothing changed)."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            st = os.stat(path)
+            out[os.path.relpath(path, folder)] = (st.st_size, st.st_mtime_ns, digest)
+    return out
+
+
+def assert_kept(before, after):
+    """Every file of the ``before`` snapshot is still there, byte-identical (caches may have been added)."""
+    changed = [name for name, (_, _, digest) in before.items() if name not in after or after[name][2] != digest]
+    assert changed == [], changed
+
+
+def assert_one_error_line(result, *fragments, last=True):
+    """``result`` (returncode/stdout/stderr) failed the user-error way: one ``error:`` line (the last of stderr unless
+    ``last`` is False: multiprocessing's resource tracker may still warn at exit), holding every fragment, and no
+    traceback anywhere. Returns that line."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and (lines[-1] == errors[0] or not last), result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    assert "Traceback" not in result.stderr and "Traceback" not in (result.stdout or ""), result.stderr[-3000:]
+    return errors[0]

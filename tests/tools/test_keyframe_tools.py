@@ -9,8 +9,8 @@ import torch
 
 from sgg.checkpoint import DetectionCheckpointer
 from sgg.config import get_cfg
-from sgg.data.video_io import write_video
 from sgg.modeling import build_model
+from sgg.utils.video_io import write_video
 
 TOOLS = os.path.join(os.path.dirname(__file__), "..", "..", "tools")
 

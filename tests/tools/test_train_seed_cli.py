@@ -44,6 +44,7 @@ def test_flags_map_onto_config_keys():
     assert (o["MODEL.STTRAN.ENC_LAYERS"], o["MODEL.STTRAN.DEC_LAYERS"]) == (2, 4)
     assert o["MODEL.STTRAN.VISUAL_DIM"] == 256 and o["MODEL.STTRAN.TEMPORAL_WINDOW"] == 3
     assert o["SOLVER.AMP.ENABLED"] is True and o["OUTPUT_DIR"] == "out/x" and o["MODEL.WEIGHTS"] == "ckpt.pth"
+    assert o["MODEL.ALLOW_PARTIAL_WEIGHTS"] is True  # -resume_from = progressive training: new modules start fresh
     assert o["SOLVER.CLIP_GRADIENTS.CLIP_VALUE"] == 5.0 and o["MODEL.STTRAN.MULTI_LABEL_LOSS"] == "bce"
     assert o["SOLVER.OPTIMIZER"] == "AdamW" and o["SOLVER.WEIGHT_DECAY"] == 0.0
     assert o["SOLVER.LR_SCHEDULER_NAME"] == "WarmupPlateau" and o["SOLVER.PLATEAU.METRIC"] == "video_sgg/with/R@20"

@@ -43,6 +43,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from sgg.utils.errors import SGGError
 from sgg.utils.pickles import DataOnlyUnpickler, RefusedPickleError
 
 from ..catalog import DatasetCatalog, MetadataCatalog, datasets_root
@@ -83,7 +84,7 @@ _DEFAULT_OPTIONS = {"root": "", "datasize": "large", "filter_small_box": False, 
                     "mini_num_frames": 80000}
 
 
-class ActionGenomeFormatError(ValueError):
+class ActionGenomeFormatError(SGGError, ValueError):
     """An Action Genome file is missing, unreadable or not in the expected format (the message says how to fix it)."""
 
 
@@ -175,15 +176,26 @@ def _person_box(entry, key: str, path: str) -> Tuple[np.ndarray, Tuple[int, int]
         raise ActionGenomeFormatError(f"'{path}', frame '{key}': expected a dict with 'bbox' (N, 4) and 'bbox_size' "
                                       f"(W, H); got {type(entry).__name__} "
                                       f"with keys {sorted(entry) if isinstance(entry, dict) else '-'}.")
-    bbox = np.asarray(entry["bbox"], dtype=np.float32)
+    try:
+        bbox = np.asarray(entry["bbox"], dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise ActionGenomeFormatError(f"'{path}', frame '{key}': 'bbox' must be a numeric (N, 4) xyxy array, got "
+                                      f"{entry['bbox']!r:.80} ({e}).") from None
+    try:
+        size = tuple(int(v) for v in entry["bbox_size"])
+    except (TypeError, ValueError):
+        size = ()
+    if len(size) != 2 or min(size) <= 0:
+        raise ActionGenomeFormatError(f"'{path}', frame '{key}': 'bbox_size' must be (width, height) in pixels, "
+                                      f"got {entry['bbox_size']!r:.80}.")
     if bbox.size == 0:
-        return np.zeros(0, np.float32), tuple(entry["bbox_size"])
+        return np.zeros(0, np.float32), size
     if bbox.ndim != 2 or bbox.shape[1] != 4:
         raise ActionGenomeFormatError(f"'{path}', frame '{key}': 'bbox' must have shape (N, 4) xyxy, "
                                       f"got {bbox.shape}.")
-    size = tuple(int(v) for v in entry["bbox_size"])
-    if len(size) != 2:
-        raise ActionGenomeFormatError(f"'{path}', frame '{key}': 'bbox_size' must be (width, height), got {size}.")
+    if not np.isfinite(bbox[0]).all():
+        raise ActionGenomeFormatError(f"'{path}', frame '{key}': the person box {bbox[0].tolist()} holds NaN/Inf; "
+                                      "every coordinate must be a finite number (re-download the annotation file).")
     return bbox[0], size
 
 
@@ -192,7 +204,18 @@ def _object_box_xyxy(obj: dict, key: str, index: int, path: str) -> np.ndarray:
     if box is None:
         raise ActionGenomeFormatError(f"'{path}', frame '{key}', object {index} ('{obj.get('class')}'): visible "
                                       "object without 'bbox'; AG gives (x, y, w, h) for every visible object.")
-    x, y, w, h = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
+    where = f"'{path}', frame '{key}', object {index} ('{obj.get('class')}')"
+    try:
+        values = np.asarray(box, dtype=np.float64)
+    except (TypeError, ValueError):
+        values = None
+    if values is None or values.size != 4:
+        got = f"shape {values.shape}" if values is not None else repr(box)[:80]
+        raise ActionGenomeFormatError(f"{where}: 'bbox' must be 4 numbers (x, y, w, h), got {got}.")
+    x, y, w, h = (float(v) for v in values.reshape(4))
+    if not np.isfinite([x, y, w, h]).all():
+        raise ActionGenomeFormatError(f"{where}: 'bbox' {[x, y, w, h]} holds NaN/Inf; every coordinate must be a "
+                                      "finite number (re-download the annotation file).")
     return np.array([x, y, x + w, y + h], dtype=np.float32)
 
 

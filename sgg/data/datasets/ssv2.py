@@ -24,6 +24,7 @@ import re
 from typing import Dict, List, Optional
 
 from sgg.data.catalog import DatasetCatalog, MetadataCatalog, datasets_root
+from sgg.utils.errors import DataFormatError, one_line
 
 __all__ = ["load_ssv2_json", "fill_template", "register_ssv2", "register_all_ssv2", "SSV2_SPLITS", "REQUIRED_KEYS"]
 
@@ -61,8 +62,8 @@ def _read_json(path: str, what: str):
     with open(path) as f:
         try:
             return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"SSv2 {what} '{path}' is not valid JSON: {e}") from e
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataFormatError(f"SSv2 {what} '{path}' is not valid JSON: {one_line(e)}") from e
 
 
 def _load_labels(root: str) -> Dict[str, int]:
@@ -71,7 +72,16 @@ def _load_labels(root: str) -> Dict[str, int]:
     if not isinstance(labels, dict) or not labels:
         raise ValueError(f"SSv2 labels file '{path}' must map template text to a class id, "
                          f"got {type(labels).__name__}.")
-    return {template: int(idx) for template, idx in labels.items()}
+    out = {}
+    for template, idx in labels.items():
+        try:
+            if isinstance(idx, bool) or isinstance(idx, float) and not idx.is_integer():
+                raise ValueError
+            out[template] = int(idx)
+        except (TypeError, ValueError):
+            raise DataFormatError(f"SSv2 labels file '{path}': template {template!r} has class id {idx!r}, expected "
+                                  "an integer (or a string of digits) as in the official labels.json.") from None
+    return out
 
 
 def _check_entry(entry, index: int, path: str) -> None:

@@ -39,10 +39,11 @@ import numpy as np
 import yaml
 
 from sgg.data.catalog import DatasetCatalog, MetadataCatalog, datasets_root
+from sgg.utils.errors import FileReadError, one_line
 
 __all__ = ["H5_REQUIRED_KEYS", "TVSUM_H5", "SUMME_H5", "read_tvsum_annotations", "read_splits", "find_anno_file",
-           "load_eccv16_h5", "load_tvsum_videos", "register_keyframe_dataset", "register_keyframe_family",
-           "register_all_tvsum", "TVSUM_SPLITS"]
+           "open_eccv16_h5", "load_eccv16_h5", "load_tvsum_videos", "register_keyframe_dataset",
+           "register_keyframe_family", "register_all_tvsum", "TVSUM_SPLITS"]
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +177,18 @@ def _check_group(h5_file: str, key: str, group) -> dict:
     return {"n_frames": n_frames, "n_steps": n_steps}
 
 
+def open_eccv16_h5(h5_file: str):
+    """``h5py.File(h5_file, "r")``; a truncated / corrupt / non-HDF5 file raises
+    :class:`~sgg.utils.errors.FileReadError` (an ``OSError``) naming it."""
+    import h5py
+
+    try:
+        return h5py.File(h5_file, "r")
+    except OSError as e:
+        raise FileReadError(f"Cannot open h5 '{h5_file}': {one_line(e)}. The file is truncated, corrupt or not HDF5; "
+                            "re-download or regenerate it (datasets/README_tvsum.md).") from e
+
+
 def load_eccv16_h5(h5_file: str, *, keys: Optional[Sequence[str]] = None, anno_file: Optional[str] = None
                    ) -> List[dict]:
     """Dataset dicts of an eccv16 h5 (all groups in natural ``video_k`` order, or the given ``keys``).
@@ -183,18 +196,12 @@ def load_eccv16_h5(h5_file: str, *, keys: Optional[Sequence[str]] = None, anno_f
     Every group is validated (required keys, shapes). Per-annotator scores come from the group's ``user_scores``,
     else from ``anno_file`` by ``video_name`` (or, lacking a name, by position in the tsv).
     """
-    import h5py
-
     if not os.path.isfile(h5_file):
         raise FileNotFoundError(f"eccv16 h5 '{h5_file}' not found (see datasets/README_tvsum.md for where to get it).")
     annotations = read_tvsum_annotations(anno_file) if anno_file else None
     anno_order = list(annotations) if annotations else []
     dicts = []
-    try:
-        f = h5py.File(h5_file, "r")
-    except OSError as e:
-        raise OSError(f"Cannot open h5 '{h5_file}': {e}. The file is corrupt or not HDF5.") from e
-    with f:
+    with open_eccv16_h5(h5_file) as f:
         names = sorted(f.keys(), key=lambda k: (len(k), k))  # video_2 before video_10
         for key in names:
             group = f[key]

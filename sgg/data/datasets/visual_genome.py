@@ -36,6 +36,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from sgg.structures.boxes import paired_intersection
+from sgg.utils.errors import SGGError
 
 from ..catalog import DatasetCatalog, Metadata, MetadataCatalog, datasets_root
 
@@ -63,7 +64,7 @@ SPLIT_FLAGS = {"train": 0, "val": 0, "test": 2}
 HELP = "See datasets/README.md; `python datasets/prepare_vg.py --check <dir>` lists what is missing or wrong."
 
 
-class VGFormatError(ValueError):
+class VGFormatError(SGGError, ValueError):
     """A Visual-Genome-format file is missing, unreadable or inconsistent; the message names the file and key."""
 
 

@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
-from sgg.data.video_io import write_video
+from sgg.utils.video_io import write_video
 
 from .generation import ensure_generated
 

@@ -23,8 +23,8 @@ from typing import List, Tuple
 
 import numpy as np
 
-from sgg.data.video_io import write_video
 from sgg.structures.segments import knapsack_01
+from sgg.utils.video_io import write_video
 
 from .generation import ensure_generated
 

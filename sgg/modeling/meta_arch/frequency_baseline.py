@@ -49,6 +49,10 @@ class FrequencyBaseline(nn.Module):
     """Oracle-box frequency prior. ``forward(batched_inputs)`` -> prediction dicts in original pixels (eval mode) or
     a constant zero loss (training mode: there is nothing to train)."""
 
+    # Everything is counted from DATASETS.TRAIN (and the detector comes from DETECTOR_WEIGHTS) at build time, so
+    # --eval-only needs no MODEL.WEIGHTS.
+    requires_weights = False
+
     @configurable
     def __init__(self, *, table: torch.Tensor, smoothing: float = 1e-3, detector: Optional[nn.Module] = None,
                  nms_thresh: float = 0.5):
@@ -72,6 +76,11 @@ class FrequencyBaseline(nn.Module):
                                                    cfg.MODEL.ROI_RELATION_HEAD.NUM_CLASSES),
                 "detector": load_detector(cfg) if cfg.MODEL.DETR.DETECTOR_WEIGHTS else None,
                 "nms_thresh": cfg.MODEL.DETR.NMS_THRESH}
+
+    @property
+    def needs_gt_boxes(self) -> bool:
+        """True without a detector: the pairs scored are those of the ground-truth boxes."""
+        return self.detector is None
 
     def forward(self, batched_inputs):
         if self.training:

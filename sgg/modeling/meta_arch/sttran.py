@@ -418,6 +418,11 @@ class STTran(nn.Module):
         return (after_conv + 2 * 1 - 3) // 2 + 1
 
     @property
+    def needs_gt_boxes(self) -> bool:
+        """True when inference scores given boxes (PredCls / SGCls), so an unannotated input cannot be predicted."""
+        return self.mode != "sgdet"
+
+    @property
     def device(self) -> torch.device:
         """The device the model's parameters live on."""
         return self.pixel_mean.device
@@ -496,7 +501,11 @@ class STTran(nn.Module):
     def _multi_label_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         probs = torch.sigmoid(logits)
         if self.multi_label_loss == "bce":
-            return F.binary_cross_entropy(probs, target)
+            # F.binary_cross_entropy raises on NaN input ("all elements of input should be between 0 and 1"); a NaN
+            # loss instead lets the trainer's non-finite guard skip the step. Same value and gradient when finite.
+            finite = torch.isfinite(probs)
+            loss = F.binary_cross_entropy(torch.where(finite, probs, torch.zeros_like(probs)), target)
+            return torch.where(finite.all(), loss, torch.full_like(loss, float("nan")))
         # MultiLabelMarginLoss: positive class indices first, padded with -1 (pairs without positives add 0).
         order = torch.argsort(target, dim=1, descending=True, stable=True)
         idx = torch.where(torch.gather(target, 1, order) > 0, order, torch.full_like(order, -1))

@@ -129,6 +129,11 @@ class VideoFrequencyBaseline(nn.Module):
         return {"mode": cfg.TEST.RELATION.MODE, "statistics": stats, "predicate_groups": groups,
                 "sgdet_num_objects": cfg.MODEL.VIDEO_BASELINE.SGDET_NUM_OBJECTS}
 
+    @property
+    def needs_gt_boxes(self) -> bool:
+        """True when inference scores given boxes (PredCls / SGCls), so an unannotated input cannot be predicted."""
+        return self.mode != "sgdet"
+
     def forward(self, batched_inputs: List[dict]) -> List[dict]:
         """Per video ``{"frames": [prediction dict per frame]}`` (STTran's eval format); refuses training."""
         if self.training:

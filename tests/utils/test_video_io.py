@@ -1,9 +1,9 @@
-"""Tests for sgg.data.video_io: round trips through real mp4/webm files and clear errors on bad files."""
+"""Tests for sgg.utils.video_io: round trips through real mp4/webm files and clear errors on bad files."""
 
 import numpy as np
 import pytest
 
-from sgg.data.video_io import VideoError, iter_video_frames, read_video, video_info, write_video
+from sgg.utils.video_io import VideoError, iter_video_frames, read_video, video_info, write_video
 
 
 def _ramp_video(num_frames: int = 30, height: int = 32, width: int = 48) -> np.ndarray:

@@ -23,7 +23,10 @@ from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["VideoError", "video_info", "iter_video_frames", "read_video", "write_video", "DEFAULT_CODECS"]
+from sgg.utils.errors import SGGError, one_line
+
+__all__ = ["VideoError", "video_info", "iter_video_frames", "read_video", "write_video", "DEFAULT_CODECS",
+           "short_clip_tolerance"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ DEFAULT_CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv
 SizeArg = Union[None, int, Tuple[int, int]]
 
 
-class VideoError(IOError):
+class VideoError(SGGError, OSError):
     """A video file is missing, unreadable, corrupt, or cannot be written."""
 
 
@@ -57,13 +60,18 @@ def _open_for_reading(path: str):
         container = av.open(path, mode="r")
     except av.error.FFmpegError as e:
         raise VideoError(
-            f"Cannot open video '{path}': {e}. The file is corrupt or not a video; re-download or re-encode it "
-            "(e.g. `ffmpeg -i in -c:v libx264 out.mp4`)."
+            f"Cannot open video '{path}': {one_line(e)}. The file is corrupt or not a video; re-download or re-encode "
+            "it (e.g. `ffmpeg -i in -c:v libx264 out.mp4`)."
         ) from e
     if not container.streams.video:
         container.close()
         raise VideoError(f"'{path}' contains no video stream (streams: {[s.type for s in container.streams]}).")
-    return container, container.streams.video[0]
+    stream = container.streams.video[0]
+    if stream.codec_context is None or not stream.codec_context.width:
+        container.close()
+        raise VideoError(f"Video '{path}' has a video stream without a readable codec header (no frame size); the file "
+                         "is truncated or corrupt. Re-download or re-encode it.")
+    return container, stream
 
 
 def _stream_fps(stream) -> float:
@@ -81,18 +89,30 @@ def video_info(path: str) -> dict:
     container, stream = _open_for_reading(path)
     try:
         fps = _stream_fps(stream)
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / 1_000_000.0  # container duration is in AV_TIME_BASE (microseconds)
-        else:
-            duration = 0.0
-        num_frames = int(stream.frames) or int(round(duration * fps))
+        duration, num_frames = _header_duration_and_frames(container, stream, fps)
         return {"fps": fps, "num_frames": num_frames, "duration_s": duration,
                 "width": int(stream.codec_context.width), "height": int(stream.codec_context.height),
                 "codec": stream.codec_context.name}
     finally:
         container.close()
+
+
+def _header_duration_and_frames(container, stream, fps: float) -> Tuple[float, int]:
+    """(duration in seconds, frame count) as the container header states them (count estimated from the duration
+    when the header has none, as in webm)."""
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / 1_000_000.0  # container duration is in AV_TIME_BASE (microseconds)
+    else:
+        duration = 0.0
+    return duration, int(stream.frames) or int(round(duration * fps))
+
+
+def short_clip_tolerance(expected: int) -> int:
+    """Frames a decode may come up short of the header's count before the clip counts as truncated (2%, at least 1:
+    headers that only store a duration round it)."""
+    return max(1, int(round(0.02 * expected)))
 
 
 def _target_size(width: int, height: int, size: SizeArg) -> Tuple[int, int]:
@@ -126,6 +146,7 @@ def iter_video_frames(path: str, *, fps: Optional[float] = None, max_frames: Opt
     av = _import_av()
     container, stream = _open_for_reading(path)
     stream.thread_type = "AUTO"
+    _, expected = _header_duration_and_frames(container, stream, _stream_fps(stream))
     native_fps = _stream_fps(stream) or 25.0
     start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
     kept, next_tick, index = 0, 0, -1
@@ -146,11 +167,15 @@ def iter_video_frames(path: str, *, fps: Optional[float] = None, max_frames: Opt
                 return
     except av.error.FFmpegError as e:
         raise VideoError(
-            f"Decoding '{path}' failed after {index} frame(s): {e}. The file is truncated or corrupt; "
+            f"Decoding '{path}' failed after {index} frame(s): {one_line(e)}. The file is truncated or corrupt; "
             "re-download or re-encode it."
         ) from e
     finally:
         container.close()
+    decoded = index + 1
+    if expected > 0 and 0 < decoded < expected - short_clip_tolerance(expected):
+        raise VideoError(f"Video '{path}' decoded {decoded} of the {expected} frames its header declares; the file is "
+                         "truncated. Re-download or re-encode it (e.g. `ffmpeg -i in -c:v libx264 out.mp4`).")
 
 
 def read_video(path: str, *, fps: Optional[float] = None, max_frames: Optional[int] = None,
