@@ -269,7 +269,7 @@ def translate(argv: Optional[List[str]] = None) -> Dict[str, object]:
 def evaluate_untrained(args) -> dict:
     """Worker for models with nothing to train (the frequency baseline): setup, build, evaluate."""
     try:
-        return evaluate_weights(setup(args), require_weights=False)
+        return evaluate_weights(setup(args))
     finally:
         release_output_dir_lock()
 

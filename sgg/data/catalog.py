@@ -68,10 +68,7 @@ class _DatasetCatalog(UserDict):
 
     def options(self, group: str) -> Mapping[str, Any]:
         """The options of ``group`` in effect (read-only)."""
-        try:
-            return self._options[group]
-        except KeyError:
-            raise KeyError(f"No dataset option group '{group}'; registered: {sorted(self._option_groups)}.") from None
+        return self._options[self._known_group(group)]
 
     def set_options(self, group: str, **values) -> Mapping[str, Any]:
         """Set ``group``'s options to its defaults updated with ``values`` (for library use and tests); returns them.
@@ -95,7 +92,7 @@ class _DatasetCatalog(UserDict):
     def configure(self, cfg) -> None:
         """Fix every option group from ``cfg`` (validated). Called once per process by the run's setup."""
         for group in self._option_groups:
-            self.set_options(group, **self._options_from_config(group, cfg))
+            self.set_options(group, **self._option_groups[group].from_config(cfg))
 
     def check_configured(self, cfg, dataset_names: Optional[Sequence[str]] = None) -> None:
         """Raise :class:`DatasetOptionsError` when the options in effect differ from those ``cfg`` asks for, for the
@@ -107,7 +104,7 @@ class _DatasetCatalog(UserDict):
                                         if n in self._dataset_option_group))
         for group in groups:
             spec = self._option_groups[group]
-            wanted = dict(spec.defaults, **self._options_from_config(group, cfg))
+            wanted = dict(spec.defaults, **spec.from_config(cfg))
             current = dict(self._options[group])
             if wanted != current:
                 diff = ", ".join(f"{k}: {current.get(k)!r} in effect, {wanted.get(k)!r} in the config"
@@ -116,9 +113,6 @@ class _DatasetCatalog(UserDict):
                     f"The dataset options of this config ({spec.keys}) were not applied ({diff}). Build runs with "
                     "sgg.engine.setup(args), or call DatasetCatalog.configure(cfg) before building data loaders."
                 )
-
-    def _options_from_config(self, group: str, cfg) -> dict:
-        return self._option_groups[group].from_config(cfg)
 
     def _known_group(self, group: str) -> str:
         if group not in self._option_groups:

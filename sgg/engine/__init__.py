@@ -1,7 +1,6 @@
 """Engine: launch, run setup, training loop, hooks and the default trainer."""
 
 from .defaults import (
-    USER_ERRORS,
     DefaultTrainer,
     ExpectedResultsNotMet,
     OutputDirInUseError,
@@ -23,5 +22,5 @@ from .train_loop import HookBase, NonFiniteLossError, SimpleTrainer, TrainerBase
 
 __all__ = ["DefaultTrainer", "OutputDirInUseError", "ExpectedResultsNotMet", "create_ddp_model",
            "default_argument_parser", "setup", "default_setup", "default_writers", "default_main", "evaluate_weights",
-           "train", "launch_cli", "USER_ERRORS", "maybe_list_registries", "launch", "HookBase", "NonFiniteLossError",
+           "train", "launch_cli", "maybe_list_registries", "launch", "HookBase", "NonFiniteLossError",
            "SimpleTrainer", "TrainerBase", "Predictor", "InputError"]

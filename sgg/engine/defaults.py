@@ -33,7 +33,7 @@ from sgg.modeling import build_model, resolve_device
 from sgg.solver import build_lr_scheduler, build_optimizer
 from sgg.utils import comm
 from sgg.utils.env import collect_env_info, get_rng_state, seed_all_rng, set_deterministic, set_rng_state
-from sgg.utils.errors import USER_ERROR_TYPES, InterruptedRun, run_cli
+from sgg.utils.errors import InterruptedRun, run_cli
 from sgg.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from sgg.utils.logger import setup_logger
 from sgg.utils.registry import all_registries
@@ -52,7 +52,7 @@ from .train_loop import NonFiniteLossError, SimpleTrainer, TrainerBase
 
 __all__ = ["default_argument_parser", "setup", "default_setup", "save_config", "default_writers", "create_ddp_model",
            "DefaultTrainer", "OutputDirInUseError", "ExpectedResultsNotMet", "evaluate_weights", "train",
-           "default_main", "launch_cli", "USER_ERRORS", "maybe_list_registries"]
+           "default_main", "launch_cli", "maybe_list_registries"]
 
 logger = logging.getLogger(__name__)
 
@@ -426,17 +426,16 @@ class DefaultTrainer(TrainerBase):
         return results
 
 
-def evaluate_weights(cfg, *, require_weights: bool = True):
+def evaluate_weights(cfg):
     """The ``--eval-only`` path: build the model, load ``MODEL.WEIGHTS``, evaluate on ``DATASETS.TEST``.
 
-    ``require_weights``: a model with parameters needs ``MODEL.WEIGHTS`` (models with nothing trained, such as the
-    frequency baselines, pass False or set ``requires_weights = False`` on their class). The weights must fit the
-    model (:meth:`DetectionCheckpointer.load`; ``MODEL.ALLOW_PARTIAL_WEIGHTS`` relaxes that). Raises
+    A model with parameters needs ``MODEL.WEIGHTS`` unless its class sets ``requires_weights = False`` (models with
+    nothing trained, such as the frequency baselines, whose statistics are counted at build time). The weights must
+    fit the model (:meth:`DetectionCheckpointer.load`; ``MODEL.ALLOW_PARTIAL_WEIGHTS`` relaxes that). Raises
     :class:`ExpectedResultsNotMet` when ``TEST.EXPECTED_RESULTS`` is missed.
     """
     model = DefaultTrainer.build_model(cfg)
-    require_weights = require_weights and getattr(model, "requires_weights", True)
-    if require_weights and not cfg.MODEL.WEIGHTS and any(True for _ in model.parameters()):
+    if getattr(model, "requires_weights", True) and not cfg.MODEL.WEIGHTS and any(True for _ in model.parameters()):
         raise ConfigError("--eval-only needs MODEL.WEIGHTS (a checkpoint path), e.g. MODEL.WEIGHTS "
                           f"{os.path.join(cfg.OUTPUT_DIR, 'model_final.pth')}")
     if cfg.MODEL.WEIGHTS:  # strict unless MODEL.ALLOW_PARTIAL_WEIGHTS: a checkpoint of another model is an error
@@ -475,10 +474,6 @@ def default_main(args):
         return train(cfg, resume=args.resume)
     finally:
         release_output_dir_lock()
-
-
-# Errors whose message says everything a user needs: the CLIs print them as one line, without a traceback.
-USER_ERRORS = USER_ERROR_TYPES
 
 
 def launch_cli(main_func, args) -> int:

@@ -75,6 +75,9 @@ def predicate_statistics(videos: Sequence[dict], num_classes: int = 36, num_pred
 class VideoFrequencyBaseline(nn.Module):
     """Predicate frequencies given the object class (see the module docstring); eval-mode output as STTran's."""
 
+    # The statistics are counted from the training set at build time, so evaluation needs no MODEL.WEIGHTS.
+    requires_weights = False
+
     @configurable
     def __init__(self, *, mode: str, statistics: Dict[str, np.ndarray], predicate_groups: Sequence[int] = (3, 6, 17),
                  sgdet_num_objects: int = 3):
