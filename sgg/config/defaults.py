@@ -368,6 +368,11 @@ _C.MODEL.STTRAN.POS_DIM = 128  # box-position embedding of the object classifier
 _C.MODEL.STTRAN.OBJECT_LOSS_WEIGHT = 1.0
 _C.MODEL.STTRAN.FREEZE_BACKBONE = True  # STTran keeps its (AG-trained) detector backbone fixed
 _C.MODEL.STTRAN.FRAME_CHUNK = 10  # frames per backbone forward
+# Feature source of the STTran-family models (sgg/modeling/video_sgg.py, VIDEO_FEATURES_REGISTRY): frame maps, object
+# features of boxes and union-box features of pairs. "BackboneRoIFeatures" = MODEL.BACKBONE + RoIAlign + a linear box
+# head (MODEL.STTRAN.OBJ_FEATURE_DIM wide).
+_C.MODEL.VIDEO_FEATURES = CN()
+_C.MODEL.VIDEO_FEATURES.NAME = "BackboneRoIFeatures"
 _C.MODEL.VIDEO_DETECTOR = CN()  # SGDet detector (sgg/modeling/video_detector.py): torchvision Faster R-CNN heads
 # "VideoObjectDetector" (torchvision's heads) or "D2VideoObjectDetector" (detectron2's RPN + StandardROIHeads; needs
 # detectron2). The keys below map to detectron2's for the latter; MODEL.VIDEO_DETECTOR.D2 holds detectron2 keys

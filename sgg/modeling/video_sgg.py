@@ -33,7 +33,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
+from sgg.config import configurable
 from sgg.structures.boxes import box_xyxy_to_cxcywh, union_box
+
+from .build import VIDEO_FEATURES_REGISTRY, build_backbone
 
 __all__ = ["MODES", "pair_box_masks", "load_word_vectors", "relation_targets", "BackboneRoIFeatures", "BoxMaskConv",
            "RelationFeatures", "ObjectClassifier", "VideoBoxes", "check_video_images", "gather_gt_boxes",
@@ -140,6 +143,7 @@ def relation_targets(frame: dict, object_rows: torch.Tensor, groups: Sequence[in
 
 
 # ------------------------------------------------------------------------------------------------ modules
+@VIDEO_FEATURES_REGISTRY.register()
 class BackboneRoIFeatures(nn.Module):
     """Feature source from a backbone: frames -> feature maps; boxes -> RoIAlign -> Linear + ReLU -> object features;
     union boxes -> RoIAlign maps.
@@ -148,6 +152,7 @@ class BackboneRoIFeatures(nn.Module):
     is in. Frames arrive as the mapper gives them (uint8 RGB ``(T, 3, H, W)``) and are normalised here.
     """
 
+    @configurable
     def __init__(self, *, backbone: nn.Module, object_dim: int, pooler_resolution: int = 7,
                  freeze_backbone: bool = False, frame_chunk: int = 10,
                  pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
@@ -177,6 +182,16 @@ class BackboneRoIFeatures(nn.Module):
         self.box_head = nn.Sequential(nn.Flatten(), nn.Linear(c * r * r, object_dim), nn.ReLU())
         self.object_dim = object_dim
         self.union_channels = c
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        """``MODEL.BACKBONE`` (built here), ``MODEL.STTRAN.{OBJ_FEATURE_DIM, POOLER_RESOLUTION, FREEZE_BACKBONE,
+        FRAME_CHUNK}``, ``MODEL.PIXEL_MEAN`` / ``PIXEL_STD``."""
+        s = cfg.MODEL.STTRAN
+        return {"backbone": build_backbone(cfg), "object_dim": s.OBJ_FEATURE_DIM,
+                "pooler_resolution": s.POOLER_RESOLUTION, "freeze_backbone": s.FREEZE_BACKBONE,
+                "frame_chunk": s.FRAME_CHUNK, "pixel_mean": tuple(cfg.MODEL.PIXEL_MEAN),
+                "pixel_std": tuple(cfg.MODEL.PIXEL_STD)}
 
     @property
     def stride(self) -> int:

@@ -44,11 +44,10 @@ from sgg.config import configurable
 from sgg.data.datasets.action_genome import AG_OBJECT_CLASSES
 from sgg.structures.boxes import union_box
 
-from ..build import META_ARCH_REGISTRY, build_backbone, build_video_detector
+from ..build import META_ARCH_REGISTRY, build_video_detector, build_video_features
 from ..layers import SpatialTemporalTransformer
 from ..video_sgg import (
     MODES,
-    BackboneRoIFeatures,
     ObjectClassifier,
     RelationFeatures,
     assign_person_labels,
@@ -81,24 +80,22 @@ class STTran(nn.Module):
     """
 
     @configurable
-    def __init__(self, *, backbone: nn.Module, mode: str, num_classes: int = 36,
-                 predicate_groups: Sequence[int] = (3, 6, 17), pooler_resolution: int = 7,
-                 obj_feature_dim: int = 2048, union_dim: int = 256, visual_dim: int = 512, embed_dim: int = 200,
+    def __init__(self, *, features: nn.Module, mode: str, num_classes: int = 36,
+                 predicate_groups: Sequence[int] = (3, 6, 17), pooler_resolution: int = 7, union_dim: int = 256,
+                 visual_dim: int = 512, embed_dim: int = 200,
                  word_vectors: str = "", class_names: Sequence[str] = (), enc_layers: int = 1,
                  dec_layers: int = 3, num_heads: int = 8, dim_feedforward: int = 2048, dropout: float = 0.1,
                  temporal_window: int = 2, mask_size: int = 27, multi_label_loss: str = "margin",
                  obj_classifier_hidden: int = 1024, pos_dim: int = 128, object_loss_weight: float = 1.0,
-                 freeze_backbone: bool = False, frame_chunk: int = 10, detector: Optional[nn.Module] = None,
-                 pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
-                 pixel_std: Sequence[float] = (58.395, 57.12, 57.375)):
+                 detector: Optional[nn.Module] = None):
         """
         Args:
-            backbone: ``forward(images (B, 3, H, W) normalised) -> (B, C, H/s, W/s)`` with ``out_channels``, ``stride``.
+            features: the feature source (``MODEL.VIDEO_FEATURES.NAME``, e.g.
+                :class:`~sgg.modeling.video_sgg.BackboneRoIFeatures`): frame maps, object and union-box features.
             mode: ``"predcls"``, ``"sgcls"`` or ``"sgdet"``.
             num_classes: object classes incl. the person (AG: 36, person = 0).
             predicate_groups: sizes of the attention / spatial / contacting groups (AG: 3, 6, 17).
-            pooler_resolution: RoIAlign output size (7; the box-mask conv produces 7 x 7 from ``mask_size`` 27).
-            obj_feature_dim: width of the per-box feature after the RoI head.
+            pooler_resolution: union RoI size of the feature source (7; the box-mask conv gives 7 x 7 from 27).
             union_dim: channels of the union-box map (STTran: 256).
             visual_dim: width of the subject / object / union projections (STTran: 512).
             embed_dim: word-embedding width (STTran: 200, GloVe 6B 200d).
@@ -107,10 +104,8 @@ class STTran(nn.Module):
             enc_layers / dec_layers: spatial encoder / temporal decoder depth (STTran: 1 / 3).
             temporal_window: frames per sliding window of the temporal decoder (STTran: 2).
             multi_label_loss: ``"margin"`` (STTran's default MultiLabelMarginLoss on sigmoid outputs) or ``"bce"``.
-            freeze_backbone: keep the backbone fixed (STTran freezes its AG-trained Faster R-CNN).
-            frame_chunk: frames per backbone forward (bounds memory on long videos).
             detector: SGDet only, a ``MODEL.VIDEO_DETECTOR.NAME`` detector (:mod:`sgg.modeling.video_detector`)
-                sharing ``backbone``.
+                sharing the feature source's ``backbone``.
         """
         super().__init__()
         if mode not in MODES:
@@ -127,9 +122,7 @@ class STTran(nn.Module):
         self.groups = tuple(int(g) for g in predicate_groups)
         self.multi_label_loss = multi_label_loss
         self.object_loss_weight = object_loss_weight
-        self.features = BackboneRoIFeatures(
-            backbone=backbone, object_dim=obj_feature_dim, pooler_resolution=pooler_resolution,
-            freeze_backbone=freeze_backbone, frame_chunk=frame_chunk, pixel_mean=pixel_mean, pixel_std=pixel_std)
+        self.features = features
         self.detector = detector
 
         embedding = None
@@ -157,30 +150,28 @@ class STTran(nn.Module):
                 hidden_dim=obj_classifier_hidden, embedding=embedding, dropout=dropout)
 
     @classmethod
-    def from_config(cls, cfg, backbone: Optional[nn.Module] = None, detector: Optional[nn.Module] = None) -> dict:
-        """Keyword arguments from ``MODEL.STTRAN``, ``MODEL.BACKBONE``, ``TEST.RELATION.MODE`` (+ the detector).
+    def from_config(cls, cfg, features: Optional[nn.Module] = None, detector: Optional[nn.Module] = None) -> dict:
+        """Keyword arguments from ``MODEL.STTRAN``, ``MODEL.VIDEO_FEATURES``, ``TEST.RELATION.MODE`` (+ the detector).
 
-        ``backbone`` / ``detector`` given explicitly replace the ones the config would build.
+        ``features`` / ``detector`` given explicitly replace the ones the config would build.
         """
         s = cfg.MODEL.STTRAN
         mode = cfg.TEST.RELATION.MODE
-        if backbone is None:
-            backbone = build_backbone(cfg)
+        if features is None:
+            features = build_video_features(cfg)
         if mode == "sgdet" and detector is None:
-            detector = build_video_detector(cfg, backbone)
+            detector = build_video_detector(cfg, features.backbone)
         return {
-            "backbone": backbone, "mode": mode, "num_classes": s.NUM_CLASSES,
+            "features": features, "mode": mode, "num_classes": s.NUM_CLASSES,
             "predicate_groups": tuple(s.PREDICATE_GROUPS), "pooler_resolution": s.POOLER_RESOLUTION,
-            "obj_feature_dim": s.OBJ_FEATURE_DIM, "union_dim": s.UNION_DIM, "visual_dim": s.VISUAL_DIM,
+            "union_dim": s.UNION_DIM, "visual_dim": s.VISUAL_DIM,
             "embed_dim": s.EMBED_DIM, "word_vectors": s.WORD_VECTORS,
             "class_names": AG_OBJECT_CLASSES if s.NUM_CLASSES == len(AG_OBJECT_CLASSES) else (),
             "enc_layers": s.ENC_LAYERS, "dec_layers": s.DEC_LAYERS, "num_heads": s.NUM_HEADS,
             "dim_feedforward": s.DIM_FEEDFORWARD, "dropout": s.DROPOUT, "temporal_window": s.TEMPORAL_WINDOW,
             "mask_size": s.MASK_SIZE, "multi_label_loss": s.MULTI_LABEL_LOSS,
             "obj_classifier_hidden": s.OBJ_CLASSIFIER_HIDDEN, "pos_dim": s.POS_DIM,
-            "object_loss_weight": s.OBJECT_LOSS_WEIGHT, "freeze_backbone": s.FREEZE_BACKBONE,
-            "frame_chunk": s.FRAME_CHUNK, "detector": detector,
-            "pixel_mean": tuple(cfg.MODEL.PIXEL_MEAN), "pixel_std": tuple(cfg.MODEL.PIXEL_STD),
+            "object_loss_weight": s.OBJECT_LOSS_WEIGHT, "detector": detector,
         }
 
     @property
