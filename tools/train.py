@@ -43,16 +43,17 @@ logger = logging.getLogger("sgg")
 # One entry per line, so models added in parallel merge cleanly.
 MODELS = {
     "sttran": "STTran",
+    "tempura": "TEMPURA",
     "frequency_baseline": "VideoFrequencyBaseline",
 }
 # Config-file stem of each model: configs/action_genome/<stem>_<mode>.yaml and, with -data_path demo,
 # configs/quick/<stem>_demo.yaml (PredCls) / <stem>_<mode>_demo.yaml. The frequency baseline runs on STTran's configs.
 CONFIG_STEMS = {
     "sttran": "sttran",
+    "tempura": "tempura",
     "frequency_baseline": "sttran",
 }
 UNBUILT_MODELS = {
-    "tempura": "TEMPURA",
     "scenellm": "SceneLLM",
     "stket": "STKET",
     "dsg-detr": "DSG-DETR",
@@ -60,11 +61,27 @@ UNBUILT_MODELS = {
 }
 # Flags of the seed's docs that only configure models sgg does not implement yet.
 UNBUILT_FLAGS = {
-    "num_mixtures": "TEMPURA",
-    "uncertainty_threshold": "TEMPURA",
-    "gmm_regularization": "TEMPURA",
     "llm_lr": "SceneLLM",
     "freeze_llm_epochs": "SceneLLM",
+}
+# TEMPURA's flags -> MODEL.TEMPURA keys (values as given; "None" spellings of upstream map to "none").
+TEMPURA_FLAGS = {
+    "num_mixtures": "MODEL.TEMPURA.NUM_MIXTURES",
+    "uncertainty_threshold": "MODEL.TEMPURA.UNCERTAINTY_THRESHOLD",
+    "gmm_regularization": "MODEL.TEMPURA.GMM_REGULARIZATION",
+    "rel_mem_compute": "MODEL.TEMPURA.MEMORY.COMPUTE",
+    "rel_mem_weight_type": "MODEL.TEMPURA.MEMORY.WEIGHT_TYPE",
+    "mem_fusion": "MODEL.TEMPURA.MEMORY.FUSION",
+    "mem_feat_selection": "MODEL.TEMPURA.MEMORY.FEAT_SELECTION",
+    "mem_feat_lambda": "MODEL.TEMPURA.MEMORY.FEAT_LAMBDA",
+    "rel_head": "MODEL.TEMPURA.REL_HEAD",
+    "obj_head": "MODEL.TEMPURA.OBJ_HEAD",
+    "obj_con_loss": "MODEL.TEMPURA.OBJ_CON_LOSS",
+    "lambda_con": "MODEL.TEMPURA.LAMBDA_CON",
+    "eos_coef": "MODEL.TEMPURA.EOS_COEF",
+    "rel_loss_weighting": "MODEL.TEMPURA.REL_LOSS_WEIGHTING",
+    "obj_loss_weighting": "MODEL.TEMPURA.OBJ_LOSS_WEIGHTING",
+    "tracking": "MODEL.TEMPURA.TRACKING",
 }
 MODES = ("predcls", "sgcls", "sgdet")
 SCHEDULERS = {"step": "WarmupMultiStepLR", "cosine": "WarmupCosineLR", "plateau": "WarmupPlateau",
@@ -130,6 +147,26 @@ def build_parser() -> argparse.ArgumentParser:
     a("-num_gpus", type=int, default=1, help="worker processes (train_net --num-gpus; CPU: gloo workers)")
     a("-distributed", type=_bool, help="the seed's switch: needs -num_gpus N > 1 or a torchrun launch")
     a("-print_config", action="store_true", help="print the translated train_net command and config, then exit")
+    # TEMPURA (MODEL.TEMPURA.*, docs/tempura.md): the seed's flags and upstream's spellings
+    a("-num_mixtures", "-K", dest="num_mixtures", type=int, help="MODEL.TEMPURA.NUM_MIXTURES (GMM components)")
+    a("-uncertainty_threshold", type=float,
+      help="MODEL.TEMPURA.UNCERTAINTY_THRESHOLD: pairs with mean(aleatoric + epistemic) above it are flagged uncertain")
+    a("-gmm_regularization", type=float,
+      help="MODEL.TEMPURA.GMM_REGULARIZATION: weight of KL(N(mu, var) || N(mu, 1)) on the mixture variances")
+    a("-rel_mem_compute", choices=("none", "None", "joint"), help="MODEL.TEMPURA.MEMORY.COMPUTE (none = no memory)")
+    a("-rel_mem_weight_type", choices=("simple", "al", "ep", "both"), help="MODEL.TEMPURA.MEMORY.WEIGHT_TYPE")
+    a("-mem_fusion", choices=("early", "late"), help="MODEL.TEMPURA.MEMORY.FUSION")
+    a("-mem_feat_selection", choices=("manual", "automated"), help="MODEL.TEMPURA.MEMORY.FEAT_SELECTION")
+    a("-mem_feat_lambda", type=float, help="MODEL.TEMPURA.MEMORY.FEAT_LAMBDA")
+    a("-rel_head", choices=("gmm", "linear"), help="MODEL.TEMPURA.REL_HEAD")
+    a("-obj_head", choices=("gmm", "linear"), help="MODEL.TEMPURA.OBJ_HEAD")
+    a("-obj_con_loss", choices=("none", "None", "euc_con"), help="MODEL.TEMPURA.OBJ_CON_LOSS")
+    a("-lambda_con", type=float, help="MODEL.TEMPURA.LAMBDA_CON")
+    a("-eos_coef", type=float, help="MODEL.TEMPURA.EOS_COEF (object cross-entropy weight of class 0)")
+    a("-rel_loss_weighting", choices=("none", "al", "ep", "both"), help="MODEL.TEMPURA.REL_LOSS_WEIGHTING")
+    a("-obj_loss_weighting", choices=("none", "al", "ep", "both"), help="MODEL.TEMPURA.OBJ_LOSS_WEIGHTING")
+    a("-tracking", action="store_true", default=None, help="MODEL.TEMPURA.TRACKING (object tracking branch)")
+    a("-mlm", action="store_true", default=None, help="MODEL.TEMPURA.MULTI_LABEL_LOSS margin (default BCE)")
     for flag, model in UNBUILT_FLAGS.items():
         a(f"-{flag}", help=f"{model} only (not implemented in sgg yet: fails)")
     a("opts", nargs=argparse.REMAINDER, help="trailing KEY VALUE config overrides")
@@ -161,6 +198,11 @@ def check_flags(args) -> None:
             raise SeedFlagError(f"-{flag} configures {model}, which is not implemented in sgg yet; it would be "
                                 f"ignored by -model {args.model}, so it is refused. Available models: "
                                 f"{', '.join(MODELS)}.")
+    if name != "tempura":
+        for flag in (*TEMPURA_FLAGS, "mlm"):
+            if getattr(args, flag) is not None:
+                raise SeedFlagError(f"-{flag} configures TEMPURA (-model tempura); it would be ignored by -model "
+                                    f"{args.model}, so it is refused. Available models: {', '.join(MODELS)}.")
     for flag in ("batch_size", "accumulate_grad_batches", "num_gpus"):
         if getattr(args, flag) < 1:
             raise SeedFlagError(f"-{flag} must be >= 1, got {getattr(args, flag)}.")
@@ -202,6 +244,12 @@ def static_overrides(args) -> List[Tuple[str, object]]:
         o.append(("MODEL.ALLOW_PARTIAL_WEIGHTS", True))
     if args.bce_loss:
         o.append(("MODEL.STTRAN.MULTI_LABEL_LOSS", "bce"))
+    for flag, key in TEMPURA_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            o.append((key, "none" if value == "None" else value))
+    if args.mlm:
+        o.append(("MODEL.TEMPURA.MULTI_LABEL_LOSS", "margin"))
     amp = args.use_amp
     if args.opt_level is not None:
         amp = args.opt_level != "O0"
@@ -270,12 +318,16 @@ def translate(argv: Optional[List[str]] = None) -> Dict[str, object]:
         opts = opts[1:]
     cfg = load_config(config_file, overrides, opts)
     num_videos = None
-    if args.epochs is not None or args.eval_freq is not None or args.save_freq is not None:
+    # TEMPURA refreshes its predicate memory once per epoch: it needs the epoch's size in videos.
+    memory = args.model.lower() == "tempura" and cfg.MODEL.TEMPURA.MEMORY.COMPUTE != "none"
+    if args.epochs is not None or args.eval_freq is not None or args.save_freq is not None or memory:
         num_videos = count_train_videos(cfg)
         if num_videos == 0:
             raise SeedFlagError(f"The training set {cfg.DATASETS.TRAIN} is empty after the loader's filters; "
                                 "check -data_path / -datasize.")
         overrides += epoch_overrides(args, cfg, num_videos)
+        if memory:
+            overrides.append(("MODEL.TEMPURA.MEMORY.EPOCH_VIDEOS", num_videos))
     flat = [_format_value(x) for kv in overrides for x in kv]
     train_net_argv = ["--config-file", config_file, "--num-gpus", str(args.num_gpus)]
     if args.resume:

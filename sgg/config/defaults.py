@@ -397,6 +397,36 @@ _C.MODEL.VIDEO_BASELINE.TRAIN_DATASET = ""  # "" = DATASETS.TRAIN[0]
 _C.MODEL.VIDEO_BASELINE.SGDET_NUM_OBJECTS = 3  # SGDet: mean boxes of the K most frequent object classes per frame
 
 
+# TEMPURA (sgg/modeling/meta_arch/tempura.py, docs/tempura.md): STTran's pipeline (MODEL.STTRAN widths) + GMM heads,
+# a predicate memory and uncertainty-aware losses. Upstream flag names in parentheses.
+_C.MODEL.TEMPURA = CN()
+_C.MODEL.TEMPURA.NUM_MIXTURES = 6  # K components per GMM head (-K / -num_mixtures; upstream 6 PredCls, 4 SGCls/SGDet)
+_C.MODEL.TEMPURA.REL_HEAD = "gmm"  # attention / spatial / contacting heads: "gmm" or "linear" (-rel_head; ablation)
+_C.MODEL.TEMPURA.OBJ_HEAD = "linear"  # SGCls / SGDet object head: "linear" (upstream's published) or "gmm" (-obj_head)
+_C.MODEL.TEMPURA.SAMPLING = True  # training draws logits mu + sqrt(var) * eps (False: train on the means)
+_C.MODEL.TEMPURA.MULTI_LABEL_LOSS = "bce"  # spatial / contacting on the mixture: "bce" (upstream) or "margin" (-mlm)
+_C.MODEL.TEMPURA.GMM_REGULARIZATION = 0.0  # weight of KL(N(mu, var) || N(mu, 1)) on the mixture variances (seed flag)
+_C.MODEL.TEMPURA.UNCERTAINTY_THRESHOLD = 0.5  # pairs with mean(aleatoric + epistemic) above it are flagged `uncertain`
+_C.MODEL.TEMPURA.REL_LOSS_WEIGHTING = "none"  # per-pair weights from uncertainty: none|al|ep|both (-rel_loss_weighting)
+_C.MODEL.TEMPURA.OBJ_LOSS_WEIGHTING = "none"  # the same for the object loss (-obj_loss_weighting)
+_C.MODEL.TEMPURA.OBJ_CON_LOSS = "none"  # "euc_con": contrastive loss on the object features (-obj_con_loss)
+_C.MODEL.TEMPURA.LAMBDA_CON = 1.0  # its weight (-lambda_con)
+_C.MODEL.TEMPURA.EOS_COEF = 1.0  # object CE weight of class 0 (upstream: background; sgg: the person) (-eos_coef)
+_C.MODEL.TEMPURA.TRACKING = False  # object tracking branch, SGCls / SGDet (-tracking)
+_C.MODEL.TEMPURA.TRACKING_LAYERS = 3  # its TransformerEncoder depth (upstream 3)
+_C.MODEL.TEMPURA.TRACKING_HEADS = 8
+_C.MODEL.TEMPURA.TRACKING_FFN = 1024
+_C.MODEL.TEMPURA.MEMORY = CN()
+_C.MODEL.TEMPURA.MEMORY.COMPUTE = "joint"  # predicate memory: "joint" (26 prototypes) or "none" (-rel_mem_compute)
+_C.MODEL.TEMPURA.MEMORY.WEIGHT_TYPE = "simple"  # prototype weights: simple (class mean) | al | ep | both
+_C.MODEL.TEMPURA.MEMORY.FUSION = "late"  # "late" (after the temporal decoder) or "early" (before it) (-mem_fusion)
+_C.MODEL.TEMPURA.MEMORY.FEAT_SELECTION = "manual"  # lambda: "manual" = FEAT_LAMBDA, "automated" = learned gate
+_C.MODEL.TEMPURA.MEMORY.FEAT_LAMBDA = 0.5  # f' = lambda f + (1 - lambda) Attn(f, M, M) (-mem_feat_lambda; SGCls 0.3)
+_C.MODEL.TEMPURA.MEMORY.EPOCH_VIDEOS = 0  # training videos per epoch: the memory refreshes after each (tools/train.py
+#   sets it from the dataset; a model knows no trainer, so it counts the videos it is trained on)
+_C.MODEL.TEMPURA.MEMORY.PASS = "train"  # prototype features: "train" (training forward, detached) or "eval" (upstream's
+#   extra no-grad eval-mode forward per video: no dropout / sampling, twice the cost)
+
 def get_cfg() -> CN:
     """Return a fresh copy of sgg's default config tree (the tree above)."""
     return _C.clone()

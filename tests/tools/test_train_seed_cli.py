@@ -69,7 +69,6 @@ def test_epochs_become_iterations_from_the_dataset_size():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["-model", "tempura"], "TEMPURA is not implemented"),
     (["-model", "scenellm"], "SceneLLM is not implemented"),
     (["-model", "oed"], "OED is not implemented"),
     (["-model", "foo"], "unknown model"),

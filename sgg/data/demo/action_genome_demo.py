@@ -71,11 +71,15 @@ class DemoVariant:
     byte: a knob's default value must leave the generator's output unchanged."""
 
     name: str = ""
+    # > 0: object classes are drawn with probability ~ 1 / rank^object_zipf (rank = position in DEMO_OBJECT_KINDS)
+    # instead of uniformly, so the predicates tied to the rare kinds become rare (a long-tailed predicate distribution).
+    object_zipf: float = 0.0
 
 
 # One variant per line (name -> knobs). "" is the default demo_ag_{train,test}.
 DEMO_VARIANTS: Dict[str, DemoVariant] = {
     "": DemoVariant(),
+    "longtail": DemoVariant(name="longtail", object_zipf=1.5),  # TEMPURA's mean-recall A/B (docs/tempura.md)
 }
 
 
@@ -270,7 +274,11 @@ def _render_video(index: int, split: str, out_frames: str, person_bbox: dict, ob
     num_frames = num_frames or int(rng.integers(6, 11))
     person = _make_person(rng, width, height, num_frames)
     names = list(DEMO_OBJECT_KINDS)
-    chosen = rng.choice(len(names), size=int(rng.integers(1, 4)), replace=False)
+    if variant.object_zipf > 0:
+        p = 1.0 / np.arange(1, len(names) + 1) ** variant.object_zipf
+        chosen = rng.choice(len(names), size=int(rng.integers(1, 4)), replace=False, p=p / p.sum())
+    else:
+        chosen = rng.choice(len(names), size=int(rng.integers(1, 4)), replace=False)
     tiny_index = int(rng.integers(len(chosen))) if rng.random() < 0.15 else -1
     objects = [_make_object(rng, names[c], person, width, height, num_frames, tiny=(i == tiny_index))
                for i, c in enumerate(chosen)]

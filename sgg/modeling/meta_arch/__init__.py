@@ -6,6 +6,7 @@ from . import (  # noqa: F401
     keyframe_detector,  # KeyframeDetector, KeyframeFeatureDetector
     speaq,  # SpeaQ, IterativeSG
     sttran,  # STTran
+    tempura,  # TEMPURA
     text_to_video,  # TextToVideoDiffusion
     video_baselines,  # VideoFrequencyBaseline
 )
