@@ -65,6 +65,9 @@ MR_EPS = 1e-10  # TEMPURA divides hits by (count + 1e-10)
 PREDICATE_GROUPS = (("attention", 0, 3, False), ("spatial", 3, 6, True), ("contacting", 9, 17, False))
 _PREDICTION_KEYS = ("boxes", "labels", "scores", "pairs", "attention", "spatial", "contacting")
 _GROUNDTRUTH_KEYS = ("boxes", "labels", "relations")
+# Optional per-pair outputs kept when a model gives them (TEMPURA: mean aleatoric + epistemic uncertainty, and the
+# flag of pairs above MODEL.TEMPURA.UNCERTAINTY_THRESHOLD); summarised under ``uncertainty/*`` in the results.
+_OPTIONAL_PAIR_KEYS = ("uncertainty", "uncertain")
 
 
 # ----------------------------------------------------------------------------------------------- input handling
@@ -567,6 +570,22 @@ def _compact_prediction_frame(frame: Mapping) -> Dict[str, np.ndarray]:
             raise KeyError(f"Model output frame lacks '{key}'; video SGG models must return per frame "
                            f"{list(_PREDICTION_KEYS)} (see docs/action_genome.md, 'Prediction format').")
         out[key] = _as_numpy(frame[key])  # dtypes kept: the protocol computes some products in the scores' dtype
+    for key in _OPTIONAL_PAIR_KEYS:
+        if key in frame:
+            out[key] = _as_numpy(frame[key])
+    return out
+
+
+def _uncertainty_summary(pred_frames: Sequence[Mapping]) -> Dict[str, float]:
+    """``uncertainty/mean`` (the model's per-pair uncertainty averaged over all predicted pairs) and
+    ``uncertainty/uncertain_percent`` (percent of pairs the model flagged), when the predictions carry
+    ``uncertainty`` / ``uncertain``; ``{}`` otherwise."""
+    out: Dict[str, float] = {}
+    for key, name, scale in (("uncertainty", "uncertainty/mean", 1.0),
+                             ("uncertain", "uncertainty/uncertain_percent", 100.0)):
+        values = [np.asarray(f[key], dtype=np.float64).reshape(-1) for f in pred_frames if key in f]
+        if values and sum(len(v) for v in values):
+            out[name] = scale * float(np.concatenate(values).mean())
     return out
 
 
@@ -672,6 +691,7 @@ class VideoSceneGraphEvaluator(DatasetEvaluator):
             for name, value in result.items():
                 metrics[f"{constraint}/{name}"] = value
             per_predicate[constraint] = {k: _per_predicate_recall(gt, best, k).tolist() for k in self.ks}
+        metrics.update(_uncertainty_summary(pred_frames))
         skipped = int((gt.rels_per_frame == 0).sum())
         logger.info("Video SGG (%s) on %s: %d videos, %d frames (%d without GT relations skipped)", self.mode,
                     self.dataset_name, len(predictions), gt.num_frames, skipped)

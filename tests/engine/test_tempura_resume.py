@@ -49,4 +49,7 @@ def test_resume_restores_the_memory_and_eval_only_reproduces(tmp_path):
     r = run_cli("--config-file", CFG, "--eval-only", "OUTPUT_DIR", str(evaluated), "MODEL.WEIGHTS",
                 str(straight / "model_final.pth"), *TINY)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert _results(evaluated) == _results(straight)  # the memory came with the weights
+    results = _results(evaluated)
+    assert results == _results(straight)  # the memory came with the weights
+    # the per-pair uncertainties reach results.json (summary of the predictions)
+    assert results["uncertainty/mean"] > 0 and 0 <= results["uncertainty/uncertain_percent"] <= 100
