@@ -295,8 +295,14 @@ class TempuraObjectClassifier(nn.Module):
 
     @torch.no_grad()
     def first_pass_groups(self, features, distribution, boxes_norm) -> torch.Tensor:
-        """Track ids ``(N,)`` = argmax class of the classifier without the tracking branch."""
-        return self.head(self.hidden(self._inputs(features, distribution, boxes_norm))).probs.argmax(1)
+        """Track ids ``(N,)`` = argmax class of the classifier without the tracking branch (in eval mode, so this
+        pass neither samples nor moves the BatchNorm statistics that the tracked pass uses)."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.head(self.hidden(self._inputs(features, distribution, boxes_norm))).probs.argmax(1)
+        finally:
+            self.train(was_training)
 
     def forward(self, features, distribution, boxes_norm, frame_idx, groups=None):
         x = self._inputs(features, distribution, boxes_norm)
