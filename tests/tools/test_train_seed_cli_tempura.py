@@ -1,9 +1,12 @@
 """tools/train.py with -model tempura: the seed's TEMPURA flags and upstream's spellings -> MODEL.TEMPURA keys."""
 
+import os
+
 import pytest
+import torch
 
 from sgg.data.catalog import DatasetCatalog
-from tests.tools.test_train_seed_cli import overrides, train
+from tests.tools.test_train_seed_cli import TINY, overrides, train
 
 
 def test_seed_command_maps_and_loads():
@@ -55,3 +58,14 @@ def test_tempura_flags_are_refused_for_other_models(flag, value, capsys):
     assert train.cli(argv) == 2
     err = capsys.readouterr().err
     assert "configures TEMPURA" in err and "frequency_baseline" in err
+
+
+def test_seed_command_trains_on_the_demo(tmp_path):
+    out = str(tmp_path / "tempura")
+    rc = train.cli(["-model", "tempura", "-mode", "predcls", "-data_path", "demo", "-num_mixtures", "3",
+                    "-uncertainty_threshold", "0.5", "-gmm_regularization", "0.01", "-temporal_window", "5",
+                    "-save_path", out, "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()", *TINY])
+    assert rc == 0
+    state = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=True)["model"]
+    assert state["attention_head.mu.weight"].shape[0] == 3 * 3  # K = 3 components x 3 attention classes
+    assert int(state["memory.videos_seen"]) == 2 and state["memory.weights"].sum() > 0
