@@ -269,8 +269,10 @@ class TempuraObjectClassifier(nn.Module):
     branch) -> ``Linear + BN + ReLU`` (the object memory feature) -> linear or GMM head (softmax).
 
     ``forward(features (N, F), distribution (N, K), boxes_norm (N, 4) xyxy in [0, 1], frame_idx (N,),
-    groups (N,) or None) -> (GMMOutput, hidden (N, H))``. With tracking, ``groups`` gives each box's track (a
-    class id); :meth:`first_pass_groups` computes it from the untracked classifier when no detector class is given.
+    groups (N,) or None) -> (GMMOutput, hidden (N, H), group_logits (N, K) or None)``. With tracking, ``groups`` gives
+    each box's track (a class id: the detector's in SGDet); without it (SGCls, where sgg has no detector
+    distribution) a linear class predictor on the untracked input decides the tracks (``group_logits``, trained with
+    its own cross-entropy by the model).
     """
 
     def __init__(self, *, feature_dim: int, num_classes: int, embed_dim: int, pos_dim: int, hidden_dim: int,
@@ -286,6 +288,7 @@ class TempuraObjectClassifier(nn.Module):
         in_dim = feature_dim + embed_dim + pos_dim
         self.tracker = TrackingEncoder(in_dim, tracking_layers, tracking_heads, tracking_ffn, dropout) \
             if tracking else None
+        self.group_classifier = nn.Linear(in_dim, num_classes) if tracking else None
         self.hidden = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU())
         self.head = _head(head, hidden_dim, num_classes, num_mixtures, "softmax", sample)
 
@@ -293,25 +296,16 @@ class TempuraObjectClassifier(nn.Module):
         pos = self.pos_embed(box_xyxy_to_cxcywh(boxes_norm))
         return torch.cat([features, distribution @ self.class_embed.weight, pos], 1)
 
-    @torch.no_grad()
-    def first_pass_groups(self, features, distribution, boxes_norm) -> torch.Tensor:
-        """Track ids ``(N,)`` = argmax class of the classifier without the tracking branch (in eval mode, so this
-        pass neither samples nor moves the BatchNorm statistics that the tracked pass uses)."""
-        was_training = self.training
-        self.eval()
-        try:
-            return self.head(self.hidden(self._inputs(features, distribution, boxes_norm))).probs.argmax(1)
-        finally:
-            self.train(was_training)
-
     def forward(self, features, distribution, boxes_norm, frame_idx, groups=None):
         x = self._inputs(features, distribution, boxes_norm)
+        group_logits = None
         if self.tracker is not None:
             if groups is None:
-                groups = self.first_pass_groups(features, distribution, boxes_norm)
+                group_logits = self.group_classifier(x)
+                groups = group_logits.detach().argmax(1)
             x = self.tracker(x, groups, frame_idx)
         hidden = self.hidden(x)
-        return self.head(hidden), hidden
+        return self.head(hidden), hidden, group_logits
 
 
 # --------------------------------------------------------------------------------------------------- losses
@@ -562,9 +556,10 @@ class TEMPURA(nn.Module):
     def _classify_objects(self, obj_feats, boxes, frame_idx, video, det_dist=None):
         prior = det_dist if det_dist is not None else \
             torch.full((len(boxes), self.num_classes), 1.0 / self.num_classes, device=self.device)
-        # SGDet tracks follow the detector's class; SGCls has no detector, so the untracked classifier's class.
-        groups = det_dist.argmax(1) if det_dist is not None else None
-        return self.object_classifier(obj_feats, prior, normalized_boxes(boxes, video), frame_idx, groups)
+        # Tracks follow the object classifier's trained group predictor in both modes: upstream groups by its frozen
+        # detector's class, but sgg trains SGDet on GT boxes (no detector distribution there), and grouping the same
+        # way in training and inference keeps the tracking branch's input consistent.
+        return self.object_classifier(obj_feats, prior, normalized_boxes(boxes, video), frame_idx)
 
     def _video_losses(self, video: dict) -> Dict[str, torch.Tensor]:
         images = check_video_images(video, "TEMPURA")
@@ -577,12 +572,14 @@ class TEMPURA(nn.Module):
         obj_feats = self.features.object_features(fmap, gt.boxes, gt.frame_idx)
         variances = []
         if self.object_classifier is not None:
-            obj, hidden = self._classify_objects(obj_feats, gt.boxes, gt.frame_idx, video)
+            obj, hidden, group_logits = self._classify_objects(obj_feats, gt.boxes, gt.frame_idx, video)
             w = uncertainty_weights(obj.aleatoric, obj.epistemic, self.obj_loss_weighting)
             nll = -torch.log(obj.probs.gather(1, gt.labels[:, None]).squeeze(1) + 1e-12)
             # Class weights as cross-entropy's (weighted mean), times the uncertainty weights.
             cw = self.object_class_weight[gt.labels] * (w if w is not None else 1.0)
             losses["loss_object"] = self.object_loss_weight * (nll * cw).sum() / cw.sum().clamp(min=1e-12)
+            if group_logits is not None:  # the class predictor that decides the SGCls tracks
+                losses["loss_object_group"] = self.object_loss_weight * F.cross_entropy(group_logits, gt.labels)
             if self.obj_con_loss == "euc_con":
                 losses["loss_object_contrastive"] = self.lambda_con * euclidean_contrastive_loss(hidden, gt.labels)
             if obj.var is not None:

@@ -278,9 +278,11 @@ def test_sgcls_sgdet_with_tracking_train_and_predict(mode):
     assert model.object_classifier.tracker is not None
     video = make_video(2, num_frames=2)
     losses = model.train()([video])
-    assert {"loss_object", "loss_object_contrastive"} <= set(losses)
+    # the tracks come from a class predictor trained with its own loss
+    assert {"loss_object", "loss_object_contrastive", "loss_object_group"} <= set(losses)
     sum(losses.values()).backward()
     assert model.object_classifier.tracker.encoder.layers[0].linear1.weight.grad is not None
+    assert model.object_classifier.group_classifier.weight.grad is not None
     out = model.eval()([video])[0]
     check_prediction(video, out)
     assert "uncertainty" in out["frames"][0]
