@@ -148,5 +148,6 @@ def test_released_configs(name):
     d = cfg.MODEL.DETR
     assert (d.TRIPLET_RULE, d.PADDING_MASK, cfg.DATASETS.TEST) == ("upstream", "ceil", ("vg_test",))
     assert cfg.MODEL.BACKBONE.NAME == "ResNet" and cfg.MODEL.BACKBONE.DEPTH == 101
+    assert (d.OVERSAMPLE_PARAM, d.UNDERSAMPLE_PARAM) == (0.07, 1.5)  # alpha, 2 x beta (beta 0.75) in both READMEs
     assert (d.NUM_QUERIES, d.MULTIPLY_QUERY, d.DEC_LAYERS, d.ENC_LAYERS, d.HIDDEN_DIM) == \
         (300, 2 if name.startswith("speaq") else 1, 6, 6, 256)

@@ -12,7 +12,7 @@ Reads top to bottom:
    subject, object and relation streams). Training: a matcher (``MODEL.MATCHER.NAME``) assigns triplet queries to GT
    relations at every layer; losses = CE + L1 + GIoU per stream and layer. Inference: class-wise NMS over the 2Q
    entity boxes with duplicates snapped to their kept box, score = p(pred) * s_sub * s_obj, duplicate (sub, obj,
-   pred) triplets removed.
+   pred) triplets removed (``MODEL.DETR.TRIPLET_RULE``: sgg's rule or the released code's, :func:`triplet_inference`).
 3. :func:`detr_to_speaq_state_dict` — SpeaQ's initialisation from a :class:`~sgg.modeling.meta_arch.detr.DETR`
    checkpoint (``MODEL.DETR.DETECTOR_WEIGHTS``), the detector's decoder replicated x3.
 
@@ -23,6 +23,10 @@ every per-query term of an image — matched CE, the no-object / no-relation CE 
 over all queries of the batch, as ``F.cross_entropy(weight=...)``; boxes: the number of matched GT copies over all
 ranks). So a batch of weight-1 images gives exactly the unweighted DETR loss, and an image of weight 0.5 contributes
 half of what it would at 1.
+
+The state dict is a key-for-key rename of the released IterativeSG / SpeaQ checkpoints (``tools/convert_checkpoint.py
+--from speaq|iterative_sg``, :mod:`sgg.checkpoint.converters.speaq`, docs/checkpoints.md); ``MODEL.DETR.PADDING_MASK
+"ceil"`` gives the released code's feature padding mask for batches of mixed image sizes.
 
 IterativeSG is this model with SpeaQ's parts off (``IterativeHungarianMatcher``, ``MULTIPLY_QUERY 1``); it is also
 registered under the name ``IterativeSG``.
