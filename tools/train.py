@@ -40,12 +40,32 @@ from sgg.utils.errors import SGGError, run_cli  # noqa: E402
 logger = logging.getLogger("sgg")
 
 # Models sgg implements (flag value -> META_ARCHITECTURE) and the ones of the seed that it does not implement yet.
-MODELS = {"sttran": "STTran", "frequency_baseline": "VideoFrequencyBaseline"}
-UNBUILT_MODELS = {"tempura": "TEMPURA", "scenellm": "SceneLLM", "stket": "STKET", "dsg-detr": "DSG-DETR",
-                  "oed": "OED"}
+# One entry per line, so models added in parallel merge cleanly.
+MODELS = {
+    "sttran": "STTran",
+    "frequency_baseline": "VideoFrequencyBaseline",
+}
+# Config-file stem of each model: configs/action_genome/<stem>_<mode>.yaml and, with -data_path demo,
+# configs/quick/<stem>_demo.yaml (PredCls) / <stem>_<mode>_demo.yaml. The frequency baseline runs on STTran's configs.
+CONFIG_STEMS = {
+    "sttran": "sttran",
+    "frequency_baseline": "sttran",
+}
+UNBUILT_MODELS = {
+    "tempura": "TEMPURA",
+    "scenellm": "SceneLLM",
+    "stket": "STKET",
+    "dsg-detr": "DSG-DETR",
+    "oed": "OED",
+}
 # Flags of the seed's docs that only configure models sgg does not implement yet.
-UNBUILT_FLAGS = {"num_mixtures": "TEMPURA", "uncertainty_threshold": "TEMPURA", "gmm_regularization": "TEMPURA",
-                 "llm_lr": "SceneLLM", "freeze_llm_epochs": "SceneLLM"}
+UNBUILT_FLAGS = {
+    "num_mixtures": "TEMPURA",
+    "uncertainty_threshold": "TEMPURA",
+    "gmm_regularization": "TEMPURA",
+    "llm_lr": "SceneLLM",
+    "freeze_llm_epochs": "SceneLLM",
+}
 MODES = ("predcls", "sgcls", "sgdet")
 SCHEDULERS = {"step": "WarmupMultiStepLR", "cosine": "WarmupCosineLR", "plateau": "WarmupPlateau",
               "constant": "Constant"}
@@ -120,10 +140,11 @@ def base_config(args) -> str:
     """The config file a run starts from."""
     if args.config:
         return args.config
+    stem = CONFIG_STEMS.get(args.model.lower(), "sttran")
     if args.data_path == "demo":
-        name = "sttran_demo.yaml" if args.mode == "predcls" else f"sttran_{args.mode}_demo.yaml"
+        name = f"{stem}_demo.yaml" if args.mode == "predcls" else f"{stem}_{args.mode}_demo.yaml"
         return os.path.join(ROOT, "configs", "quick", name)
-    return os.path.join(ROOT, "configs", "action_genome", f"sttran_{args.mode}.yaml")
+    return os.path.join(ROOT, "configs", "action_genome", f"{stem}_{args.mode}.yaml")
 
 
 def check_flags(args) -> None:

@@ -283,6 +283,10 @@ _C.INPUT.KEYFRAME.KTS_VMAX = 1.0  # raw videos: KTS penalty weight for shot boun
 _C.TEST.KEYFRAME = CN()
 _C.TEST.KEYFRAME.SUMMARY_RATIO = 0.15  # knapsack capacity = floor(ratio * n_frames)
 _C.TEST.KEYFRAME.F1_REDUCTION = ""  # "" = dataset metadata (TVSum "avg" over users, SumMe "max")
+# Which reference each number follows (sgg/evaluation/keyframe.py, docs/keyframes.md); metric keys carry the name,
+# e.g. keyframe/F1[vsumm], keyframe/tau[otani].
+_C.TEST.KEYFRAME.F1_PROTOCOL = "vsumm"  # vsumm (pytorch-vsumm-reinforce) | dsnet (DSNet) | pglsum (PGL-SUM / CA-SUM)
+_C.TEST.KEYFRAME.CORRELATION_PROTOCOL = "otani"  # otani (frame level, per annotator) | casum (CA-SUM, step level)
 _C.TEST.KEYFRAME.RANDOM_BASELINE_TRIALS = 0  # > 0: also report uniform random scores under the same protocol
 
 # ------------------------------------------------------------------------ Action Genome data + video SGG eval
@@ -376,6 +380,11 @@ _C.MODEL.STTRAN.POS_DIM = 128  # box-position embedding of the object classifier
 _C.MODEL.STTRAN.OBJECT_LOSS_WEIGHT = 1.0
 _C.MODEL.STTRAN.FREEZE_BACKBONE = True  # STTran keeps its (AG-trained) detector backbone fixed
 _C.MODEL.STTRAN.FRAME_CHUNK = 10  # frames per backbone forward
+# Feature source of the STTran-family models (sgg/modeling/video_sgg.py, VIDEO_FEATURES_REGISTRY): frame maps, object
+# features of boxes and union-box features of pairs. "BackboneRoIFeatures" = MODEL.BACKBONE + RoIAlign + a linear box
+# head (MODEL.STTRAN.OBJ_FEATURE_DIM wide).
+_C.MODEL.VIDEO_FEATURES = CN()
+_C.MODEL.VIDEO_FEATURES.NAME = "BackboneRoIFeatures"
 _C.MODEL.VIDEO_DETECTOR = CN()  # SGDet detector (sgg/modeling/video_detector.py): torchvision Faster R-CNN heads
 # "VideoObjectDetector" (torchvision's heads) or "D2VideoObjectDetector" (detectron2's RPN + StandardROIHeads; needs
 # detectron2). The keys below map to detectron2's for the latter; MODEL.VIDEO_DETECTOR.D2 holds detectron2 keys

@@ -9,8 +9,9 @@ import torch
 from sgg.config.config import ConfigError
 from sgg.utils.registry import Registry
 
-__all__ = ["META_ARCH_REGISTRY", "BACKBONE_REGISTRY", "MATCHER_REGISTRY", "VIDEO_DETECTOR_REGISTRY", "build_model",
-           "build_backbone", "build_matcher", "build_video_detector", "resolve_device"]
+__all__ = ["META_ARCH_REGISTRY", "BACKBONE_REGISTRY", "MATCHER_REGISTRY", "VIDEO_DETECTOR_REGISTRY",
+           "VIDEO_FEATURES_REGISTRY", "build_model", "build_backbone", "build_matcher", "build_video_detector",
+           "build_video_features", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,12 @@ VIDEO_DETECTOR_REGISTRY = Registry("VIDEO_DETECTOR")
 VIDEO_DETECTOR_REGISTRY.__doc__ = """SGDet object detectors of the video models (``MODEL.VIDEO_DETECTOR.NAME``), built
 as ``cls(cfg, backbone=backbone)`` on the video model's backbone features; interface: ``losses(fmap, image_size,
 boxes, labels, frame_idx)``, ``detect(fmap, image_size)``, attributes ``trainable`` and ``num_classes``."""
+
+VIDEO_FEATURES_REGISTRY = Registry("VIDEO_FEATURES")
+VIDEO_FEATURES_REGISTRY.__doc__ = """Feature sources of the STTran-family video models (``MODEL.VIDEO_FEATURES.NAME``),
+built as ``cls(cfg)``; interface (see :class:`~sgg.modeling.video_sgg.BackboneRoIFeatures`): ``frame_features(images)``,
+``object_features(fmap, boxes, frame_idx)``, ``union_features(fmap, boxes, frame_idx)``, attributes ``object_dim``,
+``union_channels``, ``stride`` and ``backbone`` (the module an SGDet detector shares)."""
 
 
 def resolve_device(name: str, key: str = "MODEL.DEVICE") -> torch.device:
@@ -68,6 +75,11 @@ def build_backbone(cfg) -> torch.nn.Module:
 def build_video_detector(cfg, backbone: torch.nn.Module) -> torch.nn.Module:
     """Build ``cfg.MODEL.VIDEO_DETECTOR.NAME`` over ``backbone``'s features."""
     return VIDEO_DETECTOR_REGISTRY.get(cfg.MODEL.VIDEO_DETECTOR.NAME)(cfg, backbone=backbone)
+
+
+def build_video_features(cfg) -> torch.nn.Module:
+    """Build ``cfg.MODEL.VIDEO_FEATURES.NAME``, the feature source of an STTran-family video model."""
+    return VIDEO_FEATURES_REGISTRY.get(cfg.MODEL.VIDEO_FEATURES.NAME)(cfg)
 
 
 def build_matcher(cfg):

@@ -31,7 +31,7 @@ def test_sttran_sgdet_trains_and_detects_with_detectron2s_heads():
     assert {"loss_det_rpn_cls", "loss_det_rpn_loc", "loss_det_cls", "loss_det_box_reg", "loss_object"} <= set(losses)
     sum(losses.values()).backward()
     assert detector.proposal_generator.rpn_head.conv.weight.grad.abs().sum() > 0
-    assert model.backbone.body[0][0].weight.grad.abs().sum() > 0  # the detector's losses reach the shared backbone
+    assert model.features.backbone.body[0][0].weight.grad.abs().sum() > 0  # detector losses reach the backbone
     out = model.eval()([video])[0]
     check_prediction(video, out)
     boxes = torch.cat([f["boxes"] for f in out["frames"]])

@@ -109,7 +109,7 @@ def test_progressive_training_predcls_to_sgcls(tmp_path):
     assert rc == 0
     sg = torch.load(os.path.join(sg_dir, "model_final.pth"), map_location="cpu", weights_only=False)
     # lr 0: the shared weights are exactly the PredCls ones (loaded, not re-initialised) ...
-    for key in ("subj_fc.weight", "transformer.frame_embedding.weight", "attention_head.bias"):
+    for key in ("relation.subj_fc.weight", "transformer.frame_embedding.weight", "attention_head.bias"):
         assert torch.equal(sg["model"][key], predcls_state[key])
     # ... the object classifier exists and the optimizer / iteration did not come from the PredCls run
     assert any(k.startswith("object_classifier.") for k in sg["model"])

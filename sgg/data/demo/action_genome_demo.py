@@ -26,6 +26,7 @@ processes never see half-written data.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pickle
@@ -40,7 +41,7 @@ from ..datasets.action_genome import AG_OBJECT_CLASSES_TXT, AG_PREDICATES_TXT
 from .generation import ensure_generated
 
 __all__ = ["ensure_demo_action_genome", "generate_demo_action_genome", "demo_action_genome_root", "DEMO_VERSION",
-           "DEMO_OBJECT_KINDS"]
+           "DEMO_OBJECT_KINDS", "DemoVariant", "DEMO_VARIANTS"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +64,31 @@ _WALL, _FLOOR = (205, 210, 215), (150, 140, 125)
 _SKIN, _SHIRT, _NOSE = (235, 190, 150), (60, 90, 200), (20, 10, 10)
 
 
-def demo_action_genome_root() -> str:
-    """``$SGG_DATASETS/demo/action_genome``."""
-    return os.path.join(datasets_root(), "demo", "action_genome")
+@dataclass(frozen=True)
+class DemoVariant:
+    """Knobs of a variant of the demo dataset (registered as ``demo_ag_<name>_{train,test}``, generated under
+    ``$SGG_DATASETS/demo/action_genome_<name>``). The default (name "") is the original ``demo_ag_*`` data, byte for
+    byte: a knob's default value must leave the generator's output unchanged."""
+
+    name: str = ""
+
+
+# One variant per line (name -> knobs). "" is the default demo_ag_{train,test}.
+DEMO_VARIANTS: Dict[str, DemoVariant] = {
+    "": DemoVariant(),
+}
+
+
+def _variant(name: str) -> DemoVariant:
+    if name not in DEMO_VARIANTS:
+        raise KeyError(f"Unknown Action Genome demo variant {name!r}; known: {sorted(DEMO_VARIANTS)}.")
+    return DEMO_VARIANTS[name]
+
+
+def demo_action_genome_root(variant: str = "") -> str:
+    """``$SGG_DATASETS/demo/action_genome`` (or ``.../action_genome_<variant>``)."""
+    _variant(variant)
+    return os.path.join(datasets_root(), "demo", "action_genome" + (f"_{variant}" if variant else ""))
 
 
 # ------------------------------------------------------------------------------------------------ scene model
@@ -239,7 +262,8 @@ def _video_id(index: int, rng: np.random.Generator) -> str:
 
 
 def _render_video(index: int, split: str, out_frames: str, person_bbox: dict, object_bbox: dict,
-                  num_frames: Optional[int] = None, drop_person_box_at: int = -1) -> None:
+                  num_frames: Optional[int] = None, drop_person_box_at: int = -1,
+                  variant: DemoVariant = DemoVariant()) -> None:
     rng = np.random.default_rng(2020 + index)
     vid = _video_id(index, rng) + ".mp4"
     width, height = FRAME_SIZES[int(rng.integers(len(FRAME_SIZES)))]
@@ -306,8 +330,8 @@ def _clip(box: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------- generation
-def generate_demo_action_genome(root: str) -> None:
-    """Write the demo dataset into the (new or empty) directory ``root``; deterministic."""
+def generate_demo_action_genome(root: str, variant: DemoVariant = DemoVariant()) -> None:
+    """Write the demo dataset (``variant``'s knobs) into the (new or empty) directory ``root``; deterministic."""
     ann, frames = os.path.join(root, "annotations"), os.path.join(root, "frames")
     os.makedirs(ann, exist_ok=True)
     os.makedirs(frames, exist_ok=True)
@@ -317,9 +341,11 @@ def generate_demo_action_genome(root: str) -> None:
     for split, count in (("train", NUM_TRAIN_VIDEOS), ("test", NUM_TEST_VIDEOS)):
         for i in range(count):
             # One frame per split without a person box (STTran drops it), like AG's missed detections.
-            _render_video(index, split, frames, person_bbox, object_bbox, drop_person_box_at=2 if i == 1 else -1)
+            _render_video(index, split, frames, person_bbox, object_bbox, drop_person_box_at=2 if i == 1 else -1,
+                          variant=variant)
             index += 1
-        _render_video(index, split, frames, person_bbox, object_bbox, num_frames=2)  # dropped: <= 2 frames
+        _render_video(index, split, frames, person_bbox, object_bbox, num_frames=2,  # dropped: <= 2 frames
+                      variant=variant)
         index += 1
     with open(os.path.join(ann, "person_bbox.pkl"), "wb") as f:
         pickle.dump(person_bbox, f, protocol=4)
@@ -331,8 +357,12 @@ def generate_demo_action_genome(root: str) -> None:
             f.write("\n".join(lines) + "\n")
 
 
-def ensure_demo_action_genome(root: Optional[str] = None) -> str:
-    """Generate the demo dataset at ``root`` (default :func:`demo_action_genome_root`) unless a complete copy of this
-    ``DEMO_VERSION`` exists (see :func:`ensure_generated`); return it."""
-    return ensure_generated(root or demo_action_genome_root(), generate_demo_action_genome,
-                            marker=f".complete-v{DEMO_VERSION}", description="Action Genome dataset")
+def ensure_demo_action_genome(root: Optional[str] = None, variant: str = "") -> str:
+    """Generate the demo dataset (``variant``, see :data:`DEMO_VARIANTS`) at ``root`` (default
+    :func:`demo_action_genome_root`) unless a complete copy of this ``DEMO_VERSION`` exists (see
+    :func:`ensure_generated`); return it."""
+    knobs = _variant(variant)
+    return ensure_generated(root or demo_action_genome_root(variant),
+                            functools.partial(generate_demo_action_genome, variant=knobs),
+                            marker=f".complete-v{DEMO_VERSION}",
+                            description="Action Genome dataset" + (f" (variant {variant})" if variant else ""))

@@ -17,7 +17,7 @@ from ..datasets.action_genome import register_action_genome_split
 from ..datasets.ssv2 import SSV2_SPLITS, register_ssv2
 from ..datasets.tvsum import TVSUM_H5, TVSUM_SPLITS, register_keyframe_family
 from ..datasets.visual_genome import register_vg_format_dataset
-from .action_genome_demo import ensure_demo_action_genome
+from .action_genome_demo import DEMO_VARIANTS, ensure_demo_action_genome
 from .ssv2_demo import ensure_ssv2_demo
 from .tvsum_demo import ensure_tvsum_demo
 from .visual_genome_demo import demo_num_val_images, demo_root, ensure_demo_dataset
@@ -38,9 +38,11 @@ def _register_vg_demos() -> None:
 def register_demo_datasets() -> None:
     """Register every ``demo_*`` name (called once, when ``sgg.data`` is imported)."""
     _register_vg_demos()
-    for split in ("train", "test"):
-        # ensure_demo_action_genome() generates on first use and returns the root.
-        register_action_genome_split(f"demo_ag_{split}", split, ensure_demo_action_genome)
+    for variant in DEMO_VARIANTS:
+        for split in ("train", "test"):
+            # ensure_demo_action_genome() generates on first use and returns the root.
+            name = f"demo_ag_{variant}_{split}" if variant else f"demo_ag_{split}"
+            register_action_genome_split(name, split, functools.partial(ensure_demo_action_genome, variant=variant))
     register_keyframe_family("demo_tvsum", lambda: os.path.join(datasets_root(), "demo", "tvsum"), h5_name=TVSUM_H5,
                              splits_name=TVSUM_SPLITS, f1_reduction="avg", raw=True, prepare=ensure_tvsum_demo)
     for split in SSV2_SPLITS:

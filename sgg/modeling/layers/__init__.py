@@ -1,4 +1,5 @@
 """layers: shared building blocks (transformer blocks, position encodings, MLPs)."""
 from .mlp import MLP  # noqa: F401
 from .position_encoding import PositionEmbeddingSine  # noqa: F401
+from .spatial_temporal import SpatialTemporalTransformer, TemporalDecoderLayer, segment_index, unblock_empty  # noqa: F401
 from .transformer import TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer  # noqa: F401
