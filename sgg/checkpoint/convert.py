@@ -23,6 +23,7 @@ import importlib
 import logging
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
@@ -120,7 +121,9 @@ def load_upstream_file(path: str) -> Any:
             data = torch.load(path, map_location=cpu, weights_only=True)
     except pickle.UnpicklingError as e:
         allowed = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}" for g in EXTRA_SAFE_GLOBALS}
-        refused = [g for g in _unsafe_globals(path) if g not in allowed]
+        # zip files list their globals; for old-format files torch's message names the first one ("GLOBAL x.y")
+        refused = ([g for g in _unsafe_globals(path) if g not in allowed]
+                   or re.findall(r"GLOBAL ([\w.]+)", str(e))[:1])
         what = (f"references {', '.join(refused[:3])}" if refused
                 else f"needs a global that is not allowed ({_short(e)})")
         raise CheckpointError(f"Refusing to load '{path}': it {what}; upstream checkpoints hold only tensors, "

@@ -94,12 +94,18 @@ def test_numpy_1_pickles_load_under_numpy_2(tmp_path):
     assert float(data["best"]) == 0.25 and data["arr"].tolist() == [0, 1, 2]
 
 
-def test_a_pickled_callable_is_refused_and_not_run(tmp_path, capfd):
+@pytest.mark.parametrize("zip_format", [True, False])  # torch >= 1.6 files and the older format
+def test_a_pickled_callable_is_refused_and_not_run(tmp_path, capfd, zip_format):
     path = tmp_path / "evil.pth"
-    torch.save({"model": {"w": torch.ones(1)}, "x": _Evil()}, path)
-    with pytest.raises(CheckpointError, match=r"Refusing to load .*evil\.pth.*system"):
+    torch.save({"model": {"w": torch.ones(1)}, "x": _Evil()}, path, _use_new_zipfile_serialization=zip_format)
+    refused = rf"Refusing to load .*evil\.pth': it references {os.system.__module__}\.system;"
+    with pytest.raises(CheckpointError, match=refused):
         load_upstream_file(str(path))
     assert "should-never-run" not in capfd.readouterr().out
+    legacy = tmp_path / "options.tar"
+    torch.save({"state_dict": {"w": torch.ones(1)}, "args": argparse.Namespace(lr=0.1)}, legacy,
+               _use_new_zipfile_serialization=zip_format)
+    assert load_upstream_file(str(legacy))["args"].lr == 0.1
 
 
 @pytest.mark.parametrize("content", [b"", os.urandom(512), b"PK\x03\x04truncated"])
