@@ -19,9 +19,11 @@ never over an existing file unless asked; ``MODEL.WEIGHTS`` loads it with the st
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
@@ -67,11 +69,14 @@ class ConversionResult:
 
 
 def _numpy_globals() -> List[Any]:
-    core = "numpy._core" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core"
-    out: List[Any] = [np.ndarray, np.dtype]
-    for module_name, attr in ((f"{core}.multiarray", "_reconstruct"), (f"{core}.multiarray", "scalar")):
-        module = __import__(module_name, fromlist=[attr])
-        out.append(getattr(module, attr))
+    """numpy's array / scalar / dtype constructors, also under the ``numpy.core`` names numpy 1.x wrote (most upstream
+    files) when numpy 2 (``numpy._core``) is installed: ``(object, "pickled name")`` entries of torch's allow-list."""
+    core = importlib.import_module("numpy._core.multiarray" if int(np.__version__.split(".")[0]) >= 2
+                                   else "numpy.core.multiarray")
+    out: List[Any] = [np.ndarray, np.dtype, core._reconstruct, core.scalar]
+    if core.__name__.startswith("numpy._core"):
+        out += [(core._reconstruct, "numpy.core.multiarray._reconstruct"),
+                (core.scalar, "numpy.core.multiarray.scalar")]
     # numpy >= 1.25 pickles dtypes as numpy.dtypes.Float32DType etc.
     dtypes = getattr(np, "dtypes", None)
     if dtypes is not None:
@@ -115,8 +120,10 @@ def load_upstream_file(path: str) -> Any:
         with torch.serialization.safe_globals(EXTRA_SAFE_GLOBALS):
             data = torch.load(path, map_location=cpu, weights_only=True)
     except pickle.UnpicklingError as e:
-        allowed = {f"{g.__module__}.{g.__qualname__}" for g in EXTRA_SAFE_GLOBALS}
-        refused = [g for g in _unsafe_globals(path) if g not in allowed]
+        allowed = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}" for g in EXTRA_SAFE_GLOBALS}
+        # zip files list their globals; for old-format files torch's message names the first one ("GLOBAL x.y")
+        refused = ([g for g in _unsafe_globals(path) if g not in allowed]
+                   or re.findall(r"GLOBAL ([\w.]+)", str(e))[:1])
         what = (f"references {', '.join(refused[:3])}" if refused
                 else f"needs a global that is not allowed ({_short(e)})")
         raise CheckpointError(f"Refusing to load '{path}': it {what}; upstream checkpoints hold only tensors, "

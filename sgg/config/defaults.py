@@ -283,6 +283,10 @@ _C.INPUT.KEYFRAME.KTS_VMAX = 1.0  # raw videos: KTS penalty weight for shot boun
 _C.TEST.KEYFRAME = CN()
 _C.TEST.KEYFRAME.SUMMARY_RATIO = 0.15  # knapsack capacity = floor(ratio * n_frames)
 _C.TEST.KEYFRAME.F1_REDUCTION = ""  # "" = dataset metadata (TVSum "avg" over users, SumMe "max")
+# Which reference each number follows (sgg/evaluation/keyframe.py, docs/keyframes.md); metric keys carry the name,
+# e.g. keyframe/F1[vsumm], keyframe/tau[otani].
+_C.TEST.KEYFRAME.F1_PROTOCOL = "vsumm"  # vsumm (pytorch-vsumm-reinforce) | dsnet (DSNet) | pglsum (PGL-SUM / CA-SUM)
+_C.TEST.KEYFRAME.CORRELATION_PROTOCOL = "otani"  # otani (frame level, per annotator) | casum (CA-SUM, step level)
 _C.TEST.KEYFRAME.RANDOM_BASELINE_TRIALS = 0  # > 0: also report uniform random scores under the same protocol
 
 # ------------------------------------------------------------------------ Action Genome data + video SGG eval
@@ -343,6 +347,14 @@ _C.MODEL.DETR.ONE2MANY_SCHEME = "none"  # "none", "static" (k copies of each GT)
 _C.MODEL.DETR.ONE2MANY_K = 4  # static: copies; dynamic: top-k qualities summed
 _C.MODEL.DETR.ONE2MANY_QUALITY = "max"  # dynamic quality of a query: max / min / am / gm of (IoU_sub, IoU_obj)
 _C.MODEL.DETR.NMS_THRESH = 0.5  # inference: class-wise NMS IoU over the 2Q entity boxes (duplicates are snapped)
+# SpeaQ / IterativeSG inference: "sgg" snaps a duplicate entity to the box that suppressed it, scores triplets with the
+# kept boxes' scores and drops self-pairs; "upstream" is the released code's rule (snap to the most-overlapping kept
+# box, the queries' own scores, self-pairs kept): configs/*_released.yaml, docs/checkpoints.md.
+_C.MODEL.DETR.TRIPLET_RULE = "sgg"
+# Feature-grid padding mask of the DETR-style models: "interpolate" (DETR's code: the pixel mask resampled) or "ceil"
+# (detectron2's DETR wrapper, which IterativeSG / SpeaQ use: ceil(h / stride) rows are image). Equal for batches of
+# one image or of equal sizes.
+_C.MODEL.DETR.PADDING_MASK = "interpolate"
 
 # ------------------------------------------------------------------------ STTran + SGDet detector (seed 000)
 # sgg/modeling/meta_arch/sttran.py, docs/sttran.md. Mode = TEST.RELATION.MODE (predcls / sgcls / sgdet).

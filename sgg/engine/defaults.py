@@ -50,7 +50,8 @@ from .output_dir import (
 )
 from .train_loop import NonFiniteLossError, SimpleTrainer, TrainerBase
 
-__all__ = ["default_argument_parser", "setup", "default_setup", "save_config", "default_writers", "create_ddp_model",
+__all__ = ["default_argument_parser", "add_local_rank_argument", "setup", "default_setup", "save_config",
+           "default_writers", "create_ddp_model",
            "DefaultTrainer", "OutputDirInUseError", "ExpectedResultsNotMet", "evaluate_weights", "train",
            "default_main", "launch_cli", "maybe_list_registries"]
 
@@ -59,6 +60,14 @@ logger = logging.getLogger(__name__)
 
 class ExpectedResultsNotMet(SystemExit):
     """The evaluation results missed ``TEST.EXPECTED_RESULTS`` (the CLIs exit with code 1)."""
+
+
+def add_local_rank_argument(parser: argparse.ArgumentParser) -> None:
+    """Accept ``--local-rank N`` / ``--local_rank N``, which ``python -m torch.distributed.launch`` passes to every
+    worker. The value itself is not needed: the launcher also sets ``LOCAL_RANK`` / ``RANK`` / ``WORLD_SIZE``, from
+    which :func:`sgg.engine.launch.launch` joins its process group (as under ``torchrun``)."""
+    parser.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=None,
+                        help=argparse.SUPPRESS)
 
 
 def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -81,6 +90,7 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
                         help="torch.distributed init URL; 'auto' = a free loopback port (single machine); "
                              "multi-machine: tcp://IP_OF_MACHINE_0:PORT")
     parser.add_argument("--list", action="store_true", help="print every registry's contents and the datasets")
+    add_local_rank_argument(parser)
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                         help="config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.001")
     return parser

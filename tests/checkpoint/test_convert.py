@@ -3,6 +3,7 @@ in a form the strict ``MODEL.WEIGHTS`` load accepts."""
 
 import argparse
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -77,12 +78,34 @@ def test_argparse_options_and_numpy_are_allowed(tmp_path):
     assert torch.equal(state["w"], torch.arange(4, dtype=torch.float32))
 
 
-def test_a_pickled_callable_is_refused_and_not_run(tmp_path, capfd):
+def test_numpy_1_pickles_load_under_numpy_2(tmp_path):
+    """Upstream files were written with numpy 1.x, which pickles ``numpy.core.multiarray.*``; numpy 2 renamed the
+    module ``numpy._core``. The file is rewritten to the old names (protocol-2 text GLOBALs) and must still load."""
+    new = tmp_path / "new.pth"
+    torch.save({"model": {"w": torch.ones(1)}, "best": np.float64(0.25), "arr": np.arange(3)}, new)
+    old = tmp_path / "old.pth"
+    with zipfile.ZipFile(new) as zin, zipfile.ZipFile(old, "w", compression=zipfile.ZIP_STORED) as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename.endswith("data.pkl"):
+                data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+            zout.writestr(item, data)
+    data = load_upstream_file(str(old))
+    assert float(data["best"]) == 0.25 and data["arr"].tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("zip_format", [True, False])  # torch >= 1.6 files and the older format
+def test_a_pickled_callable_is_refused_and_not_run(tmp_path, capfd, zip_format):
     path = tmp_path / "evil.pth"
-    torch.save({"model": {"w": torch.ones(1)}, "x": _Evil()}, path)
-    with pytest.raises(CheckpointError, match=r"Refusing to load .*evil\.pth.*system"):
+    torch.save({"model": {"w": torch.ones(1)}, "x": _Evil()}, path, _use_new_zipfile_serialization=zip_format)
+    refused = rf"Refusing to load .*evil\.pth': it references {os.system.__module__}\.system;"
+    with pytest.raises(CheckpointError, match=refused):
         load_upstream_file(str(path))
     assert "should-never-run" not in capfd.readouterr().out
+    legacy = tmp_path / "options.tar"
+    torch.save({"state_dict": {"w": torch.ones(1)}, "args": argparse.Namespace(lr=0.1)}, legacy,
+               _use_new_zipfile_serialization=zip_format)
+    assert load_upstream_file(str(legacy))["args"].lr == 0.1
 
 
 @pytest.mark.parametrize("content", [b"", os.urandom(512), b"PK\x03\x04truncated"])
