@@ -42,6 +42,7 @@ from sgg.engine import (  # noqa: E402
     setup,
 )
 from sgg.engine.output_dir import release_output_dir_lock  # noqa: E402
+from sgg.model_zoo import get_config_file  # noqa: E402
 from sgg.utils.errors import SGGError, run_cli  # noqa: E402
 
 logger = logging.getLogger("sgg")
@@ -151,8 +152,8 @@ def base_config(args) -> str:
     stem = CONFIG_STEMS.get(args.model.lower(), "sttran")
     if args.data_path == "demo":
         name = f"{stem}_demo.yaml" if args.mode == "predcls" else f"{stem}_{args.mode}_demo.yaml"
-        return os.path.join(ROOT, "configs", "quick", name)
-    return os.path.join(ROOT, "configs", "action_genome", f"{stem}_{args.mode}.yaml")
+        return get_config_file(f"quick/{name}")
+    return get_config_file(f"action_genome/{stem}_{args.mode}.yaml")
 
 
 def check_flags(args) -> None:

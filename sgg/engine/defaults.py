@@ -29,6 +29,7 @@ from sgg.evaluation import (
     print_csv_format,
     verify_results,
 )
+from sgg.model_zoo import resolve_config_file
 from sgg.modeling import build_model, resolve_device
 from sgg.solver import build_lr_scheduler, build_optimizer
 from sgg.utils import comm
@@ -96,12 +97,25 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
     return parser
 
 
+def resolve_run_config_file(path: str) -> str:
+    """``--config-file``: a file path, or the name of a config shipped with sgg (``quick/sttran_demo.yaml``, see
+    :mod:`sgg.model_zoo`) when no such file exists here, so installed commands run from any folder."""
+    resolved = resolve_config_file(path)
+    if resolved is None:
+        raise ConfigError(f"--config-file '{path}': no such file, and sgg ships no config of that name (list them: "
+                          "python -c 'from sgg.model_zoo import list_config_files as f; print(f())').")
+    if resolved != path:
+        logger.info("--config-file '%s': using the config shipped with sgg, %s", path, resolved)
+    return resolved
+
+
 def setup(args):
     """The run's setup, in every worker: config = defaults + ``args.config_file`` + ``args.opts`` (frozen), the
     config's ``IMPORTS``, the dataset options fixed from it (``DatasetCatalog.configure``), then
     :func:`default_setup`. Returns the config."""
     cfg = get_cfg()
     if args.config_file:
+        args.config_file = resolve_run_config_file(args.config_file)
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts or [])
     cfg.freeze()
