@@ -116,6 +116,9 @@ _C.SOLVER.LR_MULTIPLIERS = []
 _C.SOLVER.BACKBONE_MULTIPLIER = 1.0  # shorthand for LR_MULTIPLIERS [["backbone", x]]
 _C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"  # WarmupMultiStepLR, WarmupCosineLR, WarmupPlateau, Constant
 _C.SOLVER.MAX_ITER = 1000
+# Iterations per epoch when a run was specified in epochs (tools/train.py -epochs sets it): log lines then show the
+# epoch. 0 = iterations only. Informational: it changes no schedule.
+_C.SOLVER.ITERS_PER_EPOCH = 0
 _C.SOLVER.STEPS = (700,)
 _C.SOLVER.GAMMA = 0.1
 _C.SOLVER.WARMUP_FACTOR = 1.0 / 1000
