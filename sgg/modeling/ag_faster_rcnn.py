@@ -255,6 +255,9 @@ class AGFasterRCNN(nn.Module):
         self._init_weights()
         if weights:
             self.load_weights(weights)
+        elif self.frozen:
+            logger.warning("AGFasterRCNN: frozen with random weights (MODEL.AG_DETECTOR.WEIGHTS is empty); fine when "
+                           "MODEL.WEIGHTS holds its features.* tensors (a converted release), useless for training.")
         if self.frozen:
             self.requires_grad_(False)
         else:  # upstream's cfg.RESNET.FIXED_BLOCKS = 1: conv1 and layer1 stay fixed even when the rest trains
