@@ -314,6 +314,7 @@ def epoch_overrides(args, cfg, num_videos: int) -> List[Tuple[str, object]]:
     if args.epochs is not None:
         max_iter = max(math.ceil(args.epochs * num_videos / per_step), 1)
         o.append(("SOLVER.MAX_ITER", max_iter))
+        o.append(("SOLVER.ITERS_PER_EPOCH", iters_per_epoch))  # log lines show the epoch
         if args.eval_freq is None:  # STTran evaluates after every epoch
             o.append(("TEST.EVAL_PERIOD", iters_per_epoch))
         if args.save_freq is None:

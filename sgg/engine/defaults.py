@@ -177,10 +177,10 @@ def save_config(cfg, name: str = "config.yaml") -> Optional[str]:
     return path
 
 
-def default_writers(output_dir: str, max_iter: int):
-    """Console printer, ``metrics.json`` and TensorBoard writers."""
+def default_writers(output_dir: str, max_iter: int, iters_per_epoch: int = 0):
+    """Console printer (with the epoch when ``iters_per_epoch`` > 0), ``metrics.json`` and TensorBoard writers."""
     return [
-        CommonMetricPrinter(max_iter),
+        CommonMetricPrinter(max_iter, iters_per_epoch=iters_per_epoch),
         JSONWriter(os.path.join(output_dir, "metrics.json")),
         TensorboardXWriter(output_dir),
     ]
@@ -381,7 +381,8 @@ class DefaultTrainer(TrainerBase):
             out.append(hooks.DiffusersExportHook(cfg))
         # Writers run on every rank (metrics are reduced collectively) but only rank 0 writes files.
         if comm.is_main_process():
-            out.append(hooks.PeriodicWriter(default_writers(cfg.OUTPUT_DIR, self.max_iter), period=cfg.LOG_PERIOD))
+            out.append(hooks.PeriodicWriter(default_writers(cfg.OUTPUT_DIR, self.max_iter, cfg.SOLVER.ITERS_PER_EPOCH),
+                                            period=cfg.LOG_PERIOD))
         return [h for h in out if h is not None]
 
     # ------------------------------------------------------------------ overridable builders
