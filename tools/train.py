@@ -44,17 +44,18 @@ logger = logging.getLogger("sgg")
 MODELS = {
     "sttran": "STTran",
     "frequency_baseline": "VideoFrequencyBaseline",
+    "stket": "STKET",
 }
 # Config-file stem of each model: configs/action_genome/<stem>_<mode>.yaml and, with -data_path demo,
 # configs/quick/<stem>_demo.yaml (PredCls) / <stem>_<mode>_demo.yaml. The frequency baseline runs on STTran's configs.
 CONFIG_STEMS = {
     "sttran": "sttran",
     "frequency_baseline": "sttran",
+    "stket": "stket",
 }
 UNBUILT_MODELS = {
     "tempura": "TEMPURA",
     "scenellm": "SceneLLM",
-    "stket": "STKET",
     "dsg-detr": "DSG-DETR",
     "oed": "OED",
 }
@@ -71,6 +72,19 @@ SCHEDULERS = {"step": "WarmupMultiStepLR", "cosine": "WarmupCosineLR", "plateau"
               "constant": "Constant"}
 OPTIMIZERS = {"adamw": "AdamW", "adam": "AdamW", "sgd": "SGD"}  # adam = AdamW with weight decay 0
 PLATEAU_METRIC = "video_sgg/with/R@20"
+# STKET's flags (upstream's lib/config.py spellings) -> config keys; they configure -model stket only.
+STKET_FLAGS = {
+    "window_size": "MODEL.STKET.WINDOW_SIZE",
+    "pred_contact_threshold": "MODEL.STKET.CONTACT_THRESHOLD",
+    "N_layer": "MODEL.STKET.N_LAYER",
+    "enc_layer_num": "MODEL.STTRAN.ENC_LAYERS",
+    "dec_layer_num": "MODEL.STTRAN.DEC_LAYERS",
+    "use_spatial_prior": "MODEL.STKET.USE_SPATIAL_PRIOR",
+    "use_temporal_prior": "MODEL.STKET.USE_TEMPORAL_PRIOR",
+    "spatial_prior_loss": "MODEL.STKET.SPATIAL_PRIOR_LOSS",
+    "temporal_prior_loss": "MODEL.STKET.TEMPORAL_PRIOR_LOSS",
+    "prior_file": "MODEL.STKET.PRIOR_FILE",
+}
 
 
 class SeedFlagError(SGGError, ValueError):
@@ -130,6 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     a("-num_gpus", type=int, default=1, help="worker processes (train_net --num-gpus; CPU: gloo workers)")
     a("-distributed", type=_bool, help="the seed's switch: needs -num_gpus N > 1 or a torchrun launch")
     a("-print_config", action="store_true", help="print the translated train_net command and config, then exit")
+    # STKET (-model stket; docs/stket.md). Upstream's switches are store_true flags; here a bare switch means True,
+    # "False" turns it off, and an absent one keeps the config's value (the published command's: all on).
+    a("-window_size", type=int, help="STKET: ensemble window in frames (MODEL.STKET.WINDOW_SIZE)")
+    a("-pred_contact_threshold", type=float, help="STKET: contact-set threshold (MODEL.STKET.CONTACT_THRESHOLD)")
+    a("-N_layer", type=int, help="STKET: spatial -> temporal repeats (MODEL.STKET.N_LAYER)")
+    a("-enc_layer_num", type=int, help="STKET: spatial encoder layers (MODEL.STTRAN.ENC_LAYERS)")
+    a("-dec_layer_num", type=int, help="STKET: temporal decoder layers (MODEL.STTRAN.DEC_LAYERS)")
+    for switch in ("use_spatial_prior", "use_temporal_prior", "spatial_prior_loss", "temporal_prior_loss"):
+        a(f"-{switch}", type=_bool, nargs="?", const=True, help=f"STKET: {STKET_FLAGS[switch]}")
+    a("-prior_file", help="STKET: prior JSON (MODEL.STKET.PRIOR_FILE; default: counted on the training split)")
     for flag, model in UNBUILT_FLAGS.items():
         a(f"-{flag}", help=f"{model} only (not implemented in sgg yet: fails)")
     a("opts", nargs=argparse.REMAINDER, help="trailing KEY VALUE config overrides")
@@ -161,6 +185,14 @@ def check_flags(args) -> None:
             raise SeedFlagError(f"-{flag} configures {model}, which is not implemented in sgg yet; it would be "
                                 f"ignored by -model {args.model}, so it is refused. Available models: "
                                 f"{', '.join(MODELS)}.")
+    stket_given = [f"-{flag}" for flag in STKET_FLAGS if getattr(args, flag) is not None]
+    if stket_given and name != "stket":
+        raise SeedFlagError(f"{', '.join(stket_given)} configure(s) STKET; -model {args.model} would ignore them, so "
+                            "they are refused. Use -model stket.")
+    if args.pred_contact_threshold is not None and not 0.0 < args.pred_contact_threshold < 1.0:
+        raise SeedFlagError(f"-pred_contact_threshold {args.pred_contact_threshold}: give a probability in (0, 1). "
+                            "Upstream's test script uses 1.0 to feed the ground-truth contacting labels into "
+                            "inference; sgg always uses the predicted contact set (upstream trains with 0.8).")
     for flag in ("batch_size", "accumulate_grad_batches", "num_gpus"):
         if getattr(args, flag) < 1:
             raise SeedFlagError(f"-{flag} must be >= 1, got {getattr(args, flag)}.")
@@ -192,6 +224,7 @@ def static_overrides(args) -> List[Tuple[str, object]]:
               "temporal_window": "MODEL.STTRAN.TEMPORAL_WINDOW", "word_vectors": "MODEL.STTRAN.WORD_VECTORS",
               "weight_decay": "SOLVER.WEIGHT_DECAY", "warmup_steps": "SOLVER.WARMUP_ITERS", "seed": "SEED",
               "device": "MODEL.DEVICE", "save_path": "OUTPUT_DIR", "resume_from": "MODEL.WEIGHTS"}
+    simple.update(STKET_FLAGS)
     for flag, key in simple.items():
         value = getattr(args, flag)
         if value is not None and value != "":

@@ -301,6 +301,12 @@ _C.TEST.VIDEO_RELATION = CN()
 _C.TEST.VIDEO_RELATION.CONSTRAINTS = ("with", "semi", "no")
 _C.TEST.VIDEO_RELATION.SEMI_THRESHOLD = 0.9  # semi constraint: spatial / contacting predicates with p > this
 _C.TEST.VIDEO_RELATION.KS = (10, 20, 50)
+# Extra prediction branches to evaluate (each frame then carries "<branch>/attention" etc.); reported as
+# video_sgg/<branch>/<constraint>/R@K besides the plain keys. STKET: ("spatial", "temporal", "ensemble").
+_C.TEST.VIDEO_RELATION.BRANCHES = ()
+# mR@K: "tempura" = per-predicate hits / counts summed over all frames (TEMPURA; STKET's avgR); "stket" = STKET's
+# per-frame per-predicate recall (0 where absent) averaged over frames, with the aggregate reported as avgR@K.
+_C.TEST.VIDEO_RELATION.MR_VARIANT = "tempura"
 
 # ---------------------------------------------------------------------------- SpeaQ / IterativeSG (seed 002)
 # One-stage SGDet transformer (sgg/modeling/meta_arch/speaq.py, docs/speaq.md). Defaults = IterativeSG (SpeaQ's parts
@@ -391,6 +397,25 @@ _C.MODEL.VIDEO_DETECTOR.DETECTIONS_PER_FRAME = 16
 _C.MODEL.VIDEO_DETECTOR.RPN_PRE_NMS_TOP_N = (2000, 600)  # (training, testing)
 _C.MODEL.VIDEO_DETECTOR.RPN_POST_NMS_TOP_N = (300, 100)
 _C.MODEL.VIDEO_DETECTOR.BOX_BATCH_SIZE_PER_IMAGE = 256
+# STKET (sgg/modeling/meta_arch/stket.py, docs/stket.md): knowledge-embedded attention on STTran's pipeline. Widths,
+# ENC_LAYERS / DEC_LAYERS (STKET: 2 / 2), TEMPORAL_WINDOW (2) and the losses come from MODEL.STTRAN.
+_C.MODEL.STKET = CN()
+# Upstream's TrainPrior.json layout (tools/compute_stket_priors.py); "" = counted on DATASETS.TRAIN[0] at build time and
+# cached as OUTPUT_DIR/stket_priors_<dataset>.json. A file whose class names differ from the dataset's is refused.
+_C.MODEL.STKET.PRIOR_FILE = ""
+_C.MODEL.STKET.USE_SPATIAL_PRIOR = True  # marginal prior in the spatial encoder's queries / keys (-use_spatial_prior)
+_C.MODEL.STKET.USE_TEMPORAL_PRIOR = True  # transition prior in the temporal decoder (-use_temporal_prior)
+_C.MODEL.STKET.SPATIAL_PRIOR_LOSS = True  # spatial heads on the spatial prior embedding (-spatial_prior_loss)
+_C.MODEL.STKET.TEMPORAL_PRIOR_LOSS = True  # temporal heads on the previous-contact transition prior (-temporal_prior_loss)
+# A contacting predicate with predicted probability >= this joins a pair's contact set (-pred_contact_threshold;
+# upstream trains with 0.8; its test script's 1.0 means "use the GT labels", which sgg never does).
+_C.MODEL.STKET.CONTACT_THRESHOLD = 0.8
+_C.MODEL.STKET.NOT_CONTACTING = 8  # index of not_contacting within the contacting group (Action Genome)
+_C.MODEL.STKET.WINDOW_SIZE = 4  # ensemble decoder: frames of the same object class per window (-window_size)
+_C.MODEL.STKET.MAX_GAP = 2  # ... chained back while consecutive frames are at most this many frames apart
+_C.MODEL.STKET.ENSEMBLE_LAYERS = 2  # ensemble decoder depth (hard-coded 2 upstream)
+_C.MODEL.STKET.N_LAYER = 1  # repeats of spatial encoder -> temporal decoder, same modules (-N_layer)
+_C.MODEL.STKET.OUTPUT_BRANCH = "ensemble"  # branch behind the plain attention / spatial / contacting outputs
 # VideoFrequencyBaseline (sgg/modeling/meta_arch/video_baselines.py): predicate frequencies given the object class
 _C.MODEL.VIDEO_BASELINE = CN()
 _C.MODEL.VIDEO_BASELINE.TRAIN_DATASET = ""  # "" = DATASETS.TRAIN[0]

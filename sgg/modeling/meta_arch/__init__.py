@@ -5,6 +5,7 @@ from . import (  # noqa: F401
     frequency_baseline,  # FrequencyBaseline (image SGG)
     keyframe_detector,  # KeyframeDetector, KeyframeFeatureDetector
     speaq,  # SpeaQ, IterativeSG
+    stket,  # STKET
     sttran,  # STTran
     text_to_video,  # TextToVideoDiffusion
     video_baselines,  # VideoFrequencyBaseline
