@@ -406,7 +406,8 @@ _C.MODEL.STKET.PRIOR_FILE = ""
 _C.MODEL.STKET.USE_SPATIAL_PRIOR = True  # marginal prior in the spatial encoder's queries / keys (-use_spatial_prior)
 _C.MODEL.STKET.USE_TEMPORAL_PRIOR = True  # transition prior in the temporal decoder (-use_temporal_prior)
 _C.MODEL.STKET.SPATIAL_PRIOR_LOSS = True  # spatial heads on the spatial prior embedding (-spatial_prior_loss)
-_C.MODEL.STKET.TEMPORAL_PRIOR_LOSS = True  # temporal heads on the previous-contact transition prior (-temporal_prior_loss)
+# -temporal_prior_loss: temporal heads on the transition prior of the previous frame's contact set
+_C.MODEL.STKET.TEMPORAL_PRIOR_LOSS = True
 # A contacting predicate with predicted probability >= this joins a pair's contact set (-pred_contact_threshold;
 # upstream trains with 0.8; its test script's 1.0 means "use the GT labels", which sgg never does).
 _C.MODEL.STKET.CONTACT_THRESHOLD = 0.8
