@@ -44,18 +44,19 @@ logger = logging.getLogger("sgg")
 MODELS = {
     "sttran": "STTran",
     "frequency_baseline": "VideoFrequencyBaseline",
+    "dsg-detr": "DSGDETR",
 }
 # Config-file stem of each model: configs/action_genome/<stem>_<mode>.yaml and, with -data_path demo,
 # configs/quick/<stem>_demo.yaml (PredCls) / <stem>_<mode>_demo.yaml. The frequency baseline runs on STTran's configs.
 CONFIG_STEMS = {
     "sttran": "sttran",
     "frequency_baseline": "sttran",
+    "dsg-detr": "dsgdetr",
 }
 UNBUILT_MODELS = {
     "tempura": "TEMPURA",
     "scenellm": "SceneLLM",
     "stket": "STKET",
-    "dsg-detr": "DSG-DETR",
     "oed": "OED",
 }
 # Flags of the seed's docs that only configure models sgg does not implement yet.
@@ -65,6 +66,11 @@ UNBUILT_FLAGS = {
     "gmm_regularization": "TEMPURA",
     "llm_lr": "SceneLLM",
     "freeze_llm_epochs": "SceneLLM",
+}
+# Flags of one implemented model (flag -> its -model value); other models refuse them.
+MODEL_FLAGS = {
+    "tracker": "dsg-detr",
+    "tracklet_chunk": "dsg-detr",
 }
 MODES = ("predcls", "sgcls", "sgdet")
 SCHEDULERS = {"step": "WarmupMultiStepLR", "cosine": "WarmupCosineLR", "plateau": "WarmupPlateau",
@@ -130,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("-num_gpus", type=int, default=1, help="worker processes (train_net --num-gpus; CPU: gloo workers)")
     a("-distributed", type=_bool, help="the seed's switch: needs -num_gpus N > 1 or a torchrun launch")
     a("-print_config", action="store_true", help="print the translated train_net command and config, then exit")
+    # DSG-DETR (-model dsg-detr, docs/dsgdetr.md). Upstream has no flags of its own (its -enc_layer / -dec_layer are
+    # the spatial / temporal encoder depths, mapped above); these two are sgg's.
+    a("-tracker", choices=("hungarian", "class", "none"), help="DSG-DETR: MODEL.DSGDETR.TRACKING")
+    a("-tracklet_chunk", type=int, help="DSG-DETR: MODEL.DSGDETR.TRACKLET_CHUNK (0 = whole tracklets)")
     for flag, model in UNBUILT_FLAGS.items():
         a(f"-{flag}", help=f"{model} only (not implemented in sgg yet: fails)")
     a("opts", nargs=argparse.REMAINDER, help="trailing KEY VALUE config overrides")
@@ -161,6 +171,10 @@ def check_flags(args) -> None:
             raise SeedFlagError(f"-{flag} configures {model}, which is not implemented in sgg yet; it would be "
                                 f"ignored by -model {args.model}, so it is refused. Available models: "
                                 f"{', '.join(MODELS)}.")
+    for flag, model in MODEL_FLAGS.items():
+        if getattr(args, flag) is not None and name != model:
+            raise SeedFlagError(f"-{flag} configures -model {model}; -model {args.model} would ignore it, so it is "
+                                "refused.")
     for flag in ("batch_size", "accumulate_grad_batches", "num_gpus"):
         if getattr(args, flag) < 1:
             raise SeedFlagError(f"-{flag} must be >= 1, got {getattr(args, flag)}.")
@@ -202,6 +216,11 @@ def static_overrides(args) -> List[Tuple[str, object]]:
         o.append(("MODEL.ALLOW_PARTIAL_WEIGHTS", True))
     if args.bce_loss:
         o.append(("MODEL.STTRAN.MULTI_LABEL_LOSS", "bce"))
+    # DSG-DETR
+    if args.tracker is not None:
+        o.append(("MODEL.DSGDETR.TRACKING", args.tracker))
+    if args.tracklet_chunk is not None:
+        o.append(("MODEL.DSGDETR.TRACKLET_CHUNK", args.tracklet_chunk))
     amp = args.use_amp
     if args.opt_level is not None:
         amp = args.opt_level != "O0"

@@ -198,14 +198,16 @@ def track_boxes(method: str, *, boxes: torch.Tensor, frame_idx: torch.Tensor, la
 
 
 def tracking_errors(pred_ids: Sequence[int], gt_ids: Sequence[int], frame_idx: Sequence[int]) -> Dict[str, float]:
-    """Identity errors of predicted track ids against GT identities, boxes given (GT boxes as the tracker's input, so
-    there are no misses or false positives: CLEAR-MOT's MOTA reduces to ``1 - IDSW / GT boxes``).
+    """CLEAR-MOT identity errors of predicted track ids against GT identities when the tracker was given the GT boxes.
 
-    ``pred_ids``, ``gt_ids``, ``frame_idx`` ``(N,)``: one row per box. An identity switch is counted when a GT object
-    is matched to a different predicted id than at its previous appearance (CLEAR-MOT). Also returned: ``purity``
-    (share of boxes whose predicted track's majority GT identity is theirs: low = tracks merge objects) and
-    ``completeness`` (share of boxes whose GT object's majority predicted id is theirs: low = objects are split),
-    ``fragmentations`` (GT objects covered by more than one predicted id, counted once per extra id), and the counts.
+    ``pred_ids``, ``gt_ids``, ``frame_idx`` ``(N,)``: one row per box. As in CLEAR-MOT a track may cover one object per
+    frame: when several boxes of a frame carry the same predicted id (a merged track, e.g. grouping by class), the one
+    continuing that track's previous object is matched (else the first) and every other one counts as a miss and a
+    false positive (``conflicts``). An identity switch is counted when a matched object's track differs from the one
+    it had when last matched. ``mota = 1 - (misses + false positives + switches) / boxes``. Also returned: ``purity``
+    (share of boxes whose track's majority object is theirs: low = tracks merge objects), ``completeness`` (share of
+    boxes whose object's majority track is theirs: low = objects are split), ``fragmentations`` (extra track ids per
+    object, summed) and the counts.
     """
     pred = np.asarray(pred_ids, np.int64)
     gt = np.asarray(gt_ids, np.int64)
@@ -214,16 +216,30 @@ def tracking_errors(pred_ids: Sequence[int], gt_ids: Sequence[int], frame_idx: S
         raise ValueError(f"tracking_errors: {len(pred)} predicted ids, {len(gt)} GT ids, {len(frames)} frame indices.")
     n = len(pred)
     if n == 0:
-        return {"boxes": 0, "gt_objects": 0, "pred_tracks": 0, "id_switches": 0, "mota": 1.0, "purity": 1.0,
-                "completeness": 1.0, "fragmentations": 0}
-    order = np.lexsort((frames,))
-    last: Dict[int, int] = {}
-    switches = 0
-    for i in order:
-        g, p = int(gt[i]), int(pred[i])
-        if g in last and last[g] != p:
-            switches += 1
-        last[g] = p
+        return {"boxes": 0, "gt_objects": 0, "pred_tracks": 0, "id_switches": 0, "conflicts": 0, "mota": 1.0,
+                "purity": 1.0, "completeness": 1.0, "fragmentations": 0}
+    last_track: Dict[int, int] = {}  # GT object -> track it was last matched to
+    last_object: Dict[int, int] = {}  # track -> GT object it last covered
+    switches = conflicts = 0
+    for f in np.unique(frames):
+        rows = np.nonzero(frames == f)[0]
+        matched: Dict[int, int] = {}  # track -> row matched in this frame
+        for r in rows:  # a track continuing its previous object keeps it
+            p, g = int(pred[r]), int(gt[r])
+            if p not in matched and last_object.get(p) == g:
+                matched[p] = r
+        for r in rows:
+            p = int(pred[r])
+            if p not in matched:
+                matched[p] = r
+            elif matched[p] != r:
+                conflicts += 1
+        for p, r in matched.items():
+            g = int(gt[r])
+            if g in last_track and last_track[g] != p:
+                switches += 1
+            last_track[g] = p
+            last_object[p] = g
 
     def majority_share(key: np.ndarray, value: np.ndarray) -> float:
         good = 0
@@ -234,5 +250,6 @@ def tracking_errors(pred_ids: Sequence[int], gt_ids: Sequence[int], frame_idx: S
 
     frag = sum(len(np.unique(pred[gt == g])) - 1 for g in np.unique(gt))
     return {"boxes": n, "gt_objects": int(len(np.unique(gt))), "pred_tracks": int(len(np.unique(pred))),
-            "id_switches": int(switches), "mota": 1.0 - switches / n, "purity": majority_share(pred, gt),
+            "id_switches": int(switches), "conflicts": int(conflicts),
+            "mota": 1.0 - (2 * conflicts + switches) / n, "purity": majority_share(pred, gt),
             "completeness": majority_share(gt, pred), "fragmentations": int(frag)}

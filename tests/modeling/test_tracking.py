@@ -48,6 +48,7 @@ def test_crossing_same_class_objects_keep_their_identities():
     # Grouping by class merges both cups into one "track": purity drops to 1/2, no switches are possible.
     by_class = tracking_errors(group_by_class(labels), gt, idx)
     assert by_class["pred_tracks"] == 1 and by_class["purity"] == pytest.approx(0.5)
+    assert by_class["conflicts"] == 7 and by_class["mota"] == pytest.approx(0.0)  # per frame one cup: miss + FP
 
 
 def test_occlusion_gap_shorter_than_max_age_keeps_the_track_and_longer_gap_expires():
@@ -142,9 +143,12 @@ def test_tracking_errors_counts_switches_purity_and_fragmentation():
     frames = [0, 0, 1, 1, 2, 2, 3, 3]
     pred = [5, 6, 5, 6, 6, 5, 6, 5]
     e = tracking_errors(pred, gt, frames)
-    assert e["id_switches"] == 2 and e["mota"] == pytest.approx(1 - 2 / 8)
+    assert e["id_switches"] == 2 and e["conflicts"] == 0 and e["mota"] == pytest.approx(1 - 2 / 8)
     assert e["purity"] == pytest.approx(0.5) and e["fragmentations"] == 2
     perfect = tracking_errors([3, 4] * 4, gt, frames)
     assert perfect["id_switches"] == 0 and perfect["purity"] == perfect["completeness"] == 1.0
     split = tracking_errors(list(range(8)), gt, frames)  # no tracking: every box alone
     assert split["id_switches"] == 6 and split["completeness"] == pytest.approx(0.25)
+    # One track for both objects: per frame one is matched, the other is a miss + a false positive.
+    merged = tracking_errors([9] * 8, gt, frames)
+    assert merged["conflicts"] == 4 and merged["id_switches"] == 0 and merged["mota"] == pytest.approx(0.0)
