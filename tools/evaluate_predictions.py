@@ -11,6 +11,10 @@ predictions.pth``; this tool evaluates it again with any metric options and prin
 
 A hand-made file holding a list of raw per-image prediction dicts (``image_id``, ``boxes``, ``labels``, ``scores``,
 ``rel_pairs``, ``rel_scores (P, num_predicates)``) is accepted too; then ``--dataset`` and ``--mode`` are required.
+
+The GT is read with the dataset options of the run that wrote the file (``DATASETS.VG.*`` filters, roots ...; sgg
+records them in the file), or with those of ``--config-file CFG [KEY VALUE ...]`` when given; a file without
+recorded options (older or hand-made) uses the defaults, and the tool says so.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-box-ap", action="store_true", help="skip pycocotools box AP")
     parser.add_argument("--output-dir", default=None,
                         help="where results.json and the per-predicate table go (default: <predictions dir>/reeval)")
+    parser.add_argument("--config-file", default="",
+                        help="read the GT with this config's dataset options (default: the ones recorded in the file)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of --config-file")
     return parser
 
 
@@ -61,6 +68,33 @@ def _json_safe(value):
     return value
 
 
+def _apply_dataset_options(args, data: dict, dataset: str) -> None:
+    """Fix the dataset options the GT is read with: ``--config-file``, else the file's record, else the defaults."""
+    from sgg.config import get_cfg
+    from sgg.data.catalog import DatasetCatalog
+
+    if args.config_file:
+        cfg = get_cfg()
+        cfg.merge_from_file(args.config_file)
+        cfg.merge_from_list(args.opts)
+        DatasetCatalog.configure(cfg)
+        logger.info("GT of '%s' read with the dataset options of %s.", dataset, args.config_file)
+        return
+    if args.opts:
+        raise ValueError(f"KEY VALUE overrides ({' '.join(args.opts)}) need --config-file.")
+    recorded = data.get("dataset_options")
+    if recorded:
+        for group, values in recorded.items():
+            DatasetCatalog.set_options(group, **values)
+        logger.info("GT of '%s' read with the dataset options recorded in the file: %s", dataset, recorded)
+        return
+    group = DatasetCatalog.option_group_of(dataset)
+    if group:
+        logger.warning("'%s' records no dataset options (an older or hand-made file): the GT of '%s' is read with "
+                       "the defaults %s. Pass --config-file CFG to read it as a run did.", args.predictions, dataset,
+                       dict(DatasetCatalog.options(group)))
+
+
 def _evaluate(args) -> dict:
     import sgg.data  # noqa: F401  (registers the built-in datasets)
     from sgg.evaluation.scene_graph import RANKED_FORMAT, SceneGraphEvaluator, load_predictions_file
@@ -70,6 +104,7 @@ def _evaluate(args) -> dict:
     dataset = args.dataset or data.get("dataset")
     if not dataset:
         raise ValueError(f"'{args.predictions}' records no dataset name; pass --dataset NAME.")
+    _apply_dataset_options(args, data, dataset)
     ranked = data.get("format") == RANKED_FORMAT
     mode = args.mode or data.get("mode")
     if not mode:

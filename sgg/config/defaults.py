@@ -283,6 +283,10 @@ _C.INPUT.KEYFRAME.KTS_VMAX = 1.0  # raw videos: KTS penalty weight for shot boun
 _C.TEST.KEYFRAME = CN()
 _C.TEST.KEYFRAME.SUMMARY_RATIO = 0.15  # knapsack capacity = floor(ratio * n_frames)
 _C.TEST.KEYFRAME.F1_REDUCTION = ""  # "" = dataset metadata (TVSum "avg" over users, SumMe "max")
+# Which reference each number follows (sgg/evaluation/keyframe.py, docs/keyframes.md); metric keys carry the name,
+# e.g. keyframe/F1[vsumm], keyframe/tau[otani].
+_C.TEST.KEYFRAME.F1_PROTOCOL = "vsumm"  # vsumm (pytorch-vsumm-reinforce) | dsnet (DSNet) | pglsum (PGL-SUM / CA-SUM)
+_C.TEST.KEYFRAME.CORRELATION_PROTOCOL = "otani"  # otani (frame level, per annotator) | casum (CA-SUM, step level)
 _C.TEST.KEYFRAME.RANDOM_BASELINE_TRIALS = 0  # > 0: also report uniform random scores under the same protocol
 
 # ------------------------------------------------------------------------ Action Genome data + video SGG eval

@@ -114,6 +114,10 @@ class _DatasetCatalog(UserDict):
                     "sgg.engine.setup(args), or call DatasetCatalog.configure(cfg) before building data loaders."
                 )
 
+    def option_group_of(self, name: str) -> Optional[str]:
+        """The option group dataset ``name`` reads (None when it has none)."""
+        return self._dataset_option_group.get(name)
+
     def _known_group(self, group: str) -> str:
         if group not in self._option_groups:
             raise KeyError(f"No dataset option group '{group}'; registered: {sorted(self._option_groups)}.")

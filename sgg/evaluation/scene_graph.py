@@ -886,11 +886,14 @@ def save_predictions_file(path: str, records: List[dict], *, mode: Optional[str]
                           ks: Sequence[int] = (20, 50, 100)) -> None:
     """Write ranked records (each with ``image_id``) to ``path`` atomically (temp file + rename).
 
-    ``ks`` records the K the evaluation used (the default of ``tools/evaluate_predictions.py``).
+    ``ks`` records the K the evaluation used (the default of ``tools/evaluate_predictions.py``); the dataset's options
+    in effect (``DATASETS.VG.*`` filters ...) are recorded too, so a re-evaluation reads the same GT.
     """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    group = DatasetCatalog.option_group_of(dataset_name)
+    options = {group: dict(DatasetCatalog.options(group))} if group else {}
     payload = {"format": RANKED_FORMAT, "mode": mode, "dataset": dataset_name, "ks": [int(k) for k in ks],
-               "predictions": records}
+               "dataset_options": options, "predictions": records}
     tmp = path + ".tmp"
     torch.save(payload, tmp)
     os.replace(tmp, path)

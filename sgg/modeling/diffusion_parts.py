@@ -273,12 +273,15 @@ def build_parts_from_config(cfg) -> dict:
 def sampling_scheduler_config(noise_scheduler) -> dict:
     """DDIM settings for a training schedule built from config: same betas / prediction type, Stable Diffusion's
     (and ModelScope's) sampling conventions ``steps_offset=1``, ``set_alpha_to_one=False``, no clipping."""
-    return {**dict(noise_scheduler.config), "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}
+    # Private keys go: diffusers' "_use_default_values" lists keys the DDPM config never set (steps_offset among them)
+    # and from_config would reset those to DDIM's defaults, silently undoing steps_offset=1.
+    config = {k: v for k, v in dict(noise_scheduler.config).items() if not k.startswith("_")}
+    return {**config, "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1}
 
 
 def make_sampling_scheduler(config: dict):
     """A fresh ``DDIMScheduler`` from a scheduler config dict (a pretrained folder's own, or
-    :func:`sampling_scheduler_config`)."""
+    :func:`sampling_scheduler_config`); every key the dict sets is honoured (see :func:`sampling_scheduler_config`)."""
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler.from_config(config)
+    return DDIMScheduler.from_config({k: v for k, v in config.items() if k != "_use_default_values"})

@@ -189,7 +189,7 @@ def test_summe_h5_layout_through_the_catalog_uses_max_over_users(tmp_path, monke
     assert [d["video_id"] for d in dicts] == ["video_2"] and dicts[0]["user_scores"] is None
     cfg = get_cfg()
     evaluator = EVALUATOR_REGISTRY.get("keyframe")(cfg, "summe_split0_test", None)
-    assert evaluator.f1_reduction == "max"
+    assert evaluator.protocol["f1_reduction"] == "max"
     inputs = [KeyframeMapper(cfg, is_train=False)(dicts[0])]
     evaluator.reset()
     evaluator.process(inputs, [{"scores": torch.tensor([0.9, 0.1, 0.1, 0.1])}])

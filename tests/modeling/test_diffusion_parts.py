@@ -15,6 +15,7 @@ from sgg.modeling.diffusion_parts import (
     enable_unet_gradient_checkpointing,
     load_diffusers_parts,
     make_sampling_scheduler,
+    sampling_scheduler_config,
 )
 from tests.modeling.t2v_tiny import tiny_batch, tiny_t2v_cfg, tiny_t2v_model
 
@@ -93,3 +94,13 @@ def test_offline_tokenizer_word_tokens_and_roundtrip(tmp_path):
     again = CLIPTokenizer.from_pretrained(str(tmp_path / "tok"))
     assert again(["Pushing red ball"]).input_ids == tok(["Pushing red ball"]).input_ids
     assert again.model_max_length == 12
+
+
+def test_sampling_scheduler_keeps_the_sampling_conventions_it_asks_for():
+    """diffusers' private "_use_default_values" of a DDPM config would reset steps_offset to DDIM's default 0."""
+    from diffusers import DDPMScheduler
+
+    sampler = make_sampling_scheduler(sampling_scheduler_config(DDPMScheduler(num_train_timesteps=1000)))
+    assert sampler.config.steps_offset == 1 and sampler.config.set_alpha_to_one is False
+    sampler.set_timesteps(10)
+    assert sampler.timesteps.tolist() == [901, 801, 701, 601, 501, 401, 301, 201, 101, 1]

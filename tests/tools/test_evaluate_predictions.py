@@ -125,3 +125,43 @@ def test_compute_zeroshot_triplets_tool(tmp_path, capsys):
     assert "Pass --train NAME [NAME ...] and --test NAME" in capsys.readouterr().err
     assert ZS_TOOL.main(["--train", "sgg_zs_nope", "--test", "sgg_zs_test", "--output", str(out)]) == 2
     assert "Dataset 'sgg_zs_nope' is not registered" in capsys.readouterr().err
+
+
+def test_gt_is_read_with_the_dataset_options_of_the_run(tmp_path, capsys):
+    """A predictions file records the dataset options in effect; re-evaluation restores them (or --config-file's)."""
+    images = _images(3, n=6)
+    group = "sgg_test_reeval_options"
+    # The option caps the GT relations per image, so it changes the recall of the same predictions.
+    DatasetCatalog.register_options(group, defaults={"max_rels": 1000},
+                                    from_config=lambda cfg: {"max_rels": int(cfg.DATASETS.VG.NUM_VAL_IMAGES)})
+    dicts = [dict(g, image_id=i, file_name=f"{i}.jpg", height=800, width=800) for i, (g, _) in enumerate(images)]
+    name = "sgg_reeval_with_options"
+    if name in DatasetCatalog:
+        DatasetCatalog.remove(name)
+
+    def load():
+        cap = DatasetCatalog.options(group)["max_rels"]
+        return [dict(d, relations=d["relations"][:cap]) for d in dicts]
+
+    DatasetCatalog.register(name, load, option_group=group)
+    MetadataCatalog.get(name).set(predicate_classes=[f"p{i}" for i in range(6)], evaluator_type="scene_graph")
+    DatasetCatalog.set_options(group, max_rels=2)  # the run read at most 2 relations per image
+    evaluator = SceneGraphEvaluator(dataset_name=name, output_dir=str(tmp_path), mode="sgdet", ks=(20,), topk=30,
+                                    save_predictions=True, box_ap=False)
+    evaluator.process([{"image_id": i} for i in range(len(images))], [p for _, p in images])
+    first = evaluator.evaluate()
+    DatasetCatalog.set_options(group)  # a fresh process: the defaults (every relation)
+    path = str(tmp_path / "predictions.pth")
+    assert torch.load(path, weights_only=False)["dataset_options"] == {group: {"max_rels": 2}}
+    assert TOOL.main(["--predictions", path, "--no-box-ap", "--output-dir", str(tmp_path / "a")]) == 0
+    again = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert again["sgg"]["R@20"] == first["sgg"]["R@20"]
+    # --config-file wins over the record: another cap, another recall of the same predictions
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text("DATASETS:\n  VG:\n    NUM_VAL_IMAGES: 1000\n")
+    assert TOOL.main(["--predictions", path, "--no-box-ap", "--output-dir", str(tmp_path / "b"),
+                      "--config-file", str(cfg_file)]) == 0
+    other = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert other["sgg"]["R@20"] != first["sgg"]["R@20"]
+    assert TOOL.main(["--predictions", path, "DATASETS.VG.NUM_VAL_IMAGES", "6"]) == 2
+    assert "need --config-file" in capsys.readouterr().err
