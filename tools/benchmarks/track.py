@@ -36,7 +36,7 @@ from PIL import Image
 
 from sgg.checkpoint import DetectionCheckpointer
 from sgg.config import get_cfg
-from sgg.data import DatasetCatalog, build_test_loader
+from sgg.data import DatasetCatalog, build_test_loader, get_dataset_dicts
 from sgg.data.datasets.action_genome import load_action_genome, load_restricted_pickle
 from sgg.data.demo.action_genome_demo import TRACK_IDS_FILE, ensure_demo_action_genome
 from sgg.modeling import build_model
@@ -137,7 +137,8 @@ def _model_runs(args, videos, root) -> Dict[str, Tuple[Dict[str, float], float]]
         DetectionCheckpointer(model).load(args.weights)
         per_video = []
         start = time.perf_counter()
-        by_id = {v["video_id"]: v for v in videos}
+        # The dicts the test loader maps (its filters applied, e.g. SGCls's small-box filter), not the raw load.
+        by_id = {v["video_id"]: v for v in get_dataset_dicts([name])}
         with torch.no_grad():
             for batch in build_test_loader(cfg, name):
                 for inp, out in zip(batch, model(batch)):
