@@ -1,11 +1,17 @@
 #!/usr/bin/env python
-"""Parameter counts of any registered model, built from a config (no weights are loaded, nothing is trained).
+"""Parameter counts and FLOPs of any registered model, built from a config (no weights are loaded, nothing trained).
 
     python tools/analyze_model.py --config-file configs/tvsum/keyframe_effnet.yaml [--depth 2] [KEY VALUE ...]
+    python tools/analyze_model.py --config-file configs/quick/sttran_demo.yaml --flops [--dataset NAME]
 
 Prints total / trainable / frozen parameters as built (e.g. with a frozen backbone), the trainable count once
 ``SOLVER.STAGE2.UNFREEZE`` is applied (when ``SOLVER.STAGE2.ENABLED``), and a table per module down to ``--depth``
 levels of the module tree. Buffers (BatchNorm statistics, pixel mean/std) are not parameters and are not counted.
+
+``--flops`` also counts the inference FLOPs of the first test batch of ``--dataset`` (default ``DATASETS.TEST[0]``)
+with fvcore's ``FlopCountAnalysis`` (one multiply-add = one flop; operators fvcore has no handle for are listed, not
+counted; see :mod:`sgg.utils.analysis`). Models whose control flow depends on the data are counted along the path
+that batch takes.
 """
 
 from __future__ import annotations
@@ -21,10 +27,13 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sgg.config import get_cfg  # noqa: E402
+from sgg.data.build import build_test_loader  # noqa: E402
+from sgg.data.catalog import DatasetCatalog  # noqa: E402
 from sgg.modeling import build_model  # noqa: E402
+from sgg.utils.analysis import count_flops  # noqa: E402
 from sgg.utils.errors import run_cli  # noqa: E402
 
-__all__ = ["count_parameters", "module_table", "stage2_trainable", "main"]
+__all__ = ["count_parameters", "module_table", "stage2_trainable", "print_flops", "main"]
 
 
 def count_parameters(module: torch.nn.Module) -> Tuple[int, int]:
@@ -69,6 +78,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, help="model config (YAML)")
     parser.add_argument("--depth", type=int, default=1, help="levels of the module tree to list (default 1)")
+    parser.add_argument("--flops", action="store_true", help="also count FLOPs on the first test batch (fvcore)")
+    parser.add_argument("--dataset", default="", help="--flops: dataset of that batch (default DATASETS.TEST[0])")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -95,7 +106,25 @@ def _run(args) -> int:
     print(f"\n{'module':<{width}} {'parameters':>12} {'trainable':>12}")
     for name, n_total, n_trainable in rows:
         print(f"{name:<{width}} {n_total:>12,d} {n_trainable:>12,d}")
+    if args.flops:
+        print_flops(cfg, model, args.dataset)
     return 0
+
+
+def print_flops(cfg, model: torch.nn.Module, dataset: str = "") -> dict:
+    """FLOPs of ``model`` on the first test batch of ``dataset`` (default ``DATASETS.TEST[0]``), printed; returned."""
+    name = dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
+    if not name:
+        raise ValueError("--flops needs an input: DATASETS.TEST is empty; pass --dataset NAME.")
+    DatasetCatalog.configure(cfg)
+    batch = next(iter(build_test_loader(cfg, name)))
+    result = count_flops(model.eval(), batch)
+    print(f"\nFLOPs on the first batch of {name} (fvcore, 1 multiply-add = 1 flop): {result['total'] / 1e9:,.3f} G")
+    for module, flops in sorted(result["by_module"].items(), key=lambda kv: -kv[1]):
+        print(f"  {module:<30} {flops / 1e9:>12,.3f} G")
+    if result["unsupported"]:
+        print("  not counted (no fvcore handle): " + ", ".join(sorted(result["unsupported"])))
+    return result
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sgg.checkpoint import DetectionCheckpointer  # noqa: E402
 from sgg.config import ConfigError, get_cfg  # noqa: E402
+from sgg.model_zoo import get_config_file  # noqa: E402
 from sgg.modeling import build_model  # noqa: E402
 from sgg.structures.kts import select_shot_keyframes  # noqa: E402
 from sgg.structures.segments import select_topk_steps  # noqa: E402
@@ -40,8 +41,7 @@ from sgg.utils.visualizer import save_contact_sheet  # noqa: E402
 
 logger = logging.getLogger("sgg.tools.keyframes")
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "tvsum",
-                              "keyframe_effnet.yaml")
+DEFAULT_CONFIG = "tvsum/keyframe_effnet.yaml"  # shipped with sgg (sgg.model_zoo); a file path works too
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,8 +65,11 @@ def setup_cfg(args):
     cfg = get_cfg()
     config_file = args.config_file or os.path.join(os.path.dirname(os.path.abspath(args.weights)), "config.yaml")
     if not os.path.isfile(config_file):
-        logger.warning("No config.yaml beside %s; using %s", args.weights, DEFAULT_CONFIG)
-        config_file = DEFAULT_CONFIG
+        if args.config_file:
+            config_file = get_config_file(args.config_file)  # a config shipped with sgg, or a clear error
+        else:
+            logger.warning("No config.yaml beside %s; using the shipped %s", args.weights, DEFAULT_CONFIG)
+            config_file = get_config_file(DEFAULT_CONFIG)
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(args.opts)
     cfg.MODEL.WEIGHTS = args.weights

@@ -33,8 +33,16 @@ sys.path.insert(0, ROOT)
 from sgg.config import get_cfg  # noqa: E402
 from sgg.data.build import get_dataset_dicts  # noqa: E402
 from sgg.data.catalog import DatasetCatalog  # noqa: E402
-from sgg.engine import default_argument_parser, default_main, evaluate_weights, launch_cli, setup  # noqa: E402
+from sgg.engine import (  # noqa: E402
+    add_local_rank_argument,
+    default_argument_parser,
+    default_main,
+    evaluate_weights,
+    launch_cli,
+    setup,
+)
 from sgg.engine.output_dir import release_output_dir_lock  # noqa: E402
+from sgg.model_zoo import get_config_file  # noqa: E402
 from sgg.utils.errors import SGGError, run_cli  # noqa: E402
 
 logger = logging.getLogger("sgg")
@@ -142,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("-tracklet_chunk", type=int, help="DSG-DETR: MODEL.DSGDETR.TRACKLET_CHUNK (0 = whole tracklets)")
     for flag, model in UNBUILT_FLAGS.items():
         a(f"-{flag}", help=f"{model} only (not implemented in sgg yet: fails)")
+    add_local_rank_argument(p)  # python -m torch.distributed.launch passes --local-rank N
     a("opts", nargs=argparse.REMAINDER, help="trailing KEY VALUE config overrides")
     return p
 
@@ -153,8 +162,8 @@ def base_config(args) -> str:
     stem = CONFIG_STEMS.get(args.model.lower(), "sttran")
     if args.data_path == "demo":
         name = f"{stem}_demo.yaml" if args.mode == "predcls" else f"{stem}_{args.mode}_demo.yaml"
-        return os.path.join(ROOT, "configs", "quick", name)
-    return os.path.join(ROOT, "configs", "action_genome", f"{stem}_{args.mode}.yaml")
+        return get_config_file(f"quick/{name}")
+    return get_config_file(f"action_genome/{stem}_{args.mode}.yaml")
 
 
 def check_flags(args) -> None:
@@ -190,6 +199,17 @@ def check_flags(args) -> None:
                             "-resume_from loads weights only into a new run. Give one of them.")
 
 
+def num_processes(args) -> int:
+    """Training processes: ``-num_gpus`` spawned here, or the ``WORLD_SIZE`` of a torchrun /
+    ``torch.distributed.launch`` group this process joins (then ``-num_gpus`` must stay 1)."""
+    if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
+        if args.num_gpus != 1:
+            raise SeedFlagError(f"-num_gpus {args.num_gpus} under torchrun / torch.distributed.launch: the launcher "
+                                f"already started {os.environ['WORLD_SIZE']} processes; drop -num_gpus.")
+        return int(os.environ["WORLD_SIZE"])
+    return args.num_gpus
+
+
 def static_overrides(args) -> List[Tuple[str, object]]:
     """(config key, value) pairs that follow from the flags alone (not from the dataset size)."""
     o: List[Tuple[str, object]] = [("TEST.RELATION.MODE", args.mode),
@@ -199,7 +219,7 @@ def static_overrides(args) -> List[Tuple[str, object]]:
               ("DATASETS.TEST", ("ag_test",))]
     o.append(("DATASETS.AG.DATASIZE", "large" if args.datasize == "large" else "mini"))
     o.append(("SOLVER.ACCUMULATE_GRAD_STEPS", args.accumulate_grad_batches))
-    o.append(("SOLVER.IMS_PER_BATCH", args.batch_size * args.accumulate_grad_batches * args.num_gpus))
+    o.append(("SOLVER.IMS_PER_BATCH", args.batch_size * args.accumulate_grad_batches * num_processes(args)))
     simple = {"lr": "SOLVER.BASE_LR", "spatial_layer": "MODEL.STTRAN.ENC_LAYERS",
               "temporal_layer": "MODEL.STTRAN.DEC_LAYERS", "hidden_dim": "MODEL.STTRAN.VISUAL_DIM",
               "num_heads": "MODEL.STTRAN.NUM_HEADS", "dropout": "MODEL.STTRAN.DROPOUT",
@@ -265,6 +285,7 @@ def epoch_overrides(args, cfg, num_videos: int) -> List[Tuple[str, object]]:
     if args.epochs is not None:
         max_iter = max(math.ceil(args.epochs * num_videos / per_step), 1)
         o.append(("SOLVER.MAX_ITER", max_iter))
+        o.append(("SOLVER.ITERS_PER_EPOCH", iters_per_epoch))  # log lines show the epoch
         if args.eval_freq is None:  # STTran evaluates after every epoch
             o.append(("TEST.EVAL_PERIOD", iters_per_epoch))
         if args.save_freq is None:

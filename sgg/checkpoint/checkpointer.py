@@ -22,7 +22,8 @@ from sgg.utils import comm
 from sgg.utils.errors import SGGError, one_line
 
 __all__ = ["DetectionCheckpointer", "CheckpointError", "NonFiniteWeightsError", "atomic_write_bytes",
-           "atomic_torch_save", "load_checkpoint_file", "load_matching_weights", "nonfinite_tensors"]
+           "atomic_torch_save", "load_checkpoint_file", "load_matching_weights", "nonfinite_tensors",
+           "fold_pruning_masks"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,19 @@ def load_checkpoint_file(filename: str, key: str = "MODEL.WEIGHTS") -> Dict[str,
 def _first(items, n: int = 5) -> str:
     items = list(items)
     return ", ".join(items[:n]) + (f" ... (+{len(items) - n})" if len(items) > n else "")
+
+
+def fold_pruning_masks(state: Dict[str, Any], model_state: Dict[str, Any]) -> list:
+    """In place: ``torch.nn.utils.prune`` saves a pruned ``name`` as ``name_orig`` + ``name_mask``; where the model
+    has a plain ``name`` (it is not pruned itself), replace the pair by ``name = name_orig * name_mask`` so the
+    pruned weights load exactly (not as missing tensors). Returns the folded names."""
+    folded = []
+    for key in [k for k in state if k.endswith("_orig")]:
+        name, mask = key[: -len("_orig")], key[: -len("_orig")] + "_mask"
+        if mask in state and name not in state and name in model_state and key not in model_state:
+            state[name] = state.pop(key) * state.pop(mask)
+            folded.append(name)
+    return folded
 
 
 def nonfinite_tensors(state: Dict[str, Any]) -> list:
@@ -267,6 +281,10 @@ class DetectionCheckpointer(Checkpointer):
         self._convert_ndarray_to_tensor(state)
         _strip_prefix_if_present(state, "module.")
         model_state = self.model.state_dict()
+        folded = fold_pruning_masks(state, model_state)
+        if folded:
+            self.logger.info("Checkpoint '%s': %d pruned tensor(s) (torch.nn.utils.prune's *_orig x *_mask) folded "
+                             "into plain weights, e.g. %s.", self._path, len(folded), folded[0])
         non_tensor = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
         if non_tensor:
             raise CheckpointError(f"Checkpoint '{self._path}' ({self._key}): model entries that are not tensors: "

@@ -116,6 +116,9 @@ _C.SOLVER.LR_MULTIPLIERS = []
 _C.SOLVER.BACKBONE_MULTIPLIER = 1.0  # shorthand for LR_MULTIPLIERS [["backbone", x]]
 _C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"  # WarmupMultiStepLR, WarmupCosineLR, WarmupPlateau, Constant
 _C.SOLVER.MAX_ITER = 1000
+# Iterations per epoch when a run was specified in epochs (tools/train.py -epochs sets it): log lines then show the
+# epoch. 0 = iterations only. Informational: it changes no schedule.
+_C.SOLVER.ITERS_PER_EPOCH = 0
 _C.SOLVER.STEPS = (700,)
 _C.SOLVER.GAMMA = 0.1
 _C.SOLVER.WARMUP_FACTOR = 1.0 / 1000
@@ -347,6 +350,14 @@ _C.MODEL.DETR.ONE2MANY_SCHEME = "none"  # "none", "static" (k copies of each GT)
 _C.MODEL.DETR.ONE2MANY_K = 4  # static: copies; dynamic: top-k qualities summed
 _C.MODEL.DETR.ONE2MANY_QUALITY = "max"  # dynamic quality of a query: max / min / am / gm of (IoU_sub, IoU_obj)
 _C.MODEL.DETR.NMS_THRESH = 0.5  # inference: class-wise NMS IoU over the 2Q entity boxes (duplicates are snapped)
+# SpeaQ / IterativeSG inference: "sgg" snaps a duplicate entity to the box that suppressed it, scores triplets with the
+# kept boxes' scores and drops self-pairs; "upstream" is the released code's rule (snap to the most-overlapping kept
+# box, the queries' own scores, self-pairs kept): configs/*_released.yaml, docs/checkpoints.md.
+_C.MODEL.DETR.TRIPLET_RULE = "sgg"
+# Feature-grid padding mask of the DETR-style models: "interpolate" (DETR's code: the pixel mask resampled) or "ceil"
+# (detectron2's DETR wrapper, which IterativeSG / SpeaQ use: ceil(h / stride) rows are image). Equal for batches of
+# one image or of equal sizes.
+_C.MODEL.DETR.PADDING_MASK = "interpolate"
 
 # ------------------------------------------------------------------------ STTran + SGDet detector (seed 000)
 # sgg/modeling/meta_arch/sttran.py, docs/sttran.md. Mode = TEST.RELATION.MODE (predcls / sgcls / sgdet).

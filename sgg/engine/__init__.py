@@ -4,6 +4,7 @@ from .defaults import (
     DefaultTrainer,
     ExpectedResultsNotMet,
     OutputDirInUseError,
+    add_local_rank_argument,
     create_ddp_model,
     default_argument_parser,
     default_main,
@@ -21,6 +22,7 @@ from .predictor import InputError, Predictor
 from .train_loop import HookBase, NonFiniteLossError, SimpleTrainer, TrainerBase
 
 __all__ = ["DefaultTrainer", "OutputDirInUseError", "ExpectedResultsNotMet", "create_ddp_model",
-           "default_argument_parser", "setup", "default_setup", "default_writers", "default_main", "evaluate_weights",
+           "add_local_rank_argument", "default_argument_parser", "setup", "default_setup", "default_writers",
+           "default_main", "evaluate_weights",
            "train", "launch_cli", "maybe_list_registries", "launch", "HookBase", "NonFiniteLossError",
            "SimpleTrainer", "TrainerBase", "Predictor", "InputError"]

@@ -29,6 +29,7 @@ from sgg.evaluation import (
     print_csv_format,
     verify_results,
 )
+from sgg.model_zoo import resolve_config_file
 from sgg.modeling import build_model, resolve_device
 from sgg.solver import build_lr_scheduler, build_optimizer
 from sgg.utils import comm
@@ -50,7 +51,8 @@ from .output_dir import (
 )
 from .train_loop import NonFiniteLossError, SimpleTrainer, TrainerBase
 
-__all__ = ["default_argument_parser", "setup", "default_setup", "save_config", "default_writers", "create_ddp_model",
+__all__ = ["default_argument_parser", "add_local_rank_argument", "setup", "default_setup", "save_config",
+           "default_writers", "create_ddp_model",
            "DefaultTrainer", "OutputDirInUseError", "ExpectedResultsNotMet", "evaluate_weights", "train",
            "default_main", "launch_cli", "maybe_list_registries"]
 
@@ -59,6 +61,14 @@ logger = logging.getLogger(__name__)
 
 class ExpectedResultsNotMet(SystemExit):
     """The evaluation results missed ``TEST.EXPECTED_RESULTS`` (the CLIs exit with code 1)."""
+
+
+def add_local_rank_argument(parser: argparse.ArgumentParser) -> None:
+    """Accept ``--local-rank N`` / ``--local_rank N``, which ``python -m torch.distributed.launch`` passes to every
+    worker. The value itself is not needed: the launcher also sets ``LOCAL_RANK`` / ``RANK`` / ``WORLD_SIZE``, from
+    which :func:`sgg.engine.launch.launch` joins its process group (as under ``torchrun``)."""
+    parser.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=None,
+                        help=argparse.SUPPRESS)
 
 
 def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -81,9 +91,22 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
                         help="torch.distributed init URL; 'auto' = a free loopback port (single machine); "
                              "multi-machine: tcp://IP_OF_MACHINE_0:PORT")
     parser.add_argument("--list", action="store_true", help="print every registry's contents and the datasets")
+    add_local_rank_argument(parser)
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                         help="config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.001")
     return parser
+
+
+def resolve_run_config_file(path: str) -> str:
+    """``--config-file``: a file path, or the name of a config shipped with sgg (``quick/sttran_demo.yaml``, see
+    :mod:`sgg.model_zoo`) when no such file exists here, so installed commands run from any folder."""
+    resolved = resolve_config_file(path)
+    if resolved is None:
+        raise ConfigError(f"--config-file '{path}': no such file, and sgg ships no config of that name (list them: "
+                          "python -c 'from sgg.model_zoo import list_config_files as f; print(f())').")
+    if resolved != path:
+        logger.info("--config-file '%s': using the config shipped with sgg, %s", path, resolved)
+    return resolved
 
 
 def setup(args):
@@ -92,6 +115,7 @@ def setup(args):
     :func:`default_setup`. Returns the config."""
     cfg = get_cfg()
     if args.config_file:
+        args.config_file = resolve_run_config_file(args.config_file)
         cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts or [])
     cfg.freeze()
@@ -153,10 +177,10 @@ def save_config(cfg, name: str = "config.yaml") -> Optional[str]:
     return path
 
 
-def default_writers(output_dir: str, max_iter: int):
-    """Console printer, ``metrics.json`` and TensorBoard writers."""
+def default_writers(output_dir: str, max_iter: int, iters_per_epoch: int = 0):
+    """Console printer (with the epoch when ``iters_per_epoch`` > 0), ``metrics.json`` and TensorBoard writers."""
     return [
-        CommonMetricPrinter(max_iter),
+        CommonMetricPrinter(max_iter, iters_per_epoch=iters_per_epoch),
         JSONWriter(os.path.join(output_dir, "metrics.json")),
         TensorboardXWriter(output_dir),
     ]
@@ -357,7 +381,8 @@ class DefaultTrainer(TrainerBase):
             out.append(hooks.DiffusersExportHook(cfg))
         # Writers run on every rank (metrics are reduced collectively) but only rank 0 writes files.
         if comm.is_main_process():
-            out.append(hooks.PeriodicWriter(default_writers(cfg.OUTPUT_DIR, self.max_iter), period=cfg.LOG_PERIOD))
+            out.append(hooks.PeriodicWriter(default_writers(cfg.OUTPUT_DIR, self.max_iter, cfg.SOLVER.ITERS_PER_EPOCH),
+                                            period=cfg.LOG_PERIOD))
         return [h for h in out if h is not None]
 
     # ------------------------------------------------------------------ overridable builders

@@ -235,6 +235,7 @@ class SimpleTrainer(TrainerBase):
         self.optimizer = optimizer
         self.accumulate_steps = max(1, int(accumulate_steps))
         self.clip_fn = clip_fn
+        self._grad_norm: Optional[float] = None  # L2 norm of the last finite step's gradients, before clipping
         self.amp_dtype = amp_dtype
         self.grad_scaler = (torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None)
         self.max_nonfinite_steps = int(max_nonfinite_steps)
@@ -295,6 +296,8 @@ class SimpleTrainer(TrainerBase):
             self.nonfinite_consecutive = 0
             if self.grad_scaler is not None:
                 self.grad_scaler.unscale_(self.optimizer)
+            # Before clipping: the norm the model really produced (TensorBoard / metrics.json "grad_norm").
+            self._grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params])) if params else 0.0
             if self.clip_fn is not None:
                 self.clip_fn(params)
             if self.grad_scaler is not None:
@@ -381,6 +384,9 @@ class SimpleTrainer(TrainerBase):
             storage.put_scalar("total_loss", total)
             storage.put_scalars(**finite)
         storage.put_scalar("nonfinite_steps", self.nonfinite_total, smoothing_hint=False)
+        if self._grad_norm is not None:
+            storage.put_scalar("grad_norm", self._grad_norm)
+            self._grad_norm = None
 
     def state_dict(self) -> dict:
         state = super().state_dict()

@@ -23,7 +23,7 @@ exactly the unweighted DETR loss and an image of weight 0.5 contributes half of 
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -36,10 +36,15 @@ from sgg.utils import comm
 from .build import build_backbone
 from .layers import PositionEmbeddingSine, TransformerEncoder
 
-__all__ = ["detr_kwargs", "pad_and_normalize", "DETRFrontEnd", "dense_entity_labels", "encoder_class_loss",
+__all__ = ["detr_kwargs", "pad_and_normalize", "DETRFrontEnd", "PADDING_MASK_RULES", "feature_padding_mask",
+           "dense_entity_labels", "encoder_class_loss",
            "loss_weight_of", "sample_loss_weights", "boxes_over_ranks", "set_prediction_losses"]
 
 logger = logging.getLogger(__name__)
+
+
+# MODEL.DETR.PADDING_MASK choices (feature_padding_mask).
+PADDING_MASK_RULES = ("interpolate", "ceil")
 
 
 # ---------------------------------------------------------------------------- config
@@ -95,10 +100,19 @@ class DETRFrontEnd(nn.Module):
     """
 
     def build_front_end(self, backbone: nn.Module, *, hidden_dim: int, nheads: int, dim_feedforward: int,
-                        dropout: float, num_layers: int) -> None:
-        """Create (and validate) the front-end modules. Call from ``__init__`` after ``super().__init__()``."""
+                        dropout: float, num_layers: int, padding_mask: str = "interpolate") -> None:
+        """Create (and validate) the front-end modules. Call from ``__init__`` after ``super().__init__()``.
+
+        ``padding_mask`` (``MODEL.DETR.PADDING_MASK``): how the pixel padding mask becomes the feature grid's —
+        ``"interpolate"`` (DETR's reference code: nearest-neighbour resampling of the pixel mask) or ``"ceil"``
+        (detectron2's DETR wrapper, used by IterativeSG and SpeaQ: an image of ``h x w`` pixels covers the first
+        ``ceil(h / stride) x ceil(w / stride)`` cells). They differ only in batches of images of different sizes.
+        """
         if hidden_dim % nheads or hidden_dim % 2:
             raise ValueError(f"HIDDEN_DIM ({hidden_dim}) must be even and divisible by NHEADS ({nheads}).")
+        if padding_mask not in PADDING_MASK_RULES:
+            raise ValueError(f"MODEL.DETR.PADDING_MASK must be one of {PADDING_MASK_RULES}, got '{padding_mask}'.")
+        self.padding_mask = padding_mask
         self.backbone = backbone
         self.input_proj = nn.Conv2d(backbone.out_channels, hidden_dim, kernel_size=1)
         self.position = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
@@ -133,7 +147,8 @@ class DETRFrontEnd(nn.Module):
         (B, h*w) bool, ``grid_padding`` (B, h, w) bool on the backbone's feature grid, and ``stride`` (input pixels
         per feature cell along x)."""
         feat = self.input_proj(self.backbone(images))
-        grid_padding = F.interpolate(mask[:, None].float(), size=feat.shape[-2:]).bool()[:, 0]
+        grid_padding = feature_padding_mask(mask, tuple(feat.shape[-2:]), self.padding_mask,
+                                            stride=getattr(self.backbone, "stride", None))
         pos = self.position(grid_padding).to(feat.dtype).flatten(2).transpose(1, 2)
         padding = grid_padding.flatten(1)
         memory = self.encoder(feat.flatten(2).transpose(1, 2), pos, padding)
@@ -148,6 +163,30 @@ class DETRFrontEnd(nn.Module):
                                      class_weights.numel() - 1, enc["memory"].device)
         return self.encoder_aux_class_weight * encoder_class_loss(
             self.encoder_class(enc["memory"]), labels, enc["padding"], class_weights, sample_weights)
+
+
+def feature_padding_mask(mask: torch.Tensor, grid: Tuple[int, int], rule: str = "interpolate",
+                         stride: Optional[int] = None) -> torch.Tensor:
+    """The padding mask of a feature grid ``(B, h, w)`` bool (True = padding) from the pixel one ``mask (B, H, W)``.
+
+    ``"interpolate"``: nearest-neighbour resampling (DETR). ``"ceil"``: image ``b`` of ``h_b x w_b`` unpadded pixels
+    covers the first ``ceil(h_b / stride)`` rows and ``ceil(w_b / stride)`` columns (detectron2's DETR wrapper, which
+    IterativeSG / SpeaQ use); ``stride`` is the backbone's (its ``stride`` attribute), required for ``"ceil"``.
+    """
+    if rule == "interpolate":
+        return F.interpolate(mask[:, None].float(), size=grid).bool()[:, 0]
+    if rule != "ceil":
+        raise ValueError(f"MODEL.DETR.PADDING_MASK must be one of {PADDING_MASK_RULES}, got '{rule}'.")
+    h, w = grid
+    if not stride or stride < 1:
+        raise ValueError("MODEL.DETR.PADDING_MASK 'ceil' needs the backbone's stride (its 'stride' attribute).")
+    rows = (~mask).any(2).sum(1)  # unpadded pixel rows / columns of each image (the image sits top-left)
+    cols = (~mask).any(1).sum(1)
+    rows_in = torch.div(rows + stride - 1, stride, rounding_mode="floor")
+    cols_in = torch.div(cols + stride - 1, stride, rounding_mode="floor")
+    ys = torch.arange(h, device=mask.device)
+    xs = torch.arange(w, device=mask.device)
+    return (ys[None, :, None] >= rows_in[:, None, None]) | (xs[None, None, :] >= cols_in[:, None, None])
 
 
 # ---------------------------------------------------------------------------- losses

@@ -176,10 +176,12 @@ class TensorboardXWriter(EventWriter):
 
 
 class CommonMetricPrinter(EventWriter):
-    """Logs ``iter``, ETA, losses, LR, timing and memory to the console / log.txt."""
+    """Logs ``iter`` (and ``epoch`` when ``iters_per_epoch`` > 0), ETA, losses, LR, grad norm, timing and memory to
+    the console / log.txt."""
 
-    def __init__(self, max_iter: int, window_size: int = 20):
+    def __init__(self, max_iter: int, window_size: int = 20, iters_per_epoch: int = 0):
         self._max_iter = max_iter
+        self._iters_per_epoch = int(iters_per_epoch)
         self._window_size = window_size
         self._last: Optional[Tuple[int, float]] = None
 
@@ -216,9 +218,12 @@ class CommonMetricPrinter(EventWriter):
         if torch.cuda.is_available():
             mem = f"  max_mem: {torch.cuda.max_memory_allocated() / 1024 / 1024:.0f}M"
         skipped = f"  nonfinite_steps: {int(hist['nonfinite_steps'].latest())}" if "nonfinite_steps" in hist else ""
+        grad = f"  grad_norm: {hist['grad_norm'].median(self._window_size):.4g}" if "grad_norm" in hist else ""
+        # iteration i (0-based) completes (i + 1) / iters_per_epoch epochs
+        epoch = f"  epoch: {(iteration + 1) / self._iters_per_epoch:.2f}" if self._iters_per_epoch > 0 else ""
         logger.info(
-            f" eta: {self._eta(storage)}  iter: {iteration}  {losses}  time: {med('time')}  "
-            f"data_time: {med('data_time')}  lr: {lr}{skipped}{mem}"
+            f" eta: {self._eta(storage)}{epoch}  iter: {iteration}  {losses}  time: {med('time')}  "
+            f"data_time: {med('data_time')}  lr: {lr}{grad}{skipped}{mem}"
         )
 
 

@@ -69,3 +69,21 @@ def test_last_checkpoint_naming_missing_file(tmp_path):
     (tmp_path / "last_checkpoint").write_text("model_0000099.pth")
     with pytest.raises(CheckpointError, match="names 'model_0000099.pth', which does not exist"):
         DetectionCheckpointer(nn.Linear(1, 1), str(tmp_path), save_to_disk=True).resume_or_load("", resume=True)
+
+
+def test_a_pruned_checkpoint_loads_with_its_masks_applied(tmp_path):
+    """torch.nn.utils.prune saves weight_orig + weight_mask; loading into a plain model must apply the mask (not
+    leave weight missing, nor load the unpruned weight_orig)."""
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    pruned = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    prune.global_unstructured([(pruned[0], "weight"), (pruned[2], "weight")], pruning_method=prune.L1Unstructured,
+                              amount=0.5)
+    assert "0.weight_orig" in pruned.state_dict() and "0.weight" not in pruned.state_dict()
+    torch.save({"model": pruned.state_dict()}, tmp_path / "pruned.pth")
+    plain = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    DetectionCheckpointer(plain).load(str(tmp_path / "pruned.pth"))  # strict: every tensor is covered
+    assert torch.equal(plain[0].weight, pruned[0].weight) and (plain[0].weight == 0).sum() > 0
+    x = torch.randn(5, 8)
+    assert torch.equal(plain(x), pruned(x))

@@ -46,7 +46,8 @@ def _vg_train_argv(root, out, workers):
     return ["--config-file", os.path.join(CONFIGS, "quick", "speaq_demo_frequency_baseline.yaml"), "OUTPUT_DIR",
             str(out), "DATASETS.TRAIN", '("vg_train",)', "DATASETS.TEST", "()", "DATASETS.TYPE", "",
             "DATASETS.MULTI_DATASET.ENABLED", "False", "DATASETS.VG.ROOT", root, "DATASETS.VG.NUM_VAL_IMAGES", "0",
-            "DATALOADER.NUM_WORKERS", str(workers), "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2"]
+            "DATALOADER.NUM_WORKERS", str(workers), "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2",
+            "TEST.RELATION.MODE", "predcls"]
 
 
 @pytest.mark.parametrize("damage, workers", [("missing", 0), ("missing", 2), ("truncated", 2)])

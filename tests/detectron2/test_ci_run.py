@@ -6,7 +6,7 @@ import stat
 import subprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-README_COMMAND = 'pip install -e ".[all,dev]" && python -m pytest -q'
+README_COMMAND = 'pip install -e ".[all,dev]" -c constraints.txt && python -m pytest -q'
 
 
 def _fake(path, log):
@@ -35,13 +35,13 @@ def test_ci_installs_the_shared_wheel_first_then_runs_the_readme_command(tmp_pat
     proc, calls = _run_ci(tmp_path, with_wheel=True)
     assert proc.returncode == 0, proc.stderr
     wheel = tmp_path / "shared" / "wheels" / "detectron2-0.6-cp311-cp311-linux_x86_64.whl"
-    assert calls == [f"pip install {wheel}", "pip install -e .[all,dev]", "python -m pytest -q"]
+    assert calls == [f"pip install {wheel}", "pip install -e .[all,dev] -c constraints.txt", "python -m pytest -q"]
 
 
 def test_ci_without_the_shared_folder_runs_only_the_readme_command(tmp_path):
     proc, calls = _run_ci(tmp_path, with_wheel=False)
     assert proc.returncode == 0, proc.stderr
-    assert calls == ["pip install -e .[all,dev]", "python -m pytest -q"]
+    assert calls == ["pip install -e .[all,dev] -c constraints.txt", "python -m pytest -q"]
 
 
 def test_the_readme_test_command_is_verbatim_in_ci():

@@ -47,3 +47,16 @@ def test_best_checkpoint_and_early_stopping(tmp_path):
     assert best["best_value"] == max(e["toy/neg_mse"] for e in evals) and best["iteration"] == evals[0]["iteration"]
     assert (tmp_path / "model_final.pth").is_file()
     assert glob.glob(str(tmp_path / "events.out.tfevents.*"))
+
+
+def test_grad_norm_is_logged_before_clipping_and_the_epoch_when_given(tmp_path):
+    """metrics.json / TensorBoard get "grad_norm" (the L2 norm before SOLVER.CLIP_GRADIENTS); log lines show the epoch
+    when SOLVER.ITERS_PER_EPOCH is set (tools/train.py -epochs sets it)."""
+    out = tmp_path / "run"
+    run_cli("--config-file", TOY_CFG, "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "4", "TEST.EVAL_PERIOD", "0",
+            "LOG_PERIOD", "1", "SOLVER.ITERS_PER_EPOCH", "2", "SOLVER.CLIP_GRADIENTS.ENABLED", "True",
+            "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "norm", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "1e-6")
+    norms = [m["grad_norm"] for m in read_metrics(str(out)) if "grad_norm" in m]
+    assert len(norms) >= 3 and all(n > 1e-6 for n in norms)  # the unclipped norm, far above the clip value
+    log = (out / "log.txt").read_text()
+    assert "epoch: 0.50  iter: 0" in log and "epoch: 1.50  iter: 2" in log and "grad_norm:" in log

@@ -16,6 +16,7 @@ from sgg.modeling.set_prediction import (
     dense_entity_labels,
     detr_kwargs,
     encoder_class_loss,
+    feature_padding_mask,
     loss_weight_of,
     pad_and_normalize,
     sample_loss_weights,
@@ -169,3 +170,21 @@ def test_set_prediction_losses_without_any_match_keep_the_box_graph():
     assert out["bbox"].item() == 0.0 and out["giou"].item() == 0.0
     sum(out.values()).backward()
     assert boxes.grad is not None and not boxes.grad.any() and logits.grad.abs().sum() > 0
+
+
+def test_feature_padding_mask_rules():
+    """Two images, 70 x 64 and 96 x 90 pixels, padded to 96 x 90, on a stride-32 grid of 3 x 3 cells."""
+    mask = torch.ones(2, 96, 90, dtype=torch.bool)
+    mask[0, :70, :64] = False
+    mask[1] = False
+    ceil = feature_padding_mask(mask, (3, 3), "ceil", stride=32)
+    # ceil(70 / 32) = 3 rows, ceil(64 / 32) = 2 columns are image (detectron2's DETR wrapper: IterativeSG, SpeaQ)
+    assert ceil[0].tolist() == [[False, False, True]] * 3 and not ceil[1].any()
+    with pytest.raises(ValueError, match="stride"):
+        feature_padding_mask(mask, (3, 3), "ceil")
+    # resampling picks pixel columns 0, 30, 60 (all < 64): nothing of image 0 is masked (DETR's code)
+    assert not feature_padding_mask(mask, (3, 3), "interpolate").any()
+    resampled = F.interpolate(mask[:, None].float(), size=(3, 3)).bool()[:, 0]
+    assert torch.equal(feature_padding_mask(mask, (3, 3)), resampled)
+    with pytest.raises(ValueError, match="PADDING_MASK"):
+        feature_padding_mask(mask, (3, 3), "floor")

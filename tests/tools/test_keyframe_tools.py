@@ -1,4 +1,4 @@
-"""tools/analyze_model.py and tools/keyframes.py run end to end on tiny models and a tiny video."""
+"""tools/analyze_model.py (parameters, FLOPs) and tools/keyframes.py run end to end on tiny models and a tiny video."""
 
 import importlib.util
 import os
@@ -11,6 +11,7 @@ from sgg.checkpoint import DetectionCheckpointer
 from sgg.config import get_cfg
 from sgg.modeling import build_model
 from sgg.utils.video_io import write_video
+from tests.tools.test_train_seed_cli import TINY
 
 TOOLS = os.path.join(os.path.dirname(__file__), "..", "..", "tools")
 
@@ -54,6 +55,16 @@ def test_analyze_model_prints_true_counts(tmp_path, capsys):
     assert f"trainable parameters: {trainable:>12,d}" in text
     assert f"trainable in stage 2: {trainable + head:>12,d}" in text
     assert "backbone" in text and "encoder" in text
+
+
+def test_analyze_model_counts_flops_on_a_real_test_batch(capsys):
+    """--flops on the STTran demo config: the first demo_ag_test video, counted by fvcore through the adapter."""
+    config = os.path.join(TOOLS, "..", "configs", "quick", "sttran_demo.yaml")
+    assert _load_tool("analyze_model").main(["--config-file", config, "--flops", *TINY]) == 0
+    text = capsys.readouterr().out
+    line = next(x for x in text.splitlines() if x.startswith("FLOPs on the first batch of demo_ag_test"))
+    assert float(line.rsplit(":", 1)[1].split()[0].replace(",", "")) > 0
+    assert "features" in text and "transformer" in text
 
 
 def test_keyframes_tool_prints_keyframes_and_writes_sheet(tmp_path, capsys):

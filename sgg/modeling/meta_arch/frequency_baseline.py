@@ -21,7 +21,7 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from sgg.checkpoint.checkpointer import CheckpointError, load_checkpoint_file
-from sgg.config import configurable
+from sgg.config import ConfigError, configurable
 from sgg.data.build import get_dataset_dicts
 
 from ..build import META_ARCH_REGISTRY
@@ -71,6 +71,20 @@ class FrequencyBaseline(nn.Module):
     def from_config(cls, cfg):
         if not cfg.DATASETS.TRAIN:
             raise ValueError("FrequencyBaseline counts predicates on DATASETS.TRAIN, which is empty.")
+        has_detector = bool(cfg.MODEL.DETR.DETECTOR_WEIGHTS)
+        mode = cfg.TEST.RELATION.MODE
+        # The evaluator scores in TEST.RELATION.MODE: GT boxes and labels evaluated as "sgdet" would be reported as
+        # detection results (box AP 1.0), a detector's boxes as "predcls" would be matched as if they were the GT.
+        if mode == "sgdet" and not has_detector:
+            raise ConfigError("FrequencyBaseline without MODEL.DETR.DETECTOR_WEIGHTS scores the ground-truth boxes and "
+                              "labels, i.e. PredCls, but TEST.RELATION.MODE is sgdet. Set TEST.RELATION.MODE predcls "
+                              "(the oracle-box reference), or give MODEL.DETR.DETECTOR_WEIGHTS (the SGDet FREQ).")
+        if mode != "sgdet" and has_detector:
+            raise ConfigError(f"FrequencyBaseline with MODEL.DETR.DETECTOR_WEIGHTS scores the detector's boxes, i.e. "
+                              f"SGDet, but TEST.RELATION.MODE is {mode}. Set TEST.RELATION.MODE sgdet, or drop the "
+                              "detector weights for the oracle-box (PredCls) reference.")
+        logger.info("FrequencyBaseline: %s", "SGDet FREQ on the detector's boxes" if has_detector else
+                    "PredCls oracle: ground-truth boxes and labels, class-pair predicate prior")
         dicts = get_dataset_dicts(cfg.DATASETS.TRAIN)
         return {"table": predicate_frequency_table(dicts, cfg.MODEL.ROI_HEADS.NUM_CLASSES,
                                                    cfg.MODEL.ROI_RELATION_HEAD.NUM_CLASSES),

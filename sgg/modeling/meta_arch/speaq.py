@@ -12,7 +12,7 @@ Reads top to bottom:
    subject, object and relation streams). Training: a matcher (``MODEL.MATCHER.NAME``) assigns triplet queries to GT
    relations at every layer; losses = CE + L1 + GIoU per stream and layer. Inference: class-wise NMS over the 2Q
    entity boxes with duplicates snapped to their kept box, score = p(pred) * s_sub * s_obj, duplicate (sub, obj,
-   pred) triplets removed.
+   pred) triplets removed (``MODEL.DETR.TRIPLET_RULE``: sgg's rule or the released code's, :func:`triplet_inference`).
 3. :func:`detr_to_speaq_state_dict` — SpeaQ's initialisation from a :class:`~sgg.modeling.meta_arch.detr.DETR`
    checkpoint (``MODEL.DETR.DETECTOR_WEIGHTS``), the detector's decoder replicated x3.
 
@@ -23,6 +23,10 @@ every per-query term of an image — matched CE, the no-object / no-relation CE 
 over all queries of the batch, as ``F.cross_entropy(weight=...)``; boxes: the number of matched GT copies over all
 ranks). So a batch of weight-1 images gives exactly the unweighted DETR loss, and an image of weight 0.5 contributes
 half of what it would at 1.
+
+The state dict is a key-for-key rename of the released IterativeSG / SpeaQ checkpoints (``tools/convert_checkpoint.py
+--from speaq|iterative_sg``, :mod:`sgg.checkpoint.converters.speaq`, docs/checkpoints.md); ``MODEL.DETR.PADDING_MASK
+"ceil"`` gives the released code's feature padding mask for batches of mixed image sizes.
 
 IterativeSG is this model with SpeaQ's parts off (``IterativeHungarianMatcher``, ``MULTIPLY_QUERY 1``); it is also
 registered under the name ``IterativeSG``.
@@ -50,7 +54,7 @@ from ..matchers.speaq import training_predicate_frequencies
 from ..set_prediction import DETRFrontEnd, boxes_over_ranks, detr_kwargs, loss_weight_of, set_prediction_losses
 
 __all__ = ["IterativeRelationDecoder", "SpeaQ", "IterativeSG", "build_relation_targets", "relation_boxes_from_pairs",
-           "triplet_inference", "detr_to_speaq_state_dict"]
+           "TRIPLET_RULES", "triplet_inference", "detr_to_speaq_state_dict"]
 
 logger = logging.getLogger(__name__)
 
@@ -183,17 +187,30 @@ def build_relation_targets(batched_inputs: Sequence[dict], num_classes: int, num
 
 
 # ---------------------------------------------------------------------------- inference
+TRIPLET_RULES = ("sgg", "upstream")  # MODEL.DETR.TRIPLET_RULE
+
+
 def triplet_inference(out: Dict[str, torch.Tensor], image_size: Tuple[int, int], *, nms_thresh: float,
-                      topk: int) -> Dict[str, torch.Tensor]:
+                      topk: int, rule: str = "sgg") -> Dict[str, torch.Tensor]:
     """One image's triplet query outputs -> the evaluator's prediction dict.
 
     ``out``: ``{sub,obj}_logits (Q, C+1)``, ``rel_logits (Q, P+1)``, ``{sub,obj}_boxes (Q, 4)`` normalised cxcywh;
     ``image_size``: (height, width) in ORIGINAL pixels. Entities are the 2Q subject/object boxes with their best
-    non-background class; class-wise NMS keeps boxes, every entity is snapped to the highest-scoring kept box of its
-    class overlapping it by >= ``nms_thresh``; triplets are scored p(pred) * s_sub * s_obj, self-pairs dropped,
-    sorted, duplicates (sub, obj, pred) removed and the top ``topk`` kept.
+    non-background class; class-wise NMS keeps boxes and every entity is snapped to a kept box of its class. Then
+    ``rule`` (``MODEL.DETR.TRIPLET_RULE``):
+
+    * ``"sgg"``: an entity snaps to the highest-scoring kept box of its class overlapping it by >= ``nms_thresh``
+      (the box that suppressed it); triplets are scored p(pred) * s_sub * s_obj with the kept boxes' scores,
+      self-pairs (subject and object snapped to one box) dropped;
+    * ``"upstream"`` (IterativeSG / SpeaQ's ``inference``): an entity snaps to the kept box of its class it overlaps
+      most; triplets are scored with the query's own subject / object scores; self-pairs are kept.
+
+    Both then sort the triplets, remove duplicate (sub, obj, pred) ones (the first, best-scoring copy stays) and keep
+    the top ``topk``.
     Returns ``{boxes (N, 4) xyxy, labels (N,), scores (N,), rel_pairs (P, 2), rel_scores (P, num_predicates)}``.
     """
+    if rule not in TRIPLET_RULES:
+        raise ValueError(f"MODEL.DETR.TRIPLET_RULE must be one of {TRIPLET_RULES}, got '{rule}'.")
     h, w = image_size
     q = out["rel_logits"].shape[0]
     ent_prob = torch.cat([out["sub_logits"], out["obj_logits"]]).float().softmax(-1)[:, :-1]
@@ -203,15 +220,23 @@ def triplet_inference(out: Dict[str, torch.Tensor], image_size: Tuple[int, int],
     keep = batched_nms(ent_boxes, ent_scores, ent_labels, nms_thresh)  # sorted by decreasing score
     iou = pairwise_iou(ent_boxes, ent_boxes[keep])
     same = ent_labels[:, None] == ent_labels[keep][None, :]
-    ok = (iou >= nms_thresh) & same
-    # First (= best-scoring) admissible kept box; fall back to the most-overlapping one of the class.
-    snap = torch.where(ok.any(1), ok.float().argmax(1), (iou * same).argmax(1))
+    if rule == "upstream":
+        # The most-overlapping kept box of the class (the class's best box is always kept, so there is one).
+        snap = torch.where(same, iou, torch.full_like(iou, -1.0)).argmax(1)
+    else:
+        ok = (iou >= nms_thresh) & same
+        # First (= best-scoring) admissible kept box; fall back to the most-overlapping one of the class.
+        snap = torch.where(ok.any(1), ok.float().argmax(1), (iou * same).argmax(1))
     sub_idx, obj_idx = snap[:q], snap[q:]
     rel_prob = out["rel_logits"].float().softmax(-1)[:, :-1]
     kept_scores = ent_scores[keep]
     pred_score, pred_label = rel_prob.max(-1)
-    score = pred_score * kept_scores[sub_idx] * kept_scores[obj_idx]
-    valid = sub_idx != obj_idx
+    if rule == "upstream":
+        score = pred_score * ent_scores[:q] * ent_scores[q:]
+        valid = torch.ones_like(sub_idx, dtype=torch.bool)
+    else:
+        score = pred_score * kept_scores[sub_idx] * kept_scores[obj_idx]
+        valid = sub_idx != obj_idx
     order = torch.argsort(torch.where(valid, score, torch.full_like(score, -1.0)), descending=True)
     order = order[valid[order]]
     key = (sub_idx[order] * len(keep) + obj_idx[order]) * rel_prob.shape[1] + pred_label[order]
@@ -246,7 +271,8 @@ class SpeaQ(DETRFrontEnd):
                  giou_weight: float = 2.0, no_object_weight: float = 0.1,
                  rel_class_weights: Optional[torch.Tensor] = None, encoder_aux_class_weight: float = 0.0,
                  detector_weights: str = "",
-                 nms_thresh: float = 0.5, topk: int = 100,
+                 nms_thresh: float = 0.5, topk: int = 100, triplet_rule: str = "sgg",
+                 padding_mask: str = "interpolate",
                  pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
                  pixel_std: Sequence[float] = (58.395, 57.12, 57.375)):
         super().__init__()
@@ -257,10 +283,12 @@ class SpeaQ(DETRFrontEnd):
         self.num_queries, self.multiply_query = num_queries, multiply_query
         self.deep_supervision = deep_supervision
         self.loss_coef = {"ce": class_weight, "bbox": l1_weight, "giou": giou_weight}
-        self.nms_thresh, self.topk = nms_thresh, topk
+        if triplet_rule not in TRIPLET_RULES:
+            raise ValueError(f"MODEL.DETR.TRIPLET_RULE must be one of {TRIPLET_RULES}, got '{triplet_rule}'.")
+        self.nms_thresh, self.topk, self.triplet_rule = nms_thresh, topk, triplet_rule
 
         self.build_front_end(backbone, hidden_dim=hidden_dim, nheads=nheads, dim_feedforward=dim_feedforward,
-                             dropout=dropout, num_layers=enc_layers)
+                             dropout=dropout, num_layers=enc_layers, padding_mask=padding_mask)
         self.decoder = IterativeRelationDecoder(d_model=hidden_dim, nhead=nheads, dim_feedforward=dim_feedforward,
                                                 dropout=dropout, num_layers=dec_layers, multiply=multiply_query)
         self.sub_query = nn.Embedding(num_queries, hidden_dim)
@@ -339,7 +367,7 @@ class SpeaQ(DETRFrontEnd):
             rel_w = relation_class_weights(freq, d.OVERSAMPLE_PARAM, d.UNDERSAMPLE_PARAM, d.NO_RELATION_WEIGHT)
         return {**detr_kwargs(cfg), "matcher": build_matcher(cfg), "multiply_query": d.MULTIPLY_QUERY,
                 "rel_class_weights": rel_w, "detector_weights": d.DETECTOR_WEIGHTS, "nms_thresh": d.NMS_THRESH,
-                "topk": cfg.TEST.RELATION.TOPK}
+                "topk": cfg.TEST.RELATION.TOPK, "triplet_rule": d.TRIPLET_RULE, "padding_mask": d.PADDING_MASK}
 
     # -------------------------------------------------------------- network
     def network(self, images: torch.Tensor, mask: torch.Tensor
@@ -376,7 +404,7 @@ class SpeaQ(DETRFrontEnd):
         for b, x in enumerate(batched_inputs):
             out = {k: v[b] for k, v in last.items()}
             results.append(triplet_inference(out, (x["height"], x["width"]), nms_thresh=self.nms_thresh,
-                                             topk=self.topk))
+                                             topk=self.topk, rule=self.triplet_rule))
         return results
 
     # -------------------------------------------------------------- losses

@@ -1,7 +1,11 @@
 """FrequencyBaseline: counted table and oracle-box predictions."""
 
+import pytest
 import torch
 
+from sgg.config import ConfigError, get_cfg
+from sgg.model_zoo import get_config_file
+from sgg.modeling import build_model
 from sgg.modeling.meta_arch.frequency_baseline import FrequencyBaseline, predicate_frequency_table
 
 
@@ -80,3 +84,17 @@ def test_sgdet_freq_loads_sgg_detr_weights_and_refuses_others(tmp_path):
     cfg.MODEL.DETR.NUM_QUERIES = 3
     with pytest.raises(CheckpointError, match="does not fit"):
         load_detector(cfg)
+
+
+def test_the_evaluation_mode_must_say_what_the_boxes_are(tmp_path):
+    """GT boxes evaluated as sgdet would report box AP 1.0 as detection; a detector's boxes as predcls would be
+    matched as GT: both are refused with the fix."""
+    cfg = get_cfg()
+    cfg.merge_from_file(get_config_file("quick/speaq_demo_frequency_baseline.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    with pytest.raises(ConfigError, match="TEST.RELATION.MODE predcls"):
+        build_model(cfg)  # the config inherits sgdet and gives no detector
+    cfg.TEST.RELATION.MODE = "predcls"
+    cfg.MODEL.DETR.DETECTOR_WEIGHTS = str(tmp_path / "detr.pth")
+    with pytest.raises(ConfigError, match="TEST.RELATION.MODE sgdet"):
+        build_model(cfg)

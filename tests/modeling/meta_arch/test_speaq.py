@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+import torchvision
 
 from sgg.checkpoint import CheckpointError
 from sgg.checkpoint.checkpointer import atomic_torch_save
@@ -14,6 +15,7 @@ from sgg.evaluation.scene_graph import evaluate_scene_graphs
 from sgg.modeling import build_model
 from sgg.modeling.matchers.speaq import SpeaQMatcher
 from sgg.modeling.meta_arch.speaq import (
+    TRIPLET_RULES,
     build_relation_targets,
     detr_to_speaq_state_dict,
     relation_boxes_from_pairs,
@@ -118,6 +120,58 @@ def test_triplet_inference_snaps_duplicates_and_removes_repeated_triplets():
     sub, obj = pred["rel_pairs"].unbind(1)
     s = pred["rel_scores"].max(1).values * pred["scores"][sub] * pred["scores"][obj]
     assert torch.all(s[:-1] >= s[1:])  # sorted by p(pred) * s_sub * s_obj
+
+
+def _released_inference(out, image_size, nms_thresh):
+    """IterativeSG / SpeaQ's released ``inference`` (test_index -1, NUM_REL 1, no PNMS), restated: NMS over the 2Q
+    entities, each entity assigned to the kept box of its class it overlaps most, triplets sorted by
+    p(pred) * s_sub * s_obj of the queries, the first of each (pair, predicate) kept."""
+    h, w = image_size
+    q = out["rel_logits"].shape[0]
+    ent = torch.cat([out["sub_logits"], out["obj_logits"]]).softmax(-1)[:, :-1]
+    scores, labels = ent.max(-1)
+    boxes = box_cxcywh_to_xyxy(torch.cat([out["sub_boxes"], out["obj_boxes"]])) * torch.tensor([w, h, w, h])
+    keep = torchvision.ops.batched_nms(boxes, scores, labels, nms_thresh)
+    ious = torchvision.ops.box_iou(boxes, boxes[keep])
+    assign = torch.zeros_like(labels)
+    for c in torch.unique(labels[keep]):
+        rows, cols = torch.where(labels == c)[0], torch.where(labels[keep] == c)[0]
+        assign[rows] = cols[ious[rows][:, cols].argmax(-1)]
+    pairs = torch.stack(torch.split(assign, q), 1)
+    rel = out["rel_logits"].softmax(-1)[:, :-1]
+    r_score, r_label = rel.max(-1)
+    order = torch.sort(r_score * scores[:q] * scores[q:], descending=True)[1]
+    seen, kept = set(), []
+    for i in order.tolist():
+        key = (*pairs[i].tolist(), r_label[i].item())
+        if key not in seen:
+            seen.add(key)
+            kept.append(i)
+    return pairs[kept], rel[kept], boxes[keep], scores[keep]
+
+
+def test_upstream_triplet_rule_is_the_released_inference():
+    g = torch.Generator().manual_seed(0)
+    q, classes, predicates = 40, 3, 5
+    centres = torch.rand(6, 2, generator=g) * 0.6 + 0.2  # entities cluster around 6 places: NMS and snapping matter
+    def boxes():
+        c = centres[torch.randint(0, 6, (q,), generator=g)] + torch.randn(q, 2, generator=g) * 0.02
+        return torch.cat([c, torch.rand(q, 2, generator=g) * 0.1 + 0.15], 1)
+    out = {"sub_boxes": boxes(), "obj_boxes": boxes(), "sub_logits": torch.randn(q, classes + 1, generator=g) * 2,
+           "obj_logits": torch.randn(q, classes + 1, generator=g) * 2,
+           "rel_logits": torch.randn(q, predicates + 1, generator=g) * 2}
+    pairs, rel, boxes_kept, scores_kept = _released_inference(out, (120, 160), 0.5)
+    pred = triplet_inference(out, (120, 160), nms_thresh=0.5, topk=10**6, rule="upstream")
+    assert torch.equal(pred["rel_pairs"], pairs) and torch.allclose(pred["rel_scores"], rel)
+    assert torch.allclose(pred["boxes"], boxes_kept) and torch.allclose(pred["scores"], scores_kept)
+    assert (pairs[:, 0] == pairs[:, 1]).any()  # self-pairs: kept by the released code
+    short = triplet_inference(out, (120, 160), nms_thresh=0.5, topk=7, rule="upstream")
+    assert torch.equal(short["rel_pairs"], pairs[:7])
+    ours = triplet_inference(out, (120, 160), nms_thresh=0.5, topk=10**6)
+    assert (ours["rel_pairs"][:, 0] != ours["rel_pairs"][:, 1]).all() and len(ours["rel_pairs"]) < len(pairs)
+    assert TRIPLET_RULES == ("sgg", "upstream")
+    with pytest.raises(ValueError, match="TRIPLET_RULE"):
+        triplet_inference(out, (120, 160), nms_thresh=0.5, topk=5, rule="released")
 
 
 def test_overfits_one_image(one_thread):
