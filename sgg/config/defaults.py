@@ -383,6 +383,12 @@ _C.MODEL.STTRAN.POS_DIM = 128  # box-position embedding of the object classifier
 _C.MODEL.STTRAN.OBJECT_LOSS_WEIGHT = 1.0
 _C.MODEL.STTRAN.FREEZE_BACKBONE = True  # STTran keeps its (AG-trained) detector backbone fixed
 _C.MODEL.STTRAN.FRAME_CHUNK = 10  # frames per backbone forward
+# Reference conventions (yrcong/STTran), needed for its released checkpoints (configs/action_genome/sttran_*.yaml);
+# sgg's defaults are kept for the demos.
+_C.MODEL.STTRAN.BOX_MASK_RULE = "exact"  # box masks: "exact" area, or "sttran" (draw_union_boxes' per-axis product)
+_C.MODEL.STTRAN.OBJ_BOX_POSITION = "normalized"  # object-classifier box input: "normalized" or "pixels" (center_size)
+_C.MODEL.STTRAN.SGDET_LABELS = "classifier"  # SGDet eval labels: object "classifier" or "detector" (the reference)
+_C.MODEL.STTRAN.SGCLS_DEDUP = False  # SGCls eval: the reference's duplicate-class suppression per frame
 # Feature source of the STTran-family models (sgg/modeling/video_sgg.py, VIDEO_FEATURES_REGISTRY): frame maps, object
 # features of boxes and union-box features of pairs. "BackboneRoIFeatures" = MODEL.BACKBONE + RoIAlign + a linear box
 # head (MODEL.STTRAN.OBJ_FEATURE_DIM wide).
@@ -406,6 +412,28 @@ _C.MODEL.VIDEO_DETECTOR.DETECTIONS_PER_FRAME = 16
 _C.MODEL.VIDEO_DETECTOR.RPN_PRE_NMS_TOP_N = (2000, 600)  # (training, testing)
 _C.MODEL.VIDEO_DETECTOR.RPN_POST_NMS_TOP_N = (300, 100)
 _C.MODEL.VIDEO_DETECTOR.BOX_BATCH_SIZE_PER_IMAGE = 256
+# Action Genome's Faster R-CNN ResNet-101 (sgg/modeling/ag_faster_rcnn.py): the frozen detector of STTran & co.
+# MODEL.VIDEO_FEATURES.NAME "AGFasterRCNN" uses it as the feature source, MODEL.VIDEO_DETECTOR.NAME
+# "AGFasterRCNNDetector" as the SGDet detector (same network, saved once under features.*). Upstream's values.
+_C.MODEL.AG_DETECTOR = CN()
+_C.MODEL.AG_DETECTOR.WEIGHTS = ""  # local faster_rcnn_ag.pth or its --from ag_detector conversion ("" = random init)
+_C.MODEL.AG_DETECTOR.FREEZE = True  # upstream never trains it with the SGG model
+_C.MODEL.AG_DETECTOR.BLOCKS = (3, 4, 23, 3)  # ResNet-101; smaller only for tests (a released file needs these)
+_C.MODEL.AG_DETECTOR.WIDTH = 64  # stem width (64 -> 1024-channel base map, 2048-d RoI features)
+_C.MODEL.AG_DETECTOR.ANCHOR_SCALES = (4, 8, 16, 32)  # x the 16-pixel base anchor
+_C.MODEL.AG_DETECTOR.ANCHOR_RATIOS = (0.5, 1.0, 2.0)
+_C.MODEL.AG_DETECTOR.PIXEL_MEANS_BGR = (102.9801, 115.9465, 122.7717)  # subtracted from BGR frames, no std
+_C.MODEL.AG_DETECTOR.RPN_PRE_NMS_TOP_N = 6000  # proposals (upstream cfg.TEST; the detector is always in eval mode)
+_C.MODEL.AG_DETECTOR.RPN_POST_NMS_TOP_N = 100
+_C.MODEL.AG_DETECTOR.RPN_NMS_THRESH = 0.7
+_C.MODEL.AG_DETECTOR.BBOX_STDS = (0.1, 0.1, 0.2, 0.2)  # box-delta de-normalisation
+_C.MODEL.AG_DETECTOR.SCORE_THRESH = 0.1  # SGDet: per-class score threshold
+_C.MODEL.AG_DETECTOR.NMS_THRESH = 0.4  # SGDet: per-class NMS (then only the best person box per frame)
+_C.MODEL.AG_DETECTOR.CLEAN_CLASSES = (4, 7, 16)  # STTran's clean_class(5, 8, 17) 1-based: book, chair, food
+_C.MODEL.AG_DETECTOR.CLASS_NMS_THRESH = 0.6  # STTran's test-time NMS per arg-max class (<= 0: off)
+# Upstream clips the SGDet boxes of only the first frame of each 10-frame batch to the image (clip_boxes called with
+# batch_size 1); True reproduces that for its released numbers, False clips every frame.
+_C.MODEL.AG_DETECTOR.CLIP_FIRST_FRAME_ONLY = False
 # VideoFrequencyBaseline (sgg/modeling/meta_arch/video_baselines.py): predicate frequencies given the object class
 _C.MODEL.VIDEO_BASELINE = CN()
 _C.MODEL.VIDEO_BASELINE.TRAIN_DATASET = ""  # "" = DATASETS.TRAIN[0]

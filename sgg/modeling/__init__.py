@@ -1,6 +1,6 @@
 """Models: registries, backbones, matchers, meta-architectures, shared layers, losses and set-prediction parts."""
 
-from . import backbone, matchers, meta_arch, video_detector, video_sgg  # noqa: F401  (registers built-in parts)
+from . import ag_faster_rcnn, backbone, matchers, meta_arch, video_detector, video_sgg  # noqa: F401  (registers built-in parts)
 from .build import (
     BACKBONE_REGISTRY,
     MATCHER_REGISTRY,

@@ -28,13 +28,18 @@ MATCHER_REGISTRY.__doc__ = """Prediction/target assignment (``MODEL.MATCHER.NAME
 VIDEO_DETECTOR_REGISTRY = Registry("VIDEO_DETECTOR")
 VIDEO_DETECTOR_REGISTRY.__doc__ = """SGDet object detectors of the video models (``MODEL.VIDEO_DETECTOR.NAME``), built
 as ``cls(cfg, backbone=backbone)`` on the video model's backbone features; interface: ``losses(fmap, image_size,
-boxes, labels, frame_idx)``, ``detect(fmap, image_size)``, attributes ``trainable`` and ``num_classes``."""
+boxes, labels, frame_idx)``, ``detect(fmap, image_size) -> (boxes, frame_idx, distribution)``,
+``detections(fmap, image_size, image_scale=1.0) -> (boxes, frame_idx, distribution, features or None)`` (features
+of the detections when the detector computes them, e.g. AGFasterRCNNDetector; None = the model pools its own),
+attributes ``trainable`` and ``num_classes``."""
 
 VIDEO_FEATURES_REGISTRY = Registry("VIDEO_FEATURES")
 VIDEO_FEATURES_REGISTRY.__doc__ = """Feature sources of the STTran-family video models (``MODEL.VIDEO_FEATURES.NAME``),
 built as ``cls(cfg)``; interface (see :class:`~sgg.modeling.video_sgg.BackboneRoIFeatures`): ``frame_features(images)``,
 ``object_features(fmap, boxes, frame_idx)``, ``union_features(fmap, boxes, frame_idx)``, attributes ``object_dim``,
-``union_channels``, ``stride`` and ``backbone`` (the module an SGDet detector shares)."""
+``union_channels``, ``stride`` and ``backbone`` (the module an SGDet detector shares); optional
+``class_distribution(object_features) -> (N, classes)`` (a detector's class probabilities of the boxes, the SGCls
+object classifier's input; see ``video_sgg.class_prior``)."""
 
 
 def resolve_device(name: str, key: str = "MODEL.DEVICE") -> torch.device:

@@ -139,6 +139,10 @@ class VideoObjectDetector(nn.Module):
         _, det_losses = self.roi_heads(features, proposals, images.image_sizes, targets)
         return {f"loss_det_{k.replace('loss_', '')}": v for k, v in {**rpn_losses, **det_losses}.items()}
 
+    def detections(self, fmap: torch.Tensor, image_size, image_scale: float = 1.0):
+        """:meth:`detect` plus ``None`` features (the video model pools its own features of the boxes)."""
+        return (*self.detect(fmap, image_size), None)
+
     @torch.no_grad()
     def detect(self, fmap: torch.Tensor, image_size) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Detections of every frame, concatenated frame by frame (see the class docstring)."""
@@ -273,6 +277,10 @@ class D2VideoObjectDetector(nn.Module):
             proposals, rpn_losses = self.proposal_generator(images, features, targets)
             _, det_losses = self.roi_heads(images, features, proposals, targets)
         return {f"loss_det_{k.replace('loss_', '')}": v for k, v in {**rpn_losses, **det_losses}.items()}
+
+    def detections(self, fmap: torch.Tensor, image_size, image_scale: float = 1.0):
+        """:meth:`detect` plus ``None`` features (the video model pools its own features of the boxes)."""
+        return (*self.detect(fmap, image_size), None)
 
     @torch.no_grad()
     def detect(self, fmap: torch.Tensor, image_size) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

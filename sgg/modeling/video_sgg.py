@@ -39,7 +39,7 @@ from sgg.structures.boxes import box_xyxy_to_cxcywh, union_box
 from .build import VIDEO_FEATURES_REGISTRY, build_backbone
 
 __all__ = ["MODES", "pair_box_masks", "load_word_vectors", "relation_targets", "BackboneRoIFeatures", "BoxMaskConv",
-           "RelationFeatures", "ObjectClassifier", "VideoBoxes", "check_video_images", "gather_gt_boxes",
+           "RelationFeatures", "ObjectClassifier", "VideoBoxes", "check_video_images", "gather_gt_boxes", "class_prior",
            "normalized_boxes", "training_pairs", "video_relation_targets", "predcls_persons", "assign_person_labels",
            "pairs_of_persons", "split_frames", "multi_label_loss", "attention_loss"]
 
@@ -49,13 +49,18 @@ MODES = ("predcls", "sgcls", "sgdet")
 
 
 # ------------------------------------------------------------------------------------------------ geometry, words
-def pair_box_masks(sub_boxes: torch.Tensor, obj_boxes: torch.Tensor, size: int = 27) -> torch.Tensor:
+def pair_box_masks(sub_boxes: torch.Tensor, obj_boxes: torch.Tensor, size: int = 27,
+                   rule: str = "exact") -> torch.Tensor:
     """Rasterise each (subject, object) box pair inside its union box: ``(P, 2, size, size)`` in ``[-0.5, 0.5]``.
 
-    Cell value = the fraction of the cell covered by the box (exact area, so small boxes still show), minus 0.5 as in
-    STTran's ``draw_union_boxes(...) - 0.5``. Channel 0 is the subject, channel 1 the object; boxes are xyxy in any
-    common unit.
+    Cell value = the fraction of the cell covered by the box, minus 0.5 as in STTran's ``draw_union_boxes(...) - 0.5``.
+    ``rule="exact"``: exact area, so small boxes still show; ``rule="sttran"``: the reference's per-axis product
+    ``clip(k + 1 - x1) * clip(x2 - k)`` (identical unless a box starts and ends inside one cell). Channel 0 is the
+    subject, channel 1 the object; boxes are xyxy in any common unit.
     """
+    if rule not in ("exact", "sttran"):
+        raise ValueError(f"pair_box_masks: rule must be 'exact' or 'sttran' (MODEL.STTRAN.BOX_MASK_RULE), "
+                         f"got {rule!r}.")
     if sub_boxes.shape != obj_boxes.shape or sub_boxes.ndim != 2 or sub_boxes.shape[-1] != 4:
         raise ValueError(f"pair_box_masks: expected two (P, 4) xyxy tensors, got {tuple(sub_boxes.shape)} and "
                          f"{tuple(obj_boxes.shape)}.")
@@ -66,6 +71,8 @@ def pair_box_masks(sub_boxes: torch.Tensor, obj_boxes: torch.Tensor, size: int =
     cells = torch.arange(size, device=boxes.device, dtype=boxes.dtype)
 
     def coverage(lo, hi):  # (P, 2) -> (P, 2, size): overlap of [lo, hi] with each unit cell [k, k + 1]
+        if rule == "sttran":
+            return (cells + 1 - lo[..., None]).clamp(0, 1) * (hi[..., None] - cells).clamp(0, 1)
         return (torch.minimum(hi[..., None], cells + 1) - torch.maximum(lo[..., None], cells)).clamp(0, 1)
 
     cov_x = coverage(boxes[..., 0], boxes[..., 2])
@@ -261,7 +268,7 @@ class RelationFeatures(nn.Module):
 
     def __init__(self, *, object_dim: int, union_channels: int, union_dim: int = 256, visual_dim: int = 512,
                  embed_dim: int = 200, num_classes: int = 36, pooler_resolution: int = 7, mask_size: int = 27,
-                 embedding: Optional[torch.Tensor] = None):
+                 embedding: Optional[torch.Tensor] = None, mask_rule: str = "exact"):
         """
         Args:
             object_dim / union_channels: widths the feature source gives (object features, union maps).
@@ -270,8 +277,10 @@ class RelationFeatures(nn.Module):
             num_classes: object classes incl. the person.
             pooler_resolution / mask_size: union RoI size and box-mask raster (7 / 27; they must agree).
             embedding: ``(num_classes, embed_dim)`` initial class embeddings (GloVe), or None for random.
+            mask_rule: box-mask rasterisation of :func:`pair_box_masks` (``"exact"`` or the reference's ``"sttran"``).
         """
         super().__init__()
+        self.mask_rule = mask_rule
         mask_out = BoxMaskConv.output_size(mask_size)
         if mask_out != pooler_resolution:
             raise ValueError(f"MODEL.STTRAN.MASK_SIZE {mask_size} gives {mask_out} x {mask_out} box-mask maps, but "
@@ -296,7 +305,7 @@ class RelationFeatures(nn.Module):
         """``obj_feats`` ``(N, object_dim)``, ``union_maps`` ``(P, union_channels, R, R)`` of each pair's union box,
         ``boxes`` ``(N, 4)``, ``labels`` ``(N,)``, ``pairs`` ``(P, 2)`` rows -> ``(P, dim)``."""
         sub, obj = boxes[pairs[:, 0]], boxes[pairs[:, 1]]
-        vr = self.union_proj(union_maps) + self.mask_conv(pair_box_masks(sub, obj, self.mask_size))
+        vr = self.union_proj(union_maps) + self.mask_conv(pair_box_masks(sub, obj, self.mask_size, self.mask_rule))
         visual = torch.cat([self.subj_fc(obj_feats[pairs[:, 0]]), self.obj_fc(obj_feats[pairs[:, 1]]),
                             self.union_fc(vr.flatten(1))], 1)
         semantic = torch.cat([self.subj_embed(labels[pairs[:, 0]]), self.obj_embed(labels[pairs[:, 1]])], 1)
@@ -363,6 +372,16 @@ def gather_gt_boxes(video: dict, device: torch.device) -> VideoBoxes:
         frame_idx.append(torch.full((n,), t, dtype=torch.long))
         rows.append(torch.arange(n))
     return VideoBoxes(*(torch.cat(x).to(device) for x in (resized, original, labels, frame_idx, rows)))
+
+
+def class_prior(features: nn.Module, obj_feats: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The input class distribution ``(N, num_classes)`` of the SGCls / SGDet object classifier for boxes with
+    features ``obj_feats`` ``(N, F)``: the feature source's ``class_distribution(obj_feats)`` when it has one
+    (:class:`~sgg.modeling.ag_faster_rcnn.AGFasterRCNN`: its detector's, as STTran), else uniform."""
+    distribution = getattr(features, "class_distribution", None)
+    if distribution is not None:
+        return distribution(obj_feats)
+    return obj_feats.new_full((len(obj_feats), num_classes), 1.0 / num_classes)
 
 
 def normalized_boxes(boxes: torch.Tensor, video: dict) -> torch.Tensor:

@@ -151,3 +151,25 @@ def test_backbone_feature_source_and_relation_vector():
     assert rel(feats, union, gt.boxes, gt.labels, pairs).shape == (3, rel.dim) and rel.dim == 28
     with pytest.raises(ValueError, match="MASK_SIZE"):
         RelationFeatures(object_dim=12, union_channels=8, mask_size=20)
+
+
+def test_box_mask_rules_and_class_prior():
+    from sgg.modeling.video_sgg import class_prior, pair_box_masks
+
+    sub = torch.tensor([[0.0, 0.0, 27.0, 27.0]])
+    obj = torch.tensor([[3.2, 3.2, 3.7, 3.7]])  # starts and ends inside cell 3
+    exact = pair_box_masks(sub, obj, rule="exact") + 0.5
+    ref = pair_box_masks(sub, obj, rule="sttran") + 0.5
+    assert torch.isclose(exact[0, 1, 3, 3], torch.tensor(0.25))
+    assert torch.isclose(ref[0, 1, 3, 3], torch.tensor(0.56 * 0.56))  # (4 - 3.2)(3.7 - 3) per axis
+    assert torch.equal(exact[0, 0], ref[0, 0])  # identical for boxes on cell edges
+    with pytest.raises(ValueError, match="BOX_MASK_RULE"):
+        pair_box_masks(sub, obj, rule="nope")
+    feats = torch.randn(4, 6)
+    assert torch.allclose(class_prior(torch.nn.Identity(), feats, 5), torch.full((4, 5), 0.2))
+
+    class WithDistribution(torch.nn.Module):
+        def class_distribution(self, f):
+            return f[:, :3].softmax(1)
+
+    assert torch.allclose(class_prior(WithDistribution(), feats, 3), feats[:, :3].softmax(1))

@@ -53,6 +53,7 @@ from ..video_sgg import (
     assign_person_labels,
     attention_loss,
     check_video_images,
+    class_prior,
     gather_gt_boxes,
     load_word_vectors,
     multi_label_loss,
@@ -64,9 +65,35 @@ from ..video_sgg import (
     video_relation_targets,
 )
 
-__all__ = ["STTran"]
+__all__ = ["STTran", "suppress_duplicate_classes"]
 
 logger = logging.getLogger(__name__)
+
+
+def suppress_duplicate_classes(probs: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,
+                               is_person: torch.Tensor, frame_idx: torch.Tensor, num_frames: int):
+    """The reference's SGCls test-time rule ("drop repeat overlap"): per frame, among the boxes carrying the frame's
+    most frequent label (the smallest on ties), all but the most confident one get that class zeroed and take their
+    next-best class (the person class included; such a box then leaves the pairs, the frame's person stays).
+
+    ``probs`` ``(N, K)`` class probabilities, ``labels`` / ``scores`` / ``is_person`` ``(N,)`` from
+    :func:`~sgg.modeling.video_sgg.assign_person_labels`. Returns new ``labels``, ``scores``, ``is_person`` (the
+    latter marks every box to keep out of pairs).
+    """
+    probs, labels, scores = probs.clone(), labels.clone(), scores.clone()
+    excluded = is_person.clone()
+    for t in range(num_frames):
+        rows = torch.nonzero(frame_idx == t).squeeze(1)
+        if len(rows) < 2:
+            continue
+        mode = int(torch.bincount(labels[rows]).argmax())
+        same = rows[labels[rows] == mode]
+        for j in same[torch.argsort(probs[same, mode])[:-1]].tolist():
+            probs[j, mode] = 0
+            scores[j], labels[j] = probs[j].max(0)
+            if labels[j] == 0:
+                excluded[j] = True
+    return labels, scores, excluded
 
 
 # --------------------------------------------------------------------------------------------------- the model
@@ -87,7 +114,8 @@ class STTran(nn.Module):
                  dec_layers: int = 3, num_heads: int = 8, dim_feedforward: int = 2048, dropout: float = 0.1,
                  temporal_window: int = 2, mask_size: int = 27, multi_label_loss: str = "margin",
                  obj_classifier_hidden: int = 1024, pos_dim: int = 128, object_loss_weight: float = 1.0,
-                 detector: Optional[nn.Module] = None):
+                 detector: Optional[nn.Module] = None, box_mask_rule: str = "exact",
+                 obj_box_position: str = "normalized", sgdet_labels: str = "classifier", sgcls_dedup: bool = False):
         """
         Args:
             features: the feature source (``MODEL.VIDEO_FEATURES.NAME``, e.g.
@@ -106,6 +134,13 @@ class STTran(nn.Module):
             multi_label_loss: ``"margin"`` (STTran's default MultiLabelMarginLoss on sigmoid outputs) or ``"bce"``.
             detector: SGDet only, a ``MODEL.VIDEO_DETECTOR.NAME`` detector (:mod:`sgg.modeling.video_detector`)
                 sharing the feature source's ``backbone``.
+            box_mask_rule: box-mask rasterisation, ``"exact"`` area or the reference's ``"sttran"`` rule.
+            obj_box_position: object-classifier box input, ``"normalized"`` (cx, cy, w, h as fractions of the frame)
+                or ``"pixels"`` (the reference's ``center_size``: original-frame pixels, w = x2 - x1 + 1).
+            sgdet_labels: SGDet evaluation labels from the object ``"classifier"`` or (the reference) from the
+                ``"detector"``'s distribution, with the person rule.
+            sgcls_dedup: SGCls evaluation with the reference's duplicate-class suppression (per frame, the boxes of
+                the most frequent label but its most confident one move to their next-best class).
         """
         super().__init__()
         if mode not in MODES:
@@ -114,6 +149,14 @@ class STTran(nn.Module):
             raise ValueError("STTran in sgdet mode needs a detector (MODEL.VIDEO_DETECTOR); none was given.")
         if multi_label_loss not in ("margin", "bce"):
             raise ValueError(f"MODEL.STTRAN.MULTI_LABEL_LOSS must be 'margin' or 'bce', got {multi_label_loss!r}.")
+        for name, value, allowed in (("BOX_MASK_RULE", box_mask_rule, ("exact", "sttran")),
+                                     ("OBJ_BOX_POSITION", obj_box_position, ("normalized", "pixels")),
+                                     ("SGDET_LABELS", sgdet_labels, ("classifier", "detector"))):
+            if value not in allowed:
+                raise ValueError(f"MODEL.STTRAN.{name} must be one of {allowed}, got {value!r}.")
+        self.obj_box_position = obj_box_position
+        self.sgdet_labels = sgdet_labels
+        self.sgcls_dedup = bool(sgcls_dedup)
         if len(predicate_groups) != 3:
             raise ValueError(f"MODEL.STTRAN.PREDICATE_GROUPS needs 3 sizes (attention, spatial, contacting), "
                              f"got {tuple(predicate_groups)}.")
@@ -135,7 +178,7 @@ class STTran(nn.Module):
         self.relation = RelationFeatures(
             object_dim=self.features.object_dim, union_channels=self.features.union_channels, union_dim=union_dim,
             visual_dim=visual_dim, embed_dim=embed_dim, num_classes=num_classes, pooler_resolution=pooler_resolution,
-            mask_size=mask_size, embedding=embedding)
+            mask_size=mask_size, embedding=embedding, mask_rule=box_mask_rule)
         self.rel_dim = self.relation.dim
         self.transformer = SpatialTemporalTransformer(
             dim=self.rel_dim, enc_layers=enc_layers, dec_layers=dec_layers, num_heads=num_heads,
@@ -171,7 +214,8 @@ class STTran(nn.Module):
             "dim_feedforward": s.DIM_FEEDFORWARD, "dropout": s.DROPOUT, "temporal_window": s.TEMPORAL_WINDOW,
             "mask_size": s.MASK_SIZE, "multi_label_loss": s.MULTI_LABEL_LOSS,
             "obj_classifier_hidden": s.OBJ_CLASSIFIER_HIDDEN, "pos_dim": s.POS_DIM,
-            "object_loss_weight": s.OBJECT_LOSS_WEIGHT, "detector": detector,
+            "object_loss_weight": s.OBJECT_LOSS_WEIGHT, "detector": detector, "box_mask_rule": s.BOX_MASK_RULE,
+            "obj_box_position": s.OBJ_BOX_POSITION, "sgdet_labels": s.SGDET_LABELS, "sgcls_dedup": s.SGCLS_DEDUP,
         }
 
     @property
@@ -197,6 +241,13 @@ class STTran(nn.Module):
             return losses
         return [self._video_inference(video) for video in batched_inputs]
 
+    def _box_position(self, boxes: torch.Tensor, original: torch.Tensor, video: dict) -> torch.Tensor:
+        """The object classifier's box input (``OBJ_BOX_POSITION``): normalised boxes, or the reference's original
+        pixels with "+1" sizes (its ``center_size`` = cx, cy, w, h of (x1, y1, x2 + 1, y2 + 1))."""
+        if self.obj_box_position == "pixels":
+            return original + original.new_tensor([0.0, 0.0, 1.0, 1.0])
+        return normalized_boxes(boxes, video)
+
     def _relation_heads(self, fmap, boxes, frame_idx, obj_feats, labels, pairs, num_frames: int):
         """Relation vector of each pair -> spatial-temporal transformer -> attention / spatial / contacting logits."""
         union = self.features.union_features(fmap, union_box(boxes[pairs[:, 0]], boxes[pairs[:, 1]]),
@@ -214,8 +265,8 @@ class STTran(nn.Module):
             losses.update(self.detector.losses(fmap, images.shape[-2:], gt.boxes, gt.labels, gt.frame_idx))
         obj_feats = self.features.object_features(fmap, gt.boxes, gt.frame_idx)
         if self.object_classifier is not None:
-            uniform = torch.full((len(gt.boxes), self.num_classes), 1.0 / self.num_classes, device=self.device)
-            logits = self.object_classifier(obj_feats, uniform, normalized_boxes(gt.boxes, video))
+            prior = class_prior(self.features, obj_feats, self.num_classes)
+            logits = self.object_classifier(obj_feats, prior, self._box_position(gt.boxes, gt.original, video))
             losses["loss_object"] = self.object_loss_weight * F.cross_entropy(logits, gt.labels)
         # Pairs: the person (row 0) with every object of the frame; GT labels feed the embeddings (as STTran).
         pairs = training_pairs(gt)
@@ -232,21 +283,29 @@ class STTran(nn.Module):
         images = check_video_images(video, "STTran")
         fmap = self.features.frame_features(images)
         num_frames = len(video["frames"])
+        det_feats = None
         if self.mode == "sgdet":
-            boxes, frame_idx, det_dist = self.detector.detect(fmap, images.shape[-2:])
-            original = boxes / float(video.get("image_scale", 1.0))
+            scale = float(video.get("image_scale", 1.0))
+            boxes, frame_idx, det_dist, det_feats = self.detector.detections(fmap, images.shape[-2:], scale)
+            original = boxes / scale
         else:
             boxes, original, labels, frame_idx, _ = gather_gt_boxes(video, self.device)
-        obj_feats = self.features.object_features(fmap, boxes, frame_idx)
+        # The detector's own features of its detections when it has them (STTran: the proposals' RoI features).
+        obj_feats = det_feats if det_feats is not None else self.features.object_features(fmap, boxes, frame_idx)
         if self.mode == "predcls":
             scores = torch.ones(len(boxes), device=self.device)
             person, is_person = predcls_persons(frame_idx, num_frames)
+        elif self.mode == "sgdet" and self.sgdet_labels == "detector":
+            labels, scores, person, is_person = assign_person_labels(det_dist, frame_idx, num_frames)
         else:
-            prior = det_dist if self.mode == "sgdet" else \
-                torch.full((len(boxes), self.num_classes), 1.0 / self.num_classes, device=self.device)
-            logits = self.object_classifier(obj_feats, prior, normalized_boxes(boxes, video)) if len(boxes) else \
-                boxes.new_zeros((0, self.num_classes))
-            labels, scores, person, is_person = assign_person_labels(logits.softmax(1), frame_idx, num_frames)
+            prior = det_dist if self.mode == "sgdet" else class_prior(self.features, obj_feats, self.num_classes)
+            logits = self.object_classifier(obj_feats, prior, self._box_position(boxes, original, video)) \
+                if len(boxes) else boxes.new_zeros((0, self.num_classes))
+            probs = logits.softmax(1)
+            labels, scores, person, is_person = assign_person_labels(probs, frame_idx, num_frames)
+            if self.mode == "sgcls" and self.sgcls_dedup:
+                labels, scores, is_person = suppress_duplicate_classes(probs, labels, scores, is_person, frame_idx,
+                                                                       num_frames)
         pairs = pairs_of_persons(person, is_person, frame_idx)
         if len(pairs):
             att, spa, con = self._relation_heads(fmap, boxes, frame_idx, obj_feats, labels, pairs, num_frames)

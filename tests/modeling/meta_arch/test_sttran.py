@@ -144,3 +144,21 @@ def test_frequency_baseline_scores_are_training_frequencies():
     assert torch.allclose(boxes[0], torch.tensor([22.0, 10.0, 60.0, 120.0]))  # mean person box of the 6 frames
     with pytest.raises(RuntimeError, match="nothing to train"):
         model.train()([videos[0]])
+
+
+def test_reference_duplicate_class_suppression():
+    from sgg.modeling.meta_arch.sttran import suppress_duplicate_classes
+
+    # frame 0: person + three boxes labelled 3 (the mode) -> the two less confident ones move to their next class;
+    # the least confident one's next best is the person class: it leaves the pairs, the frame's person stays
+    probs = torch.tensor([[0.9, 0.05, 0.0, 0.05], [0.1, 0.2, 0.0, 0.7], [0.05, 0.35, 0.1, 0.5],
+                          [0.5, 0.1, 0.0, 0.4], [0.8, 0.1, 0.1, 0.0], [0.1, 0.8, 0.1, 0.0]])
+    labels = torch.tensor([0, 3, 3, 3, 0, 1])
+    scores = torch.tensor([0.9, 0.7, 0.5, 0.4, 0.8, 0.8])
+    is_person = torch.tensor([True, False, False, False, True, False])
+    frame_idx = torch.tensor([0, 0, 0, 0, 1, 1])
+    new_labels, new_scores, excluded = suppress_duplicate_classes(probs, labels, scores, is_person, frame_idx, 2)
+    assert new_labels.tolist() == [0, 3, 1, 0, 0, 1]
+    assert torch.allclose(new_scores, torch.tensor([0.9, 0.7, 0.35, 0.5, 0.8, 0.8]))
+    assert excluded.tolist() == [True, False, False, True, True, False]
+    assert labels.tolist() == [0, 3, 3, 3, 0, 1]  # inputs untouched
