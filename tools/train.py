@@ -53,6 +53,7 @@ MODELS = {
     "sttran": "STTran",
     "frequency_baseline": "VideoFrequencyBaseline",
     "stket": "STKET",
+    "dsg-detr": "DSGDETR",
 }
 # Config-file stem of each model: configs/action_genome/<stem>_<mode>.yaml and, with -data_path demo,
 # configs/quick/<stem>_demo.yaml (PredCls) / <stem>_<mode>_demo.yaml. The frequency baseline runs on STTran's configs.
@@ -60,11 +61,11 @@ CONFIG_STEMS = {
     "sttran": "sttran",
     "frequency_baseline": "sttran",
     "stket": "stket",
+    "dsg-detr": "dsgdetr",
 }
 UNBUILT_MODELS = {
     "tempura": "TEMPURA",
     "scenellm": "SceneLLM",
-    "dsg-detr": "DSG-DETR",
     "oed": "OED",
 }
 # Flags of the seed's docs that only configure models sgg does not implement yet.
@@ -74,6 +75,11 @@ UNBUILT_FLAGS = {
     "gmm_regularization": "TEMPURA",
     "llm_lr": "SceneLLM",
     "freeze_llm_epochs": "SceneLLM",
+}
+# Flags of one implemented model (flag -> its -model value); other models refuse them.
+MODEL_FLAGS = {
+    "tracker": "dsg-detr",
+    "tracklet_chunk": "dsg-detr",
 }
 MODES = ("predcls", "sgcls", "sgdet")
 SCHEDULERS = {"step": "WarmupMultiStepLR", "cosine": "WarmupCosineLR", "plateau": "WarmupPlateau",
@@ -162,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     for switch in ("use_spatial_prior", "use_temporal_prior", "spatial_prior_loss", "temporal_prior_loss"):
         a(f"-{switch}", type=_bool, nargs="?", const=True, help=f"STKET: {STKET_FLAGS[switch]}")
     a("-prior_file", help="STKET: prior JSON (MODEL.STKET.PRIOR_FILE; default: counted on the training split)")
+    # DSG-DETR (-model dsg-detr, docs/dsgdetr.md). Upstream has no flags of its own (its -enc_layer / -dec_layer are
+    # the spatial / temporal encoder depths, mapped above); these two are sgg's.
+    a("-tracker", choices=("hungarian", "class", "none"), help="DSG-DETR: MODEL.DSGDETR.TRACKING")
+    a("-tracklet_chunk", type=int, help="DSG-DETR: MODEL.DSGDETR.TRACKLET_CHUNK (0 = whole tracklets)")
     for flag, model in UNBUILT_FLAGS.items():
         a(f"-{flag}", help=f"{model} only (not implemented in sgg yet: fails)")
     add_local_rank_argument(p)  # python -m torch.distributed.launch passes --local-rank N
@@ -202,6 +212,10 @@ def check_flags(args) -> None:
         raise SeedFlagError(f"-pred_contact_threshold {args.pred_contact_threshold}: give a probability in (0, 1). "
                             "Upstream's test script uses 1.0 to feed the ground-truth contacting labels into "
                             "inference; sgg always uses the predicted contact set (upstream trains with 0.8).")
+    for flag, model in MODEL_FLAGS.items():
+        if getattr(args, flag) is not None and name != model:
+            raise SeedFlagError(f"-{flag} configures -model {model}; -model {args.model} would ignore it, so it is "
+                                "refused.")
     for flag in ("batch_size", "accumulate_grad_batches", "num_gpus"):
         if getattr(args, flag) < 1:
             raise SeedFlagError(f"-{flag} must be >= 1, got {getattr(args, flag)}.")
@@ -255,6 +269,11 @@ def static_overrides(args) -> List[Tuple[str, object]]:
         o.append(("MODEL.ALLOW_PARTIAL_WEIGHTS", True))
     if args.bce_loss:
         o.append(("MODEL.STTRAN.MULTI_LABEL_LOSS", "bce"))
+    # DSG-DETR
+    if args.tracker is not None:
+        o.append(("MODEL.DSGDETR.TRACKING", args.tracker))
+    if args.tracklet_chunk is not None:
+        o.append(("MODEL.DSGDETR.TRACKLET_CHUNK", args.tracklet_chunk))
     amp = args.use_amp
     if args.opt_level is not None:
         amp = args.opt_level != "O0"

@@ -466,6 +466,24 @@ _C.MODEL.VIDEO_BASELINE.TRAIN_DATASET = ""  # "" = DATASETS.TRAIN[0]
 _C.MODEL.VIDEO_BASELINE.SGDET_NUM_OBJECTS = 3  # SGDet: mean boxes of the K most frequent object classes per frame
 
 
+# DSG-DETR (sgg/modeling/meta_arch/dsgdetr.py, docs/dsgdetr.md): tracking into tracklets + a tracklet transformer on
+# STTran's pipeline (MODEL.STTRAN.* widths; ENC_LAYERS = spatial encoder depth, DEC_LAYERS = temporal encoder depth).
+_C.MODEL.DSGDETR = CN()
+_C.MODEL.DSGDETR.TRACKING = "hungarian"  # "hungarian" (DSG-DETR's tracker, every mode), "class" (one tracklet per
+#                                          class, upstream's PredCls/SGDet grouping), "none" (every box alone)
+_C.MODEL.DSGDETR.TRACK_COSTS = (0.5, 1.0, 1.0, 0.5)  # Hungarian cost weights: class, RoI-feature cosine, L1, GIoU
+_C.MODEL.DSGDETR.TRACK_ACCEPT = 0.5  # keep an assignment when its class or feature cosine distance is below this
+_C.MODEL.DSGDETR.TRACK_MAX_AGE = 50  # drop a track unmatched for this many original frame numbers (AG frame ids)
+_C.MODEL.DSGDETR.OBJECT_LAYERS = 3  # tracklet transformer depth over [RoI feature | class embedding | box MLP]
+_C.MODEL.DSGDETR.OBJECT_HEADS = 8
+_C.MODEL.DSGDETR.OBJECT_FEEDFORWARD = 1024
+_C.MODEL.DSGDETR.BOX_DIM = 128  # box-position MLP width of the object vector (upstream: 128)
+# Max rows per attention sequence of the tracklet / temporal encoders; longer tracklets are cut into consecutive
+# pieces (bounds the O(T^2) attention memory on long videos). 0 = whole tracklets (upstream).
+_C.MODEL.DSGDETR.TRACKLET_CHUNK = 400
+_C.MODEL.DSGDETR.PREDICTED_LABELS_IN_TRAINING = True  # SGCls/SGDet training: relation embeddings use the predicted
+#                                                      labels (upstream); False = GT labels (STTran)
+
 def get_cfg() -> CN:
     """Return a fresh copy of sgg's default config tree (the tree above)."""
     return _C.clone()

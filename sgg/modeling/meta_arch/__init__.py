@@ -2,6 +2,7 @@
 
 from . import (  # noqa: F401
     detr,  # DETR (the detector SpeaQ starts from)
+    dsgdetr,  # DSGDETR
     frequency_baseline,  # FrequencyBaseline (image SGG)
     keyframe_detector,  # KeyframeDetector, KeyframeFeatureDetector
     speaq,  # SpeaQ, IterativeSG
