@@ -55,6 +55,8 @@ MODELS = {
     "sttran": "STTran",
     "tempura": "TEMPURA",
     "frequency_baseline": "VideoFrequencyBaseline",
+    "stket": "STKET",
+    "dsg-detr": "DSGDETR",
 }
 # Config-file stem of each model: configs/action_genome/<stem>_<mode>.yaml and, with -data_path demo,
 # configs/quick/<stem>_demo.yaml (PredCls) / <stem>_<mode>_demo.yaml. The frequency baseline runs on STTran's configs.
@@ -62,11 +64,11 @@ CONFIG_STEMS = {
     "sttran": "sttran",
     "tempura": "tempura",
     "frequency_baseline": "sttran",
+    "stket": "stket",
+    "dsg-detr": "dsgdetr",
 }
 UNBUILT_MODELS = {
     "scenellm": "SceneLLM",
-    "stket": "STKET",
-    "dsg-detr": "DSG-DETR",
     "oed": "OED",
 }
 # Flags of the seed's docs that only configure models sgg does not implement yet.
@@ -93,11 +95,29 @@ TEMPURA_FLAGS = {
     "obj_loss_weighting": "MODEL.TEMPURA.OBJ_LOSS_WEIGHTING",
     "tracking": "MODEL.TEMPURA.TRACKING",
 }
+# Flags of one implemented model (flag -> its -model value); other models refuse them.
+MODEL_FLAGS = {
+    "tracker": "dsg-detr",
+    "tracklet_chunk": "dsg-detr",
+}
 MODES = ("predcls", "sgcls", "sgdet")
 SCHEDULERS = {"step": "WarmupMultiStepLR", "cosine": "WarmupCosineLR", "plateau": "WarmupPlateau",
               "constant": "Constant"}
 OPTIMIZERS = {"adamw": "AdamW", "adam": "AdamW", "sgd": "SGD"}  # adam = AdamW with weight decay 0
 PLATEAU_METRIC = "video_sgg/with/R@20"
+# STKET's flags (upstream's lib/config.py spellings) -> config keys; they configure -model stket only.
+STKET_FLAGS = {
+    "window_size": "MODEL.STKET.WINDOW_SIZE",
+    "pred_contact_threshold": "MODEL.STKET.CONTACT_THRESHOLD",
+    "N_layer": "MODEL.STKET.N_LAYER",
+    "enc_layer_num": "MODEL.STTRAN.ENC_LAYERS",
+    "dec_layer_num": "MODEL.STTRAN.DEC_LAYERS",
+    "use_spatial_prior": "MODEL.STKET.USE_SPATIAL_PRIOR",
+    "use_temporal_prior": "MODEL.STKET.USE_TEMPORAL_PRIOR",
+    "spatial_prior_loss": "MODEL.STKET.SPATIAL_PRIOR_LOSS",
+    "temporal_prior_loss": "MODEL.STKET.TEMPORAL_PRIOR_LOSS",
+    "prior_file": "MODEL.STKET.PRIOR_FILE",
+}
 
 
 class SeedFlagError(SGGError, ValueError):
@@ -177,6 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
     a("-obj_loss_weighting", choices=("none", "al", "ep", "both"), help="MODEL.TEMPURA.OBJ_LOSS_WEIGHTING")
     a("-tracking", action="store_true", default=None, help="MODEL.TEMPURA.TRACKING (object tracking branch)")
     a("-mlm", action="store_true", default=None, help="MODEL.TEMPURA.MULTI_LABEL_LOSS margin (default BCE)")
+    # STKET (-model stket; docs/stket.md). Upstream's switches are store_true flags; here a bare switch means True,
+    # "False" turns it off, and an absent one keeps the config's value (the published command's: all on).
+    a("-window_size", type=int, help="STKET: ensemble window in frames (MODEL.STKET.WINDOW_SIZE)")
+    a("-pred_contact_threshold", type=float, help="STKET: contact-set threshold (MODEL.STKET.CONTACT_THRESHOLD)")
+    a("-N_layer", type=int, help="STKET: spatial -> temporal repeats (MODEL.STKET.N_LAYER)")
+    a("-enc_layer_num", type=int, help="STKET: spatial encoder layers (MODEL.STTRAN.ENC_LAYERS)")
+    a("-dec_layer_num", type=int, help="STKET: temporal decoder layers (MODEL.STTRAN.DEC_LAYERS)")
+    for switch in ("use_spatial_prior", "use_temporal_prior", "spatial_prior_loss", "temporal_prior_loss"):
+        a(f"-{switch}", type=_bool, nargs="?", const=True, help=f"STKET: {STKET_FLAGS[switch]}")
+    a("-prior_file", help="STKET: prior JSON (MODEL.STKET.PRIOR_FILE; default: counted on the training split)")
+    # DSG-DETR (-model dsg-detr, docs/dsgdetr.md). Upstream has no flags of its own (its -enc_layer / -dec_layer are
+    # the spatial / temporal encoder depths, mapped above); these two are sgg's.
+    a("-tracker", choices=("hungarian", "class", "none"), help="DSG-DETR: MODEL.DSGDETR.TRACKING")
+    a("-tracklet_chunk", type=int, help="DSG-DETR: MODEL.DSGDETR.TRACKLET_CHUNK (0 = whole tracklets)")
     for flag, model in UNBUILT_FLAGS.items():
         a(f"-{flag}", help=f"{model} only (not implemented in sgg yet: fails)")
     add_local_rank_argument(p)  # python -m torch.distributed.launch passes --local-rank N
@@ -214,6 +248,18 @@ def check_flags(args) -> None:
             if getattr(args, flag) is not None:
                 raise SeedFlagError(f"-{flag} configures TEMPURA (-model tempura); it would be ignored by -model "
                                     f"{args.model}, so it is refused. Available models: {', '.join(MODELS)}.")
+    stket_given = [f"-{flag}" for flag in STKET_FLAGS if getattr(args, flag) is not None]
+    if stket_given and name != "stket":
+        raise SeedFlagError(f"{', '.join(stket_given)} configure(s) STKET; -model {args.model} would ignore them, so "
+                            "they are refused. Use -model stket.")
+    if args.pred_contact_threshold is not None and not 0.0 < args.pred_contact_threshold < 1.0:
+        raise SeedFlagError(f"-pred_contact_threshold {args.pred_contact_threshold}: give a probability in (0, 1). "
+                            "Upstream's test script uses 1.0 to feed the ground-truth contacting labels into "
+                            "inference; sgg always uses the predicted contact set (upstream trains with 0.8).")
+    for flag, model in MODEL_FLAGS.items():
+        if getattr(args, flag) is not None and name != model:
+            raise SeedFlagError(f"-{flag} configures -model {model}; -model {args.model} would ignore it, so it is "
+                                "refused.")
     for flag in ("batch_size", "accumulate_grad_batches", "num_gpus"):
         if getattr(args, flag) < 1:
             raise SeedFlagError(f"-{flag} must be >= 1, got {getattr(args, flag)}.")
@@ -256,6 +302,7 @@ def static_overrides(args) -> List[Tuple[str, object]]:
               "temporal_window": "MODEL.STTRAN.TEMPORAL_WINDOW", "word_vectors": "MODEL.STTRAN.WORD_VECTORS",
               "weight_decay": "SOLVER.WEIGHT_DECAY", "warmup_steps": "SOLVER.WARMUP_ITERS", "seed": "SEED",
               "device": "MODEL.DEVICE", "save_path": "OUTPUT_DIR", "resume_from": "MODEL.WEIGHTS"}
+    simple.update(STKET_FLAGS)
     for flag, key in simple.items():
         value = getattr(args, flag)
         if value is not None and value != "":
@@ -272,6 +319,11 @@ def static_overrides(args) -> List[Tuple[str, object]]:
             o.append((key, "none" if value == "None" else value))
     if args.mlm:
         o.append(("MODEL.TEMPURA.MULTI_LABEL_LOSS", "margin"))
+    # DSG-DETR
+    if args.tracker is not None:
+        o.append(("MODEL.DSGDETR.TRACKING", args.tracker))
+    if args.tracklet_chunk is not None:
+        o.append(("MODEL.DSGDETR.TRACKLET_CHUNK", args.tracklet_chunk))
     amp = args.use_amp
     if args.opt_level is not None:
         amp = args.opt_level != "O0"

@@ -308,6 +308,12 @@ _C.TEST.VIDEO_RELATION = CN()
 _C.TEST.VIDEO_RELATION.CONSTRAINTS = ("with", "semi", "no")
 _C.TEST.VIDEO_RELATION.SEMI_THRESHOLD = 0.9  # semi constraint: spatial / contacting predicates with p > this
 _C.TEST.VIDEO_RELATION.KS = (10, 20, 50)
+# Extra prediction branches to evaluate (each frame then carries "<branch>/attention" etc.); reported as
+# video_sgg/<branch>/<constraint>/R@K besides the plain keys. STKET: ("spatial", "temporal", "ensemble").
+_C.TEST.VIDEO_RELATION.BRANCHES = ()
+# mR@K: "tempura" = per-predicate hits / counts summed over all frames (TEMPURA; STKET's avgR); "stket" = STKET's
+# per-frame per-predicate recall (0 where absent) averaged over frames, with the aggregate reported as avgR@K.
+_C.TEST.VIDEO_RELATION.MR_VARIANT = "tempura"
 
 # ---------------------------------------------------------------------------- SpeaQ / IterativeSG (seed 002)
 # One-stage SGDet transformer (sgg/modeling/meta_arch/speaq.py, docs/speaq.md). Defaults = IterativeSG (SpeaQ's parts
@@ -434,6 +440,26 @@ _C.MODEL.AG_DETECTOR.CLASS_NMS_THRESH = 0.6  # STTran's test-time NMS per arg-ma
 # Upstream clips the SGDet boxes of only the first frame of each 10-frame batch to the image (clip_boxes called with
 # batch_size 1); True reproduces that for its released numbers, False clips every frame.
 _C.MODEL.AG_DETECTOR.CLIP_FIRST_FRAME_ONLY = False
+# STKET (sgg/modeling/meta_arch/stket.py, docs/stket.md): knowledge-embedded attention on STTran's pipeline. Widths,
+# ENC_LAYERS / DEC_LAYERS (STKET: 2 / 2), TEMPORAL_WINDOW (2) and the losses come from MODEL.STTRAN.
+_C.MODEL.STKET = CN()
+# Upstream's TrainPrior.json layout (tools/compute_stket_priors.py); "" = counted on DATASETS.TRAIN[0] at build time and
+# cached as OUTPUT_DIR/stket_priors_<dataset>.json. A file whose class names differ from the dataset's is refused.
+_C.MODEL.STKET.PRIOR_FILE = ""
+_C.MODEL.STKET.USE_SPATIAL_PRIOR = True  # marginal prior in the spatial encoder's queries / keys (-use_spatial_prior)
+_C.MODEL.STKET.USE_TEMPORAL_PRIOR = True  # transition prior in the temporal decoder (-use_temporal_prior)
+_C.MODEL.STKET.SPATIAL_PRIOR_LOSS = True  # spatial heads on the spatial prior embedding (-spatial_prior_loss)
+# -temporal_prior_loss: temporal heads on the transition prior of the previous frame's contact set
+_C.MODEL.STKET.TEMPORAL_PRIOR_LOSS = True
+# A contacting predicate with predicted probability >= this joins a pair's contact set (-pred_contact_threshold;
+# upstream trains with 0.8; its test script's 1.0 means "use the GT labels", which sgg never does).
+_C.MODEL.STKET.CONTACT_THRESHOLD = 0.8
+_C.MODEL.STKET.NOT_CONTACTING = 8  # index of not_contacting within the contacting group (Action Genome)
+_C.MODEL.STKET.WINDOW_SIZE = 4  # ensemble decoder: frames of the same object class per window (-window_size)
+_C.MODEL.STKET.MAX_GAP = 2  # ... chained back while consecutive frames are at most this many frames apart
+_C.MODEL.STKET.ENSEMBLE_LAYERS = 2  # ensemble decoder depth (hard-coded 2 upstream)
+_C.MODEL.STKET.N_LAYER = 1  # repeats of spatial encoder -> temporal decoder, same modules (-N_layer)
+_C.MODEL.STKET.OUTPUT_BRANCH = "ensemble"  # branch behind the plain attention / spatial / contacting outputs
 # VideoFrequencyBaseline (sgg/modeling/meta_arch/video_baselines.py): predicate frequencies given the object class
 _C.MODEL.VIDEO_BASELINE = CN()
 _C.MODEL.VIDEO_BASELINE.TRAIN_DATASET = ""  # "" = DATASETS.TRAIN[0]
@@ -469,6 +495,23 @@ _C.MODEL.TEMPURA.MEMORY.EPOCH_VIDEOS = 0  # training videos per epoch: the memor
 #   sets it from the dataset; a model knows no trainer, so it counts the videos it is trained on)
 _C.MODEL.TEMPURA.MEMORY.PASS = "train"  # prototype features: "train" (training forward, detached) or "eval" (upstream's
 #   extra no-grad eval-mode forward per video: no dropout / sampling, twice the cost)
+# DSG-DETR (sgg/modeling/meta_arch/dsgdetr.py, docs/dsgdetr.md): tracking into tracklets + a tracklet transformer on
+# STTran's pipeline (MODEL.STTRAN.* widths; ENC_LAYERS = spatial encoder depth, DEC_LAYERS = temporal encoder depth).
+_C.MODEL.DSGDETR = CN()
+_C.MODEL.DSGDETR.TRACKING = "hungarian"  # "hungarian" (DSG-DETR's tracker, every mode), "class" (one tracklet per
+#                                          class, upstream's PredCls/SGDet grouping), "none" (every box alone)
+_C.MODEL.DSGDETR.TRACK_COSTS = (0.5, 1.0, 1.0, 0.5)  # Hungarian cost weights: class, RoI-feature cosine, L1, GIoU
+_C.MODEL.DSGDETR.TRACK_ACCEPT = 0.5  # keep an assignment when its class or feature cosine distance is below this
+_C.MODEL.DSGDETR.TRACK_MAX_AGE = 50  # drop a track unmatched for this many original frame numbers (AG frame ids)
+_C.MODEL.DSGDETR.OBJECT_LAYERS = 3  # tracklet transformer depth over [RoI feature | class embedding | box MLP]
+_C.MODEL.DSGDETR.OBJECT_HEADS = 8
+_C.MODEL.DSGDETR.OBJECT_FEEDFORWARD = 1024
+_C.MODEL.DSGDETR.BOX_DIM = 128  # box-position MLP width of the object vector (upstream: 128)
+# Max rows per attention sequence of the tracklet / temporal encoders; longer tracklets are cut into consecutive
+# pieces (bounds the O(T^2) attention memory on long videos). 0 = whole tracklets (upstream).
+_C.MODEL.DSGDETR.TRACKLET_CHUNK = 400
+_C.MODEL.DSGDETR.PREDICTED_LABELS_IN_TRAINING = True  # SGCls/SGDet training: relation embeddings use the predicted
+#                                                      labels (upstream); False = GT labels (STTran)
 
 def get_cfg() -> CN:
     """Return a fresh copy of sgg's default config tree (the tree above)."""

@@ -102,8 +102,9 @@ def resolve_run_config_file(path: str) -> str:
     :mod:`sgg.model_zoo`) when no such file exists here, so installed commands run from any folder."""
     resolved = resolve_config_file(path)
     if resolved is None:
-        raise ConfigError(f"--config-file '{path}': no such file, and sgg ships no config of that name (list them: "
-                          "python -c 'from sgg.model_zoo import list_config_files as f; print(f())').")
+        raise ConfigError(f"Config file not found: '{path}'. Check the path passed to --config-file (a name of a "
+                          "config sgg ships, e.g. quick/sttran_demo.yaml, works too; list them with python -c "
+                          "'from sgg.model_zoo import list_config_files as f; print(f())').")
     if resolved != path:
         logger.info("--config-file '%s': using the config shipped with sgg, %s", path, resolved)
     return resolved

@@ -13,8 +13,13 @@ Protocol (DESIGN.md §5), per frame:
 * A GT triplet is recalled at K when one of the K best predicted triplets has the same subject class, object class
   and predicate and both boxes overlap the GT boxes with IoU >= ``iou_threshold``, IoU computed in the reference's
   +1-pixel convention (``(x2 - x1 + 1) * (y2 - y1 + 1)``) and in float64.
-* ``R@K``: recall of GT triplets per frame, averaged over frames. ``mR@K`` (TEMPURA): hits and GT counts are summed per
-  predicate over all frames, ``hits / (count + 1e-10)`` is averaged over all 26 predicates (absent ones count 0).
+* ``R@K``: recall of GT triplets per frame, averaged over frames. ``mR@K`` has two variants (``mr_variant``):
+  ``"tempura"`` (default): hits and GT counts are summed per predicate over all frames, ``hits / (count + 1e-10)`` is
+  averaged over all 26 predicates (absent ones count 0). ``"stket"`` (STKET's ``mR``): per frame and predicate
+  ``hits / (count + 1e-10)`` (0 for a predicate absent from the frame), averaged over frames, then over the 26
+  predicates; the aggregate figure is then also reported as ``avgR@K`` (STKET's name for TEMPURA's mR).
+* Models with several prediction branches (STKET: spatial / temporal / ensemble) put each branch's probabilities in
+  the frame as ``<branch>/attention`` etc.; the evaluator's ``branches`` scores each like the plain keys.
 * All metrics are returned in **percent** (0-100), like the published tables.
 
 The reference loops over frames in Python; :func:`evaluate_video_scene_graphs` does the whole dataset at once with
@@ -32,6 +37,7 @@ skipped and counted in ``num_frames_skipped``.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import logging
@@ -52,7 +58,7 @@ from .evaluator import DatasetEvaluator
 
 __all__ = [
     "evaluate_video_scene_graphs", "evaluate_video_scene_graphs_per_frame", "VideoSceneGraphEvaluator",
-    "CONSTRAINTS", "PREDICATE_GROUPS", "NUM_PREDICATES", "NO_CONSTRAINT_TOPK",
+    "CONSTRAINTS", "PREDICATE_GROUPS", "NUM_PREDICATES", "NO_CONSTRAINT_TOPK", "MR_VARIANTS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -61,6 +67,7 @@ CONSTRAINTS = ("with", "semi", "no")
 NUM_PREDICATES = 26
 NO_CONSTRAINT_TOPK = 100  # the reference keeps at most 100 triplets per frame without constraint
 MR_EPS = 1e-10  # TEMPURA divides hits by (count + 1e-10)
+MR_VARIANTS = ("tempura", "stket")  # aggregate over frames / STKET's per-frame zero-filled mean (+ avgR = aggregate)
 # (prediction key, first predicate index, number of predicates, subject is the object box)
 PREDICATE_GROUPS = (("attention", 0, 3, False), ("spatial", 3, 6, True), ("contacting", 9, 17, False))
 _PREDICTION_KEYS = ("boxes", "labels", "scores", "pairs", "attention", "spatial", "contacting")
@@ -175,6 +182,7 @@ class _Predictions:
 
     def __init__(self, frames: Sequence[Mapping]):
         self.num_frames = len(frames)
+        self._frames = frames
         self.boxes, n_boxes = _stack_field(frames, "boxes", 4, "Prediction", np.float64)
         self.labels, n_labels = _stack_field(frames, "labels", 0, "Prediction", np.int64)
         _check_lengths(n_labels, n_boxes, "Prediction", "labels", "boxes")
@@ -190,12 +198,22 @@ class _Predictions:
         # Position of each pair inside its frame, for the reference's row order (tie-breaking).
         self.pair_local = np.arange(len(pairs)) - (np.cumsum(n_pairs) - n_pairs)[self.pair_frame]
         self.pairs_per_frame = n_pairs
-        self.probs = {}
+        self.probs = self._group_probs("")
+
+    def _group_probs(self, prefix: str) -> Dict[str, np.ndarray]:
+        probs_of = {}
         for key, _, size, _ in PREDICATE_GROUPS:
             # Kept in the model's float dtype: the constraints convert only the values they use to float64.
-            probs, n_rows = _stack_field(frames, key, size, "Prediction", None)
-            self.probs[key] = probs if probs.dtype in (np.float32, np.float64) else probs.astype(np.float32)
-            _check_lengths(n_rows, n_pairs, "Prediction", key, "pairs")
+            probs, n_rows = _stack_field(self._frames, prefix + key, size, "Prediction", None)
+            probs_of[key] = probs if probs.dtype in (np.float32, np.float64) else probs.astype(np.float32)
+            _check_lengths(n_rows, self.pairs_per_frame, "Prediction", prefix + key, "pairs")
+        return probs_of
+
+    def branch(self, name: str) -> "_Predictions":
+        """The same boxes and pairs with branch ``name``'s probabilities (frame keys ``<name>/attention`` ...)."""
+        other = copy.copy(self)
+        other.probs = self._group_probs(f"{name}/")
+        return other
 
 
 def _check_indices(index_pairs: np.ndarray, limit: np.ndarray, frame_of: np.ndarray, what: str, key: str) -> None:
@@ -386,7 +404,8 @@ def _first_hit_rank(gt: _Groundtruth, pred: _Predictions, triplets: _Triplets, r
     return best
 
 
-def _summarize(gt: _Groundtruth, best_rank: np.ndarray, ks: Sequence[int]) -> Dict[str, float]:
+def _summarize(gt: _Groundtruth, best_rank: np.ndarray, ks: Sequence[int],
+               mr_variant: str = "tempura") -> Dict[str, float]:
     valid = gt.rels_per_frame > 0
     counts_per_pred = np.bincount(gt.rel_pred, minlength=NUM_PREDICATES).astype(np.float64)
     out: Dict[str, float] = OrderedDict()
@@ -395,9 +414,22 @@ def _summarize(gt: _Groundtruth, best_rank: np.ndarray, ks: Sequence[int]) -> Di
         hits_per_frame = np.bincount(gt.rel_frame, weights=hit, minlength=gt.num_frames)
         recall = hits_per_frame[valid] / gt.rels_per_frame[valid]
         out[f"R@{k}"] = float(recall.mean() * 100) if recall.size else 0.0
+    aggregate = {}
     for k in ks:
         hits_per_pred = np.bincount(gt.rel_pred[best_rank < k], minlength=NUM_PREDICATES)
-        out[f"mR@{k}"] = float(np.mean(hits_per_pred / (counts_per_pred + MR_EPS)) * 100)
+        aggregate[k] = float(np.mean(hits_per_pred / (counts_per_pred + MR_EPS)) * 100)
+    if mr_variant == "tempura":
+        out.update((f"mR@{k}", aggregate[k]) for k in ks)
+        return out
+    # STKET: a (frame, predicate) table of hits / (count + eps), 0 where the predicate is absent from the frame,
+    # averaged over the frames with GT, then over the 26 predicates.
+    cell = gt.rel_frame * NUM_PREDICATES + gt.rel_pred
+    size = gt.num_frames * NUM_PREDICATES
+    counts = np.bincount(cell, minlength=size).reshape(gt.num_frames, NUM_PREDICATES)[valid]
+    for k in ks:
+        hits = np.bincount(cell[best_rank < k], minlength=size).reshape(gt.num_frames, NUM_PREDICATES)[valid]
+        out[f"mR@{k}"] = float((hits / (counts + MR_EPS)).mean(0).mean() * 100) if len(counts) else 0.0
+    out.update((f"avgR@{k}", aggregate[k]) for k in ks)
     return out
 
 
@@ -407,7 +439,11 @@ def _per_predicate_recall(gt: _Groundtruth, best_rank: np.ndarray, k: int) -> np
     return hits / (counts + MR_EPS) * 100
 
 
-def _validate_options(constraint: str, ks: Sequence[int], iou_threshold: float, semi_threshold: float) -> None:
+def _validate_options(constraint: str, ks: Sequence[int], iou_threshold: float, semi_threshold: float,
+                      mr_variant: str = "tempura") -> None:
+    if mr_variant not in MR_VARIANTS:
+        raise ValueError(f"mr_variant (TEST.VIDEO_RELATION.MR_VARIANT) must be one of {MR_VARIANTS}, got "
+                         f"{mr_variant!r}.")
     if constraint not in CONSTRAINTS:
         raise ValueError(f"constraint must be one of {CONSTRAINTS}, got {constraint!r}.")
     if not ks or any(int(k) <= 0 for k in ks):
@@ -419,7 +455,8 @@ def _validate_options(constraint: str, ks: Sequence[int], iou_threshold: float, 
 
 
 def _evaluate_prepared(gt: _Groundtruth, pred: _Predictions, constraint: str, ks: Sequence[int],
-                       iou_threshold: float, semi_threshold: float, return_ranks: bool = False):
+                       iou_threshold: float, semi_threshold: float, return_ranks: bool = False,
+                       mr_variant: str = "tempura"):
     if constraint == "with":
         triplets = _with_constraint(pred)
     elif constraint == "semi":
@@ -428,13 +465,14 @@ def _evaluate_prepared(gt: _Groundtruth, pred: _Predictions, constraint: str, ks
         triplets = _no_constraint(pred)
     keep, ranks = _best_triplets(triplets, pred, max(ks))  # nothing ranked beyond the largest K can count
     best = _first_hit_rank(gt, pred, triplets.take(keep), ranks, iou_threshold)
-    results = _summarize(gt, best, ks)
+    results = _summarize(gt, best, ks, mr_variant)
     return (results, best) if return_ranks else results
 
 
 def evaluate_video_scene_graphs(groundtruths: Sequence[Mapping], predictions: Sequence[Mapping], *, constraint: str,
                                 ks: Sequence[int] = (10, 20, 50), iou_threshold: float = 0.5,
-                                semi_threshold: float = 0.9) -> Dict[str, float]:
+                                semi_threshold: float = 0.9, mr_variant: str = "tempura",
+                                branch: str = "") -> Dict[str, float]:
     """R@K and mR@K (percent) of video scene graph predictions, one dict per frame, vectorised over all frames.
 
     Args:
@@ -448,16 +486,19 @@ def evaluate_video_scene_graphs(groundtruths: Sequence[Mapping], predictions: Se
         ks: the K of R@K / mR@K.
         iou_threshold: minimum IoU (+1-pixel convention) of both subject and object boxes.
         semi_threshold: probability a spatial / contacting predicate must exceed under ``"semi"``.
+        mr_variant: ``"tempura"`` or ``"stket"`` (module docstring; ``"stket"`` adds ``avgR@K``).
+        branch: score the frames' ``<branch>/attention`` ... probabilities instead of the plain keys.
 
     Returns:
         ``{"R@10": ..., "R@20": ..., "mR@10": ...}`` in percent. Frames without GT relations are skipped.
     """
-    _validate_options(constraint, ks, iou_threshold, semi_threshold)
+    _validate_options(constraint, ks, iou_threshold, semi_threshold, mr_variant)
     if len(groundtruths) != len(predictions):
         raise ValueError(f"Got {len(groundtruths)} ground-truth frames but {len(predictions)} prediction frames; "
                          "give exactly one prediction dict per ground-truth frame, in the same order.")
-    return _evaluate_prepared(_Groundtruth(groundtruths), _Predictions(predictions), constraint, ks, iou_threshold,
-                              semi_threshold)
+    pred = _Predictions(predictions)
+    return _evaluate_prepared(_Groundtruth(groundtruths), pred.branch(branch) if branch else pred, constraint, ks,
+                              iou_threshold, semi_threshold, mr_variant=mr_variant)
 
 
 # ------------------------------------------------------------------------- straightforward per-frame version
@@ -472,19 +513,19 @@ def _bbox_overlaps_plus_one(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(inter > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def _frame_rel_table(frame: Mapping):
+def _frame_rel_table(frame: Mapping, prefix: str = ""):
     """The reference's per-frame layout: 3P rows of pairs and a zero-padded (3P, 26) score matrix."""
     pairs = _as_numpy(frame["pairs"], np.int64).reshape(-1, 2)
     n = len(pairs)
     rows = np.concatenate([pairs, pairs[:, ::-1], pairs], 0)
     table = np.zeros((3 * n, NUM_PREDICATES))
     for g, (key, offset, size, _) in enumerate(PREDICATE_GROUPS):
-        table[g * n:(g + 1) * n, offset:offset + size] = _as_numpy(frame[key], np.float64).reshape(n, size)
+        table[g * n:(g + 1) * n, offset:offset + size] = _as_numpy(frame[prefix + key], np.float64).reshape(n, size)
     return rows, table
 
 
-def _frame_pred_rels(frame: Mapping, constraint: str, semi_threshold: float):
-    rows, table = _frame_rel_table(frame)
+def _frame_pred_rels(frame: Mapping, constraint: str, semi_threshold: float, prefix: str = ""):
+    rows, table = _frame_rel_table(frame, prefix)
     scores = _as_numpy(frame["scores"]).reshape(-1)
     scores = scores.astype(_score_dtype(scores), copy=False)
     if constraint == "with":
@@ -508,19 +549,21 @@ def _frame_pred_rels(frame: Mapping, constraint: str, semi_threshold: float):
 
 def evaluate_video_scene_graphs_per_frame(groundtruths: Sequence[Mapping], predictions: Sequence[Mapping], *,
                                           constraint: str, ks: Sequence[int] = (10, 20, 50),
-                                          iou_threshold: float = 0.5, semi_threshold: float = 0.9) -> Dict[str, float]:
+                                          iou_threshold: float = 0.5, semi_threshold: float = 0.9,
+                                          mr_variant: str = "tempura", branch: str = "") -> Dict[str, float]:
     """The same protocol as :func:`evaluate_video_scene_graphs`, computed frame by frame the way the reference does.
 
     A plain transcription of the reference's loop structure (one zero-padded score table per frame, a Python loop for
     the semi constraint, sort, then per-GT matching); kept as the baseline of ``tools/benchmarks/video_eval.py`` and
     as the independent cross-check in the tests. Same arguments and return value.
     """
-    _validate_options(constraint, ks, iou_threshold, semi_threshold)
+    _validate_options(constraint, ks, iou_threshold, semi_threshold, mr_variant)
     if len(groundtruths) != len(predictions):
         raise ValueError(f"Got {len(groundtruths)} ground-truth frames but {len(predictions)} prediction frames.")
     recalls = {k: [] for k in ks}
     hits = {k: np.zeros(NUM_PREDICATES) for k in ks}
     counts = np.zeros(NUM_PREDICATES)
+    frame_recalls = {k: [] for k in ks}  # STKET: per evaluated frame, hits / (count + eps) of every predicate
     for gt_frame, pred_frame in zip(groundtruths, predictions):
         gt_rels = _as_numpy(gt_frame["relations"], np.int64).reshape(-1, 3)
         if len(gt_rels) == 0:
@@ -531,7 +574,8 @@ def evaluate_video_scene_graphs_per_frame(groundtruths: Sequence[Mapping], predi
         pred_labels = _as_numpy(pred_frame["labels"], np.int64).reshape(-1)
         obj_scores = _as_numpy(pred_frame["scores"]).reshape(-1)
         obj_scores = obj_scores.astype(_score_dtype(obj_scores), copy=False)
-        pred_rels, pred_scores = _frame_pred_rels(pred_frame, constraint, semi_threshold)
+        pred_rels, pred_scores = _frame_pred_rels(pred_frame, constraint, semi_threshold,
+                                                  f"{branch}/" if branch else "")
         triplet_scores = np.column_stack([obj_scores[pred_rels[:, 0]], obj_scores[pred_rels[:, 1]],
                                           pred_scores]).astype(np.float64).prod(1)
         order = np.argsort(triplet_scores, kind="stable")[::-1]
@@ -547,28 +591,42 @@ def evaluate_video_scene_graphs_per_frame(groundtruths: Sequence[Mapping], predi
             obj_iou = _bbox_overlaps_plus_one(gt_boxes[gt_rels[g, 1]][None], pred_boxes[pred_rels[same, 1]])[0]
             for i in same[(sub_iou >= iou_threshold) & (obj_iou >= iou_threshold)]:
                 pred_to_gt[i].append(g)
-        counts += np.bincount(gt_rels[:, 2], minlength=NUM_PREDICATES)
+        frame_counts = np.bincount(gt_rels[:, 2], minlength=NUM_PREDICATES)
+        counts += frame_counts
         for k in ks:
             matched = sorted(set(itertools.chain.from_iterable(pred_to_gt[:k])))
             recalls[k].append(len(matched) / len(gt_rels))
+            frame_hits = np.zeros(NUM_PREDICATES)
             for g in matched:
                 hits[k][gt_rels[g, 2]] += 1
+                frame_hits[gt_rels[g, 2]] += 1
+            frame_recalls[k].append(frame_hits / (frame_counts + MR_EPS))
     out: Dict[str, float] = OrderedDict()
     for k in ks:
         out[f"R@{k}"] = float(np.mean(recalls[k]) * 100) if recalls[k] else 0.0
     for k in ks:
-        out[f"mR@{k}"] = float(np.mean(hits[k] / (counts + MR_EPS)) * 100)
+        aggregate = float(np.mean(hits[k] / (counts + MR_EPS)) * 100)
+        if mr_variant == "tempura":
+            out[f"mR@{k}"] = aggregate
+        else:
+            out[f"mR@{k}"] = float(np.mean(np.mean(frame_recalls[k], 0)) * 100) if frame_recalls[k] else 0.0
+    if mr_variant == "stket":
+        for k in ks:
+            out[f"avgR@{k}"] = float(np.mean(hits[k] / (counts + MR_EPS)) * 100)
     return out
 
 
 # ------------------------------------------------------------------------------------------------- evaluator
-def _compact_prediction_frame(frame: Mapping) -> Dict[str, np.ndarray]:
+def _compact_prediction_frame(frame: Mapping, branches: Sequence[str] = ()) -> Dict[str, np.ndarray]:
     """One predicted frame as small CPU numpy arrays (what the evaluator keeps between ``process`` and ``evaluate``)."""
     out = {}
-    for key in _PREDICTION_KEYS:
+    branch_keys = [f"{b}/{key}" for b in branches for key, _, _, _ in PREDICATE_GROUPS]
+    for key in _PREDICTION_KEYS + tuple(branch_keys):
         if key not in frame:
             raise KeyError(f"Model output frame lacks '{key}'; video SGG models must return per frame "
-                           f"{list(_PREDICTION_KEYS)} (see docs/action_genome.md, 'Prediction format').")
+                           f"{list(_PREDICTION_KEYS)}" + (f" and, for TEST.VIDEO_RELATION.BRANCHES "
+                                                          f"{list(branches)}, {branch_keys}" if branches else "")
+                           + " (see docs/action_genome.md, 'Prediction format').")
         out[key] = _as_numpy(frame[key])  # dtypes kept: the protocol computes some products in the scores' dtype
     for key in _OPTIONAL_PAIR_KEYS:
         if key in frame:
@@ -595,15 +653,23 @@ class VideoSceneGraphEvaluator(DatasetEvaluator):
     ``process`` stores each video's per-frame predictions (model output ``{"frames": [frame dict, ...]}``, one frame
     dict per input frame, boxes in original pixels); ``evaluate`` gathers them across ranks, looks the GT up in the
     dataset dicts by ``video_id`` and reports, under the task ``video_sgg``, ``{constraint}/R@K`` and
-    ``{constraint}/mR@K`` (percent) for every constraint in ``TEST.VIDEO_RELATION.CONSTRAINTS``.
+    ``{constraint}/mR@K`` (percent) for every constraint in ``TEST.VIDEO_RELATION.CONSTRAINTS`` (+ ``avgR@K`` with
+    ``MR_VARIANT`` "stket"), and ``{branch}/{constraint}/...`` for every branch in ``TEST.VIDEO_RELATION.BRANCHES``.
     """
 
     @configurable
     def __init__(self, *, dataset_name: str, output_dir: Optional[str] = None, mode: str = "predcls",
                  constraints: Sequence[str] = CONSTRAINTS, ks: Sequence[int] = (10, 20, 50),
-                 iou_threshold: float = 0.5, semi_threshold: float = 0.9, distributed: bool = True):
+                 iou_threshold: float = 0.5, semi_threshold: float = 0.9, distributed: bool = True,
+                 branches: Sequence[str] = (), mr_variant: str = "tempura"):
         for c in constraints:
-            _validate_options(c, ks, iou_threshold, semi_threshold)
+            _validate_options(c, ks, iou_threshold, semi_threshold, mr_variant)
+        bad = [b for b in branches if not b or "/" in b or b in CONSTRAINTS]
+        if bad or len(set(branches)) != len(branches):
+            raise ValueError(f"TEST.VIDEO_RELATION.BRANCHES must be distinct names without '/' other than "
+                             f"{CONSTRAINTS}, got {tuple(branches)}.")
+        self.branches = tuple(branches)
+        self.mr_variant = mr_variant
         self.dataset_name = dataset_name
         self.output_dir = output_dir
         self.mode = mode
@@ -624,6 +690,7 @@ class VideoSceneGraphEvaluator(DatasetEvaluator):
             "constraints": tuple(cfg.TEST.VIDEO_RELATION.CONSTRAINTS), "ks": tuple(cfg.TEST.VIDEO_RELATION.KS),
             "iou_threshold": cfg.TEST.RELATION.IOU_THRESHOLD,
             "semi_threshold": cfg.TEST.VIDEO_RELATION.SEMI_THRESHOLD,
+            "branches": tuple(cfg.TEST.VIDEO_RELATION.BRANCHES), "mr_variant": cfg.TEST.VIDEO_RELATION.MR_VARIANT,
         }
 
     def reset(self) -> None:
@@ -640,7 +707,7 @@ class VideoSceneGraphEvaluator(DatasetEvaluator):
             if "frames" in inp and len(frames) != len(inp["frames"]):
                 raise ValueError(f"Model returned {len(frames)} frames for video '{video_id}', which has "
                                  f"{len(inp['frames'])}; return one prediction dict per input frame.")
-            self._predictions[video_id] = [_compact_prediction_frame(f) for f in frames]
+            self._predictions[video_id] = [_compact_prediction_frame(f, self.branches) for f in frames]
 
     def _gather(self) -> Optional[Dict[str, List[dict]]]:
         if not self.distributed or comm.get_world_size() == 1:
@@ -685,16 +752,19 @@ class VideoSceneGraphEvaluator(DatasetEvaluator):
         gt, pred = _Groundtruth(gt_frames), _Predictions(pred_frames)
         metrics: Dict[str, float] = OrderedDict()
         per_predicate = {}
-        for constraint in self.constraints:
-            result, best = _evaluate_prepared(gt, pred, constraint, self.ks, self.iou_threshold, self.semi_threshold,
-                                              return_ranks=True)
-            for name, value in result.items():
-                metrics[f"{constraint}/{name}"] = value
-            per_predicate[constraint] = {k: _per_predicate_recall(gt, best, k).tolist() for k in self.ks}
+        for prefix, branch_pred in [("", pred)] + [(f"{b}/", pred.branch(b)) for b in self.branches]:
+            for constraint in self.constraints:
+                result, best = _evaluate_prepared(gt, branch_pred, constraint, self.ks, self.iou_threshold,
+                                                  self.semi_threshold, return_ranks=True, mr_variant=self.mr_variant)
+                for name, value in result.items():
+                    metrics[f"{prefix}{constraint}/{name}"] = value
+                per_predicate[prefix + constraint] = {k: _per_predicate_recall(gt, best, k).tolist() for k in self.ks}
         metrics.update(_uncertainty_summary(pred_frames))
         skipped = int((gt.rels_per_frame == 0).sum())
-        logger.info("Video SGG (%s) on %s: %d videos, %d frames (%d without GT relations skipped)", self.mode,
-                    self.dataset_name, len(predictions), gt.num_frames, skipped)
+        logger.info("Video SGG (%s) on %s: %d videos, %d frames (%d without GT relations skipped); mR@K = %s",
+                    self.mode, self.dataset_name, len(predictions), gt.num_frames, skipped,
+                    "STKET's per-frame mean (avgR@K = the aggregate)" if self.mr_variant == "stket"
+                    else "TEMPURA's aggregate over frames")
         self._save(metrics, per_predicate, len(predictions), gt.num_frames, skipped)
         return {"video_sgg": metrics}
 
@@ -706,7 +776,8 @@ class VideoSceneGraphEvaluator(DatasetEvaluator):
         payload = {"dataset": self.dataset_name, "mode": self.mode, "metrics": metrics,
                    "per_predicate_recall": per_predicate, "num_videos": num_videos, "num_frames": num_frames,
                    "num_frames_skipped": skipped, "iou_threshold": self.iou_threshold,
-                   "semi_threshold": self.semi_threshold}
+                   "semi_threshold": self.semi_threshold, "mr_variant": self.mr_variant,
+                   "branches": list(self.branches)}
         with open(path, "w") as f:
             json.dump(payload, f, indent=1)
 

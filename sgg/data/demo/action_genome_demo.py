@@ -41,7 +41,7 @@ from ..datasets.action_genome import AG_OBJECT_CLASSES_TXT, AG_PREDICATES_TXT
 from .generation import ensure_generated
 
 __all__ = ["ensure_demo_action_genome", "generate_demo_action_genome", "demo_action_genome_root", "DEMO_VERSION",
-           "DEMO_OBJECT_KINDS", "DemoVariant", "DEMO_VARIANTS"]
+           "DEMO_OBJECT_KINDS", "DemoVariant", "DEMO_VARIANTS", "TRACK_IDS_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +74,23 @@ class DemoVariant:
     # > 0: object classes are drawn with probability ~ 1 / rank^object_zipf (rank = position in DEMO_OBJECT_KINDS)
     # instead of uniformly, so the predicates tied to the rare kinds become rare (a long-tailed predicate distribution).
     object_zipf: float = 0.0
+    # sgg's tracking check (DSG-DETR, docs/dsgdetr.md): N > 0 adds N pairs of extra objects per video, each pair of
+    # the class of the video's first object, entering from opposite sides and crossing mid-video (one drawn over the
+    # person, one under it), so several objects of one class cross and occlude each other.
+    same_class_crossings: int = 0
+    # Write annotations/sgg_track_ids.pkl (sgg's sidecar, not part of AG): {frame_key: [object identity per entry of
+    # object_bbox_and_relationship.pkl[frame_key]]}, the GT identities tools/benchmark.py track scores against.
+    track_ids_sidecar: bool = False
 
 
 # One variant per line (name -> knobs). "" is the default demo_ag_{train,test}.
 DEMO_VARIANTS: Dict[str, DemoVariant] = {
     "": DemoVariant(),
     "longtail": DemoVariant(name="longtail", object_zipf=1.5),  # TEMPURA's mean-recall A/B (docs/tempura.md)
+    "tracks": DemoVariant(name="tracks", same_class_crossings=1, track_ids_sidecar=True),
 }
+
+TRACK_IDS_FILE = "sgg_track_ids.pkl"  # sgg's GT-identity sidecar in annotations/ (DemoVariant.track_ids_sidecar)
 
 
 def _variant(name: str) -> DemoVariant:
@@ -282,6 +292,9 @@ def _render_video(index: int, split: str, out_frames: str, person_bbox: dict, ob
     tiny_index = int(rng.integers(len(chosen))) if rng.random() < 0.15 else -1
     objects = [_make_object(rng, names[c], person, width, height, num_frames, tiny=(i == tiny_index))
                for i, c in enumerate(chosen)]
+    if variant.same_class_crossings > 0:
+        objects += _crossing_objects(index, objects[0], person, width, height, num_frames,
+                                     variant.same_class_crossings)
     frame_no = int(rng.integers(0, 60))
     os.makedirs(os.path.join(out_frames, vid), exist_ok=True)
     for t in range(num_frames):
@@ -289,6 +302,29 @@ def _render_video(index: int, split: str, out_frames: str, person_bbox: dict, ob
         _render_frame(key, t, split, person, objects, width, height, out_frames, person_bbox, object_bbox,
                       drop_person_box=(t == drop_person_box_at))
         frame_no += int(rng.integers(8, 40))
+
+
+def _crossing_objects(index: int, first: _Object, person: _Person, width: int, height: int, num_frames: int,
+                      pairs: int) -> List[_Object]:
+    """``pairs`` pairs of objects of ``first``'s class moving towards each other across the frame so they cross near
+    the middle frame. Drawn from their own generator, so the rest of the video is the default one."""
+    rng = np.random.default_rng(90_000 + index)
+    kind, _, (w, h) = DEMO_OBJECT_KINDS[first.name]
+    out = []
+    for _ in range(pairs):
+        scale = rng.uniform(0.85, 1.15)
+        size = (w * scale, h * scale)
+        y = rng.uniform(0.25, 0.8) * height - size[1] / 2
+        span = rng.uniform(0.55, 0.8) * width  # distance each travels; they meet near the middle frame
+        speed = span / max(num_frames - 1, 1)
+        left = width / 2 - span / 2 - size[0] / 2
+        right = width / 2 + span / 2 - size[0] / 2
+        dy = rng.uniform(-3, 3)
+        out.append(_Object(name=first.name, kind=kind, size=size, start=np.array([left, y]),
+                           velocity=np.array([speed, 0.0]), in_front=True, pick_up_at=-1))
+        out.append(_Object(name=first.name, kind=kind, size=size, start=np.array([right, y + dy]),
+                           velocity=np.array([-speed, 0.0]), in_front=False, pick_up_at=-1))
+    return out
 
 
 def _render_frame(key: str, t: int, split: str, person: _Person, objects: List[_Object], width: int, height: int,
@@ -357,6 +393,11 @@ def generate_demo_action_genome(root: str, variant: DemoVariant = DemoVariant())
         index += 1
     with open(os.path.join(ann, "person_bbox.pkl"), "wb") as f:
         pickle.dump(person_bbox, f, protocol=4)
+    if variant.track_ids_sidecar:
+        # Every frame lists all objects of its video in the same order (visible or not), so an object's identity is
+        # its position in that list; written out so readers need not know this generator's convention.
+        with open(os.path.join(ann, TRACK_IDS_FILE), "wb") as f:
+            pickle.dump({key: list(range(len(entries))) for key, entries in object_bbox.items()}, f, protocol=4)
     with open(os.path.join(ann, "object_bbox_and_relationship.pkl"), "wb") as f:
         pickle.dump(object_bbox, f, protocol=4)
     for name, lines in (("object_classes.txt", AG_OBJECT_CLASSES_TXT), ("relationship_classes.txt", AG_PREDICATES_TXT),

@@ -2,4 +2,5 @@
 from .mlp import MLP  # noqa: F401
 from .position_encoding import PositionEmbeddingSine  # noqa: F401
 from .spatial_temporal import SpatialTemporalTransformer, TemporalDecoderLayer, segment_index, unblock_empty  # noqa: F401
+from .tracklet import GroupTransformerEncoder, group_batches, sinusoidal_positions  # noqa: F401
 from .transformer import TransformerDecoderLayer, TransformerEncoder, TransformerEncoderLayer  # noqa: F401

@@ -2,9 +2,11 @@
 
 from . import (  # noqa: F401
     detr,  # DETR (the detector SpeaQ starts from)
+    dsgdetr,  # DSGDETR
     frequency_baseline,  # FrequencyBaseline (image SGG)
     keyframe_detector,  # KeyframeDetector, KeyframeFeatureDetector
     speaq,  # SpeaQ, IterativeSG
+    stket,  # STKET
     sttran,  # STTran
     tempura,  # TEMPURA
     text_to_video,  # TextToVideoDiffusion
