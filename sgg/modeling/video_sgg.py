@@ -38,14 +38,49 @@ from sgg.structures.boxes import box_xyxy_to_cxcywh, union_box
 
 from .build import VIDEO_FEATURES_REGISTRY, build_backbone
 
-__all__ = ["MODES", "pair_box_masks", "load_word_vectors", "relation_targets", "BackboneRoIFeatures", "BoxMaskConv",
-           "RelationFeatures", "ObjectClassifier", "VideoBoxes", "check_video_images", "gather_gt_boxes", "class_prior",
-           "normalized_boxes", "training_pairs", "video_relation_targets", "predcls_persons", "assign_person_labels",
-           "pairs_of_persons", "split_frames", "multi_label_loss", "attention_loss"]
+__all__ = ["MODES", "VideoSGGModel", "pair_box_masks", "load_word_vectors", "relation_targets",
+           "BackboneRoIFeatures", "BoxMaskConv", "RelationFeatures", "ObjectClassifier", "VideoBoxes",
+           "check_video_images", "gather_gt_boxes", "class_prior", "normalized_boxes", "training_pairs",
+           "video_relation_targets", "predcls_persons", "assign_person_labels", "pairs_of_persons", "split_frames",
+           "multi_label_loss", "attention_loss"]
 
 logger = logging.getLogger(__name__)
 
 MODES = ("predcls", "sgcls", "sgdet")
+
+
+class VideoSGGModel(nn.Module):
+    """What every STTran-family meta-architecture shares: the batch loop and the mode's input contract.
+
+    A subclass sets ``self.mode`` (one of :data:`MODES`) and defines ``_video_losses(video) -> {name: loss}`` and
+    ``_video_inference(video) -> {"frames": [...]}`` for one mapped video; :meth:`forward` averages the losses over
+    the videos of a batch in training and returns one prediction dict per video in evaluation.
+    """
+
+    mode: str
+
+    @property
+    def needs_gt_boxes(self) -> bool:
+        """True when inference scores given boxes (PredCls / SGCls), so an unannotated input cannot be predicted."""
+        return self.mode != "sgdet"
+
+    @property
+    def device(self) -> torch.device:
+        """The device the model's parameters live on."""
+        return next(self.parameters()).device
+
+    def forward(self, batched_inputs: List[dict]):
+        """Training: dict of losses averaged over the videos. Eval: one ``{"frames": [...]}`` dict per video."""
+        if not isinstance(batched_inputs, (list, tuple)) or not batched_inputs:
+            raise ValueError(f"{type(self).__name__} expects a non-empty list of video dicts (ActionGenomeMapper "
+                             "output).")
+        if self.training:
+            losses: Dict[str, torch.Tensor] = {}
+            for video in batched_inputs:
+                for name, value in self._video_losses(video).items():
+                    losses[name] = losses.get(name, 0.0) + value / len(batched_inputs)
+            return losses
+        return [self._video_inference(video) for video in batched_inputs]
 
 
 # ------------------------------------------------------------------------------------------------ geometry, words

@@ -53,6 +53,7 @@ from ..video_sgg import (
     MODES,
     ObjectClassifier,
     RelationFeatures,
+    VideoSGGModel,
     assign_person_labels,
     attention_loss,
     check_video_images,
@@ -86,7 +87,7 @@ def frame_numbers(video: dict) -> List[int]:
 
 # --------------------------------------------------------------------------------------------------- the model
 @META_ARCH_REGISTRY.register()
-class DSGDETR(nn.Module):
+class DSGDETR(VideoSGGModel):
     """DSG-DETR for video SGG in PredCls, SGCls or SGDet (``TEST.RELATION.MODE``); see the module docstring.
 
     Input: a list of video dicts (``ActionGenomeMapper`` output: ``images`` uint8 ``(T, 3, H', W')``,
@@ -228,28 +229,7 @@ class DSGDETR(nn.Module):
             "predicted_labels_in_training": d.PREDICTED_LABELS_IN_TRAINING, "detector": detector,
         }
 
-    @property
-    def needs_gt_boxes(self) -> bool:
-        """True when inference scores given boxes (PredCls / SGCls), so an unannotated input cannot be predicted."""
-        return self.mode != "sgdet"
-
-    @property
-    def device(self) -> torch.device:
-        """The device the model's parameters live on."""
-        return self.attention_head.weight.device
-
-    # ------------------------------------------------------------------------------------------ forward
-    def forward(self, batched_inputs: List[dict]):
-        """Training: dict of losses averaged over the videos. Eval: one ``{"frames": [...]}`` dict per video."""
-        if not isinstance(batched_inputs, (list, tuple)) or not batched_inputs:
-            raise ValueError("DSGDETR expects a non-empty list of video dicts (ActionGenomeMapper output).")
-        if self.training:
-            losses: Dict[str, torch.Tensor] = {}
-            for video in batched_inputs:
-                for name, value in self._video_losses(video).items():
-                    losses[name] = losses.get(name, 0.0) + value / len(batched_inputs)
-            return losses
-        return [self._video_inference(video) for video in batched_inputs]
+    # ------------------------------------------------------------------------------------------ per video
 
     def _object_stage(self, video: dict, fmap, boxes, frame_idx, gt_labels=None, base_dist=None):
         """Object features -> class distribution -> tracking -> tracklet transformer (-> object head).

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +58,7 @@ from ..video_sgg import (
     MODES,
     ObjectClassifier,
     RelationFeatures,
+    VideoSGGModel,
     assign_person_labels,
     attention_loss,
     check_video_images,
@@ -123,7 +124,7 @@ class _Heads(nn.Module):
 
 # --------------------------------------------------------------------------------------------------- the model
 @META_ARCH_REGISTRY.register()
-class STKET(nn.Module):
+class STKET(VideoSGGModel):
     """Spatial-temporal knowledge-embedded transformer in PredCls, SGCls or SGDet (``TEST.RELATION.MODE``).
 
     Input: a list of video dicts (``ActionGenomeMapper`` output). See the module docstring for the architecture,
@@ -269,28 +270,7 @@ class STKET(nn.Module):
             "object_loss_weight": s.OBJECT_LOSS_WEIGHT, "detector": detector,
         }
 
-    @property
-    def needs_gt_boxes(self) -> bool:
-        """True when inference scores given boxes (PredCls / SGCls), so an unannotated input cannot be predicted."""
-        return self.mode != "sgdet"
-
-    @property
-    def device(self) -> torch.device:
-        """The device the model's parameters live on."""
-        return self.features.pixel_mean.device
-
-    # ------------------------------------------------------------------------------------------ forward
-    def forward(self, batched_inputs: List[dict]):
-        """Training: dict of losses averaged over the videos. Eval: one ``{"frames": [...]}`` dict per video."""
-        if not isinstance(batched_inputs, (list, tuple)) or not batched_inputs:
-            raise ValueError("STKET expects a non-empty list of video dicts (ActionGenomeMapper output).")
-        if self.training:
-            losses: Dict[str, torch.Tensor] = {}
-            for video in batched_inputs:
-                for name, value in self._video_losses(video).items():
-                    losses[name] = losses.get(name, 0.0) + value / len(batched_inputs)
-            return losses
-        return [self._video_inference(video) for video in batched_inputs]
+    # ------------------------------------------------------------------------------------------ per video
 
     # ------------------------------------------------------------------------------------------ priors
     def _contact_sets(self, contacting_logits: torch.Tensor) -> torch.Tensor:

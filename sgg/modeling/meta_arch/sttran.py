@@ -34,7 +34,7 @@ the detector's labels in SGDet evaluation and its ad-hoc duplicate-class suppres
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,7 @@ from ..video_sgg import (
     MODES,
     ObjectClassifier,
     RelationFeatures,
+    VideoSGGModel,
     assign_person_labels,
     attention_loss,
     check_video_images,
@@ -98,7 +99,7 @@ def suppress_duplicate_classes(probs: torch.Tensor, labels: torch.Tensor, scores
 
 # --------------------------------------------------------------------------------------------------- the model
 @META_ARCH_REGISTRY.register()
-class STTran(nn.Module):
+class STTran(VideoSGGModel):
     """Spatial-temporal transformer for video SGG in PredCls, SGCls or SGDet (``TEST.RELATION.MODE``).
 
     Input: a list of video dicts (``ActionGenomeMapper`` output: ``images`` uint8 ``(T, 3, H', W')``,
@@ -218,28 +219,7 @@ class STTran(nn.Module):
             "obj_box_position": s.OBJ_BOX_POSITION, "sgdet_labels": s.SGDET_LABELS, "sgcls_dedup": s.SGCLS_DEDUP,
         }
 
-    @property
-    def needs_gt_boxes(self) -> bool:
-        """True when inference scores given boxes (PredCls / SGCls), so an unannotated input cannot be predicted."""
-        return self.mode != "sgdet"
-
-    @property
-    def device(self) -> torch.device:
-        """The device the model's parameters live on."""
-        return self.features.pixel_mean.device
-
-    # ------------------------------------------------------------------------------------------ forward
-    def forward(self, batched_inputs: List[dict]):
-        """Training: dict of losses averaged over the videos. Eval: one ``{"frames": [...]}`` dict per video."""
-        if not isinstance(batched_inputs, (list, tuple)) or not batched_inputs:
-            raise ValueError("STTran expects a non-empty list of video dicts (ActionGenomeMapper output).")
-        if self.training:
-            losses: Dict[str, torch.Tensor] = {}
-            for video in batched_inputs:
-                for name, value in self._video_losses(video).items():
-                    losses[name] = losses.get(name, 0.0) + value / len(batched_inputs)
-            return losses
-        return [self._video_inference(video) for video in batched_inputs]
+    # ------------------------------------------------------------------------------------------ per video
 
     def _box_position(self, boxes: torch.Tensor, original: torch.Tensor, video: dict) -> torch.Tensor:
         """The object classifier's box input (``OBJ_BOX_POSITION``): normalised boxes, or the reference's original

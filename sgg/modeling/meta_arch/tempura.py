@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Dict, NamedTuple, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -51,6 +51,7 @@ from ..layers import SpatialTemporalTransformer
 from ..video_sgg import (
     MODES,
     RelationFeatures,
+    VideoSGGModel,
     assign_person_labels,
     check_video_images,
     gather_gt_boxes,
@@ -374,7 +375,7 @@ def _multi_label(probs: torch.Tensor, target: torch.Tensor, kind: str, weights: 
 
 # --------------------------------------------------------------------------------------------------- the model
 @META_ARCH_REGISTRY.register()
-class TEMPURA(nn.Module):
+class TEMPURA(VideoSGGModel):
     """TEMPURA for video SGG in PredCls, SGCls or SGDet (``TEST.RELATION.MODE``); see the module docstring."""
 
     @configurable
@@ -512,28 +513,7 @@ class TEMPURA(nn.Module):
             "memory_epoch_videos": m.EPOCH_VIDEOS, "memory_pass": m.PASS, "detector": detector,
         }
 
-    @property
-    def needs_gt_boxes(self) -> bool:
-        """True when inference scores given boxes (PredCls / SGCls), so an unannotated input cannot be predicted."""
-        return self.mode != "sgdet"
-
-    @property
-    def device(self) -> torch.device:
-        """The device the model's parameters live on."""
-        return self.features.pixel_mean.device
-
-    # ------------------------------------------------------------------------------------------ forward
-    def forward(self, batched_inputs: List[dict]):
-        """Training: dict of losses averaged over the videos. Eval: one ``{"frames": [...]}`` dict per video."""
-        if not isinstance(batched_inputs, (list, tuple)) or not batched_inputs:
-            raise ValueError("TEMPURA expects a non-empty list of video dicts (ActionGenomeMapper output).")
-        if self.training:
-            losses: Dict[str, torch.Tensor] = {}
-            for video in batched_inputs:
-                for name, value in self._video_losses(video).items():
-                    losses[name] = losses.get(name, 0.0) + value / len(batched_inputs)
-            return losses
-        return [self._video_inference(video) for video in batched_inputs]
+    # ------------------------------------------------------------------------------------------ per video
 
     def _fuse(self, h: torch.Tensor, stage: str) -> torch.Tensor:
         return self.memory(h) if self.memory is not None and self.memory_fusion == stage else h
