@@ -152,6 +152,8 @@ _C.SOLVER.EARLY_STOPPING.MIN_DELTA = 0.0
 _C.SOLVER.BEST_CHECKPOINT = CN()
 _C.SOLVER.BEST_CHECKPOINT.METRIC = ""  # e.g. "sgg/R@50"; "" = no best checkpoint
 _C.SOLVER.BEST_CHECKPOINT.MODE = "max"
+# More metrics, each with its own model_best_<metric>.pth (same MODE), e.g. ("video_sgg/with/R@20",) beside mR@20
+_C.SOLVER.BEST_CHECKPOINT.EXTRA_METRICS = ()
 # Two-stage training (generic): at STAGE2.START_ITER unfreeze STAGE2.UNFREEZE (prefixes), multiply their LR.
 _C.SOLVER.STAGE2 = CN()
 _C.SOLVER.STAGE2.ENABLED = False

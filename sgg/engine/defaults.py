@@ -370,7 +370,8 @@ class DefaultTrainer(TrainerBase):
             out.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(self.cfg, self.model)))
             if cfg.SOLVER.BEST_CHECKPOINT.METRIC:
                 out.append(hooks.BestCheckpointer(self.checkpointer, cfg.SOLVER.BEST_CHECKPOINT.METRIC,
-                                                  cfg.SOLVER.BEST_CHECKPOINT.MODE, before_save=self._gather_rng_states))
+                                                  cfg.SOLVER.BEST_CHECKPOINT.MODE, before_save=self._gather_rng_states,
+                                                  extra_metrics=tuple(cfg.SOLVER.BEST_CHECKPOINT.EXTRA_METRICS)))
             if cfg.SOLVER.EARLY_STOPPING.ENABLED:
                 e = cfg.SOLVER.EARLY_STOPPING
                 out.append(hooks.EarlyStopping(e.METRIC, e.MODE, e.PATIENCE, e.MIN_DELTA))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from typing import Callable, Dict, List, Optional, Sequence
@@ -184,30 +185,47 @@ def _fresh_metric(trainer, metric: str) -> Optional[float]:
     return latest[1][metric]
 
 
+def _best_file_prefix(metric: str) -> str:
+    """``model_best_<metric>`` with the metric's separators made file-name safe (``video_sgg/with/R@20`` ->
+    ``model_best_video_sgg-with-R@20``)."""
+    return "model_best_" + re.sub(r"[^A-Za-z0-9@._-]+", "-", metric).strip("-")
+
+
 class BestCheckpointer(HookBase):
-    """After each evaluation, saves ``model_best.pth`` when ``metric`` improves (``mode`` max or min)."""
+    """After each evaluation, saves ``model_best.pth`` when ``metric`` improves (``mode`` max or min), and
+    ``model_best_<metric>.pth`` for each of ``extra_metrics`` when that one improves (e.g. TEMPURA keeps the best by
+    mR@20 and by R@20)."""
 
     def __init__(self, checkpointer, metric: str, mode: str = "max", file_prefix: str = "model_best",
-                 before_save: Optional[Callable] = None):
+                 before_save: Optional[Callable] = None, extra_metrics: Sequence[str] = ()):
         if mode not in ("max", "min"):
             raise ValueError(f"BestCheckpointer mode must be 'max' or 'min', got '{mode}'.")
         self.checkpointer, self.metric, self.mode, self.file_prefix = checkpointer, metric, mode, file_prefix
         self.before_save = before_save
         self.best_value: Optional[float] = None
         self.best_iter: Optional[int] = None
+        # metric -> [best value, iteration, file prefix]
+        self.extra = {m: [None, None, _best_file_prefix(m)] for m in extra_metrics if m != metric}
+
+    def _save_if_better(self, metric: str, best: Optional[float], prefix: str) -> Optional[float]:
+        value = _fresh_metric(self.trainer, metric)
+        if value is None or not math.isfinite(value) or not _improved(value, best, self.mode):
+            return None
+        logger.info("New best %s = %.4f at iteration %d (previous %s) -> %s.pth", metric, value, self.trainer.iter,
+                    best, prefix)
+        if self.before_save is not None:
+            self.before_save(self.trainer)
+        self.checkpointer.save(prefix, iteration=self.trainer.iter, best_metric=metric, best_value=float(value))
+        return float(value)
 
     def _check(self):
-        value = _fresh_metric(self.trainer, self.metric)
-        if value is None or not math.isfinite(value):
-            return
-        if _improved(value, self.best_value, self.mode):
-            logger.info("New best %s = %.4f at iteration %d (previous %s)", self.metric, value, self.trainer.iter,
-                        self.best_value)
-            self.best_value, self.best_iter = float(value), int(self.trainer.iter)
-            if self.before_save is not None:
-                self.before_save(self.trainer)
-            self.checkpointer.save(self.file_prefix, iteration=self.trainer.iter, best_metric=self.metric,
-                                   best_value=self.best_value)
+        value = self._save_if_better(self.metric, self.best_value, self.file_prefix)
+        if value is not None:
+            self.best_value, self.best_iter = value, int(self.trainer.iter)
+        for metric, record in self.extra.items():
+            value = self._save_if_better(metric, record[0], record[2])
+            if value is not None:
+                record[0], record[1] = value, int(self.trainer.iter)
 
     def after_step(self):
         self._check()
@@ -217,10 +235,14 @@ class BestCheckpointer(HookBase):
             self._check()
 
     def state_dict(self):
-        return {"best_value": self.best_value, "best_iter": self.best_iter}
+        return {"best_value": self.best_value, "best_iter": self.best_iter,
+                "extra": {m: r[:2] for m, r in self.extra.items()}}
 
     def load_state_dict(self, state):
         self.best_value, self.best_iter = state["best_value"], state["best_iter"]
+        for metric, (value, iteration) in state.get("extra", {}).items():
+            if metric in self.extra:
+                self.extra[metric][:2] = [value, iteration]
 
 
 class EarlyStopping(HookBase):

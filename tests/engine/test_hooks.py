@@ -5,6 +5,7 @@ import shutil
 
 import torch
 
+from sgg.engine.hooks import BestCheckpointer
 from tests.engine.helpers import TOY_CFG, load_model_state, read_metrics, run_cli
 
 STAGE2 = ["MODEL.BACKBONE.FREEZE_AT", "1", "SOLVER.STAGE2.ENABLED", "True", "SOLVER.STAGE2.START_ITER", "10",
@@ -60,3 +61,27 @@ def test_grad_norm_is_logged_before_clipping_and_the_epoch_when_given(tmp_path):
     assert len(norms) >= 3 and all(n > 1e-6 for n in norms)  # the unclipped norm, far above the clip value
     log = (out / "log.txt").read_text()
     assert "epoch: 0.50  iter: 0" in log and "epoch: 1.50  iter: 2" in log and "grad_norm:" in log
+
+
+def test_best_checkpoints_by_several_metrics(tmp_path):
+    """SOLVER.BEST_CHECKPOINT.EXTRA_METRICS: each metric keeps its own model_best_<metric>.pth (TEMPURA: mR@20 and
+    R@20), and the hook's state holds every record (what --resume restores)."""
+    out = str(tmp_path)
+    args = ["--config-file", TOY_CFG, "OUTPUT_DIR", out, "TEST.EVAL_PERIOD", "2", "SOLVER.MAX_ITER", "10",
+            "SOLVER.BEST_CHECKPOINT.METRIC", "toy/neg_mse", "SOLVER.BEST_CHECKPOINT.EXTRA_METRICS", '("toy/r2",)']
+    assert run_cli(*args).returncode == 0
+    evals = [m for m in read_metrics(out) if "toy/r2" in m]
+    by_r2 = torch.load(f"{out}/model_best_toy-r2.pth", weights_only=True)
+    assert by_r2["best_metric"] == "toy/r2" and by_r2["best_value"] == max(e["toy/r2"] for e in evals)
+    assert torch.load(f"{out}/model_best.pth", weights_only=True)["best_metric"] == "toy/neg_mse"
+
+
+def test_best_checkpointer_state_round_trip():
+    hook = BestCheckpointer(None, "a/x", extra_metrics=("a/y", "a/x"))
+    assert list(hook.extra) == ["a/y"] and hook.extra["a/y"][2] == "model_best_a-y"
+    hook.best_value, hook.best_iter, hook.extra["a/y"][:2] = 0.5, 3, [0.7, 5]
+    other = BestCheckpointer(None, "a/x", extra_metrics=("a/y",))
+    other.load_state_dict(hook.state_dict())
+    assert (other.best_value, other.best_iter, other.extra["a/y"][:2]) == (0.5, 3, [0.7, 5])
+    other.load_state_dict({"best_value": 0.1, "best_iter": 1})  # a checkpoint from before EXTRA_METRICS existed
+    assert other.best_value == 0.1 and other.extra["a/y"][:2] == [0.7, 5]
