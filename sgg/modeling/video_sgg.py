@@ -40,7 +40,8 @@ from .build import VIDEO_FEATURES_REGISTRY, build_backbone
 
 __all__ = ["MODES", "VideoSGGModel", "pair_box_masks", "load_word_vectors", "relation_targets",
            "BackboneRoIFeatures", "BoxMaskConv", "RelationFeatures", "ObjectClassifier", "VideoBoxes",
-           "check_video_images", "gather_gt_boxes", "class_prior", "normalized_boxes", "training_pairs",
+           "check_video_images", "gather_gt_boxes", "inference_boxes", "class_prior", "normalized_boxes",
+           "training_pairs",
            "video_relation_targets", "predcls_persons", "assign_person_labels", "pairs_of_persons", "split_frames",
            "multi_label_loss", "attention_loss"]
 
@@ -417,6 +418,22 @@ def class_prior(features: nn.Module, obj_feats: torch.Tensor, num_classes: int) 
     if distribution is not None:
         return distribution(obj_feats)
     return obj_feats.new_full((len(obj_feats), num_classes), 1.0 / num_classes)
+
+
+def inference_boxes(video: dict, images: torch.Tensor, fmap: torch.Tensor, mode: str, detector: Optional[nn.Module],
+                    device: torch.device):
+    """The boxes a model scores at inference: SGDet = the detector's detections, else the video's GT boxes.
+
+    Returns ``(boxes (N, 4) resized-frame pixels, original (N, 4) original pixels, labels (N,) or None (SGDet),
+    frame_idx (N,), det_dist (N, K) or None, det_feats (N, F) or None)``; ``det_feats`` are the detector's own
+    features of its detections when it computes them (the AG Faster R-CNN's RoI features, as upstream uses them).
+    """
+    if mode == "sgdet":
+        scale = float(video.get("image_scale", 1.0))
+        boxes, frame_idx, det_dist, det_feats = detector.detections(fmap, images.shape[-2:], scale)
+        return boxes, boxes / scale, None, frame_idx, det_dist, det_feats
+    gt = gather_gt_boxes(video, device)
+    return gt.boxes, gt.original, gt.labels, gt.frame_idx, None, None
 
 
 def normalized_boxes(boxes: torch.Tensor, video: dict) -> torch.Tensor:

@@ -58,6 +58,7 @@ from ..video_sgg import (
     attention_loss,
     check_video_images,
     gather_gt_boxes,
+    inference_boxes,
     load_word_vectors,
     multi_label_loss,
     normalized_boxes,
@@ -300,12 +301,9 @@ class DSGDETR(VideoSGGModel):
         images = check_video_images(video, "DSGDETR")
         fmap = self.features.frame_features(images)
         num_frames = len(video["frames"])
-        det_dist, gt_labels = None, None
-        if self.mode == "sgdet":
-            boxes, frame_idx, det_dist = self.detector.detect(fmap, images.shape[-2:])
-            original = boxes / float(video.get("image_scale", 1.0))
-        else:
-            boxes, original, gt_labels, frame_idx, _ = gather_gt_boxes(video, self.device)
+        # The tracker and tracklet stage pool their own object features, so a detector's are not used here.
+        boxes, original, gt_labels, frame_idx, det_dist, _ = inference_boxes(
+            video, images, fmap, self.mode, self.detector, self.device)
         refined, track_ids, _, logits = self._object_stage(video, fmap, boxes, frame_idx, gt_labels=gt_labels,
                                                            base_dist=det_dist)
         if self.mode == "predcls":

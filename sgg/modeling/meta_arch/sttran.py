@@ -56,6 +56,7 @@ from ..video_sgg import (
     check_video_images,
     class_prior,
     gather_gt_boxes,
+    inference_boxes,
     load_word_vectors,
     multi_label_loss,
     normalized_boxes,
@@ -263,13 +264,8 @@ class STTran(VideoSGGModel):
         images = check_video_images(video, "STTran")
         fmap = self.features.frame_features(images)
         num_frames = len(video["frames"])
-        det_feats = None
-        if self.mode == "sgdet":
-            scale = float(video.get("image_scale", 1.0))
-            boxes, frame_idx, det_dist, det_feats = self.detector.detections(fmap, images.shape[-2:], scale)
-            original = boxes / scale
-        else:
-            boxes, original, labels, frame_idx, _ = gather_gt_boxes(video, self.device)
+        boxes, original, labels, frame_idx, det_dist, det_feats = inference_boxes(
+            video, images, fmap, self.mode, self.detector, self.device)
         # The detector's own features of its detections when it has them (STTran: the proposals' RoI features).
         obj_feats = det_feats if det_feats is not None else self.features.object_features(fmap, boxes, frame_idx)
         if self.mode == "predcls":

@@ -55,6 +55,7 @@ from ..video_sgg import (
     assign_person_labels,
     check_video_images,
     gather_gt_boxes,
+    inference_boxes,
     load_word_vectors,
     normalized_boxes,
     pairs_of_persons,
@@ -610,13 +611,9 @@ class TEMPURA(VideoSGGModel):
         images = check_video_images(video, "TEMPURA")
         fmap = self.features.frame_features(images)
         num_frames = len(video["frames"])
-        det_dist = None
-        if self.mode == "sgdet":
-            boxes, frame_idx, det_dist = self.detector.detect(fmap, images.shape[-2:])
-            original = boxes / float(video.get("image_scale", 1.0))
-        else:
-            boxes, original, labels, frame_idx, _ = gather_gt_boxes(video, self.device)
-        obj_feats = self.features.object_features(fmap, boxes, frame_idx)
+        boxes, original, labels, frame_idx, det_dist, det_feats = inference_boxes(
+            video, images, fmap, self.mode, self.detector, self.device)
+        obj_feats = det_feats if det_feats is not None else self.features.object_features(fmap, boxes, frame_idx)
         if self.mode == "predcls":
             scores = torch.ones(len(boxes), device=self.device)
             person, is_person = predcls_persons(frame_idx, num_frames)
