@@ -43,7 +43,7 @@ __all__ = ["MODES", "VideoSGGModel", "pair_box_masks", "load_word_vectors", "rel
            "check_video_images", "gather_gt_boxes", "inference_boxes", "class_prior", "normalized_boxes",
            "training_pairs",
            "video_relation_targets", "predcls_persons", "assign_person_labels", "pairs_of_persons", "split_frames",
-           "multi_label_loss", "attention_loss"]
+           "multi_label_loss", "relation_losses", "attention_loss"]
 
 logger = logging.getLogger(__name__)
 
@@ -548,6 +548,16 @@ def multi_label_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "ma
     order = torch.argsort(target, dim=1, descending=True, stable=True)
     idx = torch.where(torch.gather(target, 1, order) > 0, order, torch.full_like(order, -1))
     return F.multilabel_margin_loss(probs, idx)
+
+
+def relation_losses(logits: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], kind: str = "margin",
+                    prefix: str = "loss") -> Dict[str, torch.Tensor]:
+    """``{prefix}_attention`` / ``{prefix}_spatial`` / ``{prefix}_contacting`` of one relation head set:
+    ``logits`` and ``targets`` are the (attention, spatial, contacting) triples; ``kind`` the multi-label loss."""
+    (att, spa, con), (att_t, spa_t, con_t) = logits, targets
+    return {f"{prefix}_attention": attention_loss(att, att_t),
+            f"{prefix}_spatial": multi_label_loss(spa, spa_t, kind),
+            f"{prefix}_contacting": multi_label_loss(con, con_t, kind)}
 
 
 def attention_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -60,15 +60,14 @@ from ..video_sgg import (
     RelationFeatures,
     VideoSGGModel,
     assign_person_labels,
-    attention_loss,
     check_video_images,
     gather_gt_boxes,
     inference_boxes,
     load_word_vectors,
-    multi_label_loss,
     normalized_boxes,
     pairs_of_persons,
     predcls_persons,
+    relation_losses,
     split_frames,
     training_pairs,
     video_relation_targets,
@@ -428,14 +427,12 @@ class STKET(VideoSGGModel):
             logits = self.object_classifier(obj_feats, uniform, normalized_boxes(gt.boxes, video))
             losses["loss_object"] = self.object_loss_weight * F.cross_entropy(logits, gt.labels)
         pairs = training_pairs(gt)
-        att_t, spa_t, con_t = video_relation_targets(video, gt, pairs, self.groups)
+        targets = video_relation_targets(video, gt, pairs, self.groups)
         scores = torch.ones(len(gt.boxes), device=self.device)
         out = self._relation_branches(fmap, gt.boxes, gt.frame_idx, obj_feats, gt.labels, scores, pairs,
                                       len(video["frames"]), by_score=False)
-        for name, (att, spa, con) in out.items():
-            losses[f"loss_{name}_attention"] = attention_loss(att, att_t)
-            losses[f"loss_{name}_spatial"] = multi_label_loss(spa, spa_t, self.multi_label_loss)
-            losses[f"loss_{name}_contacting"] = multi_label_loss(con, con_t, self.multi_label_loss)
+        for name, heads in out.items():
+            losses.update(relation_losses(heads, targets, self.multi_label_loss, prefix=f"loss_{name}"))
         return losses
 
     # ------------------------------------------------------------------------------------------ inference

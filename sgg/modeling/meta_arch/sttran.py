@@ -52,16 +52,15 @@ from ..video_sgg import (
     RelationFeatures,
     VideoSGGModel,
     assign_person_labels,
-    attention_loss,
     check_video_images,
     class_prior,
     gather_gt_boxes,
     inference_boxes,
     load_word_vectors,
-    multi_label_loss,
     normalized_boxes,
     pairs_of_persons,
     predcls_persons,
+    relation_losses,
     split_frames,
     training_pairs,
     video_relation_targets,
@@ -251,12 +250,9 @@ class STTran(VideoSGGModel):
             losses["loss_object"] = self.object_loss_weight * F.cross_entropy(logits, gt.labels)
         # Pairs: the person (row 0) with every object of the frame; GT labels feed the embeddings (as STTran).
         pairs = training_pairs(gt)
-        att_t, spa_t, con_t = video_relation_targets(video, gt, pairs, self.groups)
-        att, spa, con = self._relation_heads(fmap, gt.boxes, gt.frame_idx, obj_feats, gt.labels, pairs,
-                                             len(video["frames"]))
-        losses["loss_attention"] = attention_loss(att, att_t)
-        losses["loss_spatial"] = multi_label_loss(spa, spa_t, self.multi_label_loss)
-        losses["loss_contacting"] = multi_label_loss(con, con_t, self.multi_label_loss)
+        targets = video_relation_targets(video, gt, pairs, self.groups)
+        heads = self._relation_heads(fmap, gt.boxes, gt.frame_idx, obj_feats, gt.labels, pairs, len(video["frames"]))
+        losses.update(relation_losses(heads, targets, self.multi_label_loss))
         return losses
 
     @torch.no_grad()
