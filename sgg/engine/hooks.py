@@ -207,25 +207,33 @@ class BestCheckpointer(HookBase):
         # metric -> [best value, iteration, file prefix]
         self.extra = {m: [None, None, _best_file_prefix(m)] for m in extra_metrics if m != metric}
 
-    def _save_if_better(self, metric: str, best: Optional[float], prefix: str) -> Optional[float]:
+    def _improvement(self, metric: str, best: Optional[float]) -> Optional[float]:
+        """The fresh value of ``metric`` when it beats ``best`` (finite), else None."""
         value = _fresh_metric(self.trainer, metric)
         if value is None or not math.isfinite(value) or not _improved(value, best, self.mode):
             return None
-        logger.info("New best %s = %.4f at iteration %d (previous %s) -> %s.pth", metric, value, self.trainer.iter,
-                    best, prefix)
-        if self.before_save is not None:
-            self.before_save(self.trainer)
-        self.checkpointer.save(prefix, iteration=self.trainer.iter, best_metric=metric, best_value=float(value))
         return float(value)
 
     def _check(self):
-        value = self._save_if_better(self.metric, self.best_value, self.file_prefix)
-        if value is not None:
-            self.best_value, self.best_iter = value, int(self.trainer.iter)
-        for metric, record in self.extra.items():
-            value = self._save_if_better(metric, record[0], record[2])
+        records = [(self.metric, self.best_value, self.file_prefix)] + \
+            [(m, r[0], r[2]) for m, r in self.extra.items()]
+        improved = []
+        for metric, best, prefix in records:
+            value = self._improvement(metric, best)
             if value is not None:
-                record[0], record[1] = value, int(self.trainer.iter)
+                improved.append((metric, best, prefix, value))
+        if not improved:
+            return
+        if self.before_save is not None:
+            self.before_save(self.trainer)  # once per step, however many metrics improved
+        for metric, best, prefix, value in improved:
+            logger.info("New best %s = %.4f at iteration %d (previous %s) -> %s.pth", metric, value,
+                        self.trainer.iter, best, prefix)
+            self.checkpointer.save(prefix, iteration=self.trainer.iter, best_metric=metric, best_value=value)
+            if metric == self.metric:
+                self.best_value, self.best_iter = value, int(self.trainer.iter)
+            else:
+                self.extra[metric][:2] = [value, int(self.trainer.iter)]
 
     def after_step(self):
         self._check()
