@@ -20,6 +20,10 @@ _C.MODEL.WEIGHTS = ""  # a local checkpoint path; nothing is ever downloaded
 # MODEL.WEIGHTS must fill every model tensor with the right shape (else an error listing the mismatches); True loads
 # the matching tensors only and logs the rest (progressive training sets it). A checkpoint matching nothing is an error.
 _C.MODEL.ALLOW_PARTIAL_WEIGHTS = False
+# "" = float model; "dynamic" = nn.Linear layers int8 dynamically quantized (torch.ao, CPU only) when the model is
+# built, before MODEL.WEIGHTS loads: what tools/export_model.py --quantize dynamic writes (and records here) so that
+# --eval-only rebuilds the quantized structure its checkpoint needs (sgg/modeling/quantization.py, docs/deploy.md).
+_C.MODEL.QUANTIZATION = ""
 _C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]  # RGB, 0-255
 _C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
 

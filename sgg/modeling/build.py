@@ -9,6 +9,8 @@ import torch
 from sgg.config.config import ConfigError
 from sgg.utils.registry import Registry
 
+from .quantization import check_quantization_device, quantize_model
+
 __all__ = ["META_ARCH_REGISTRY", "BACKBONE_REGISTRY", "MATCHER_REGISTRY", "VIDEO_DETECTOR_REGISTRY",
            "VIDEO_FEATURES_REGISTRY", "build_model", "build_backbone", "build_matcher", "build_video_detector",
            "build_video_features", "resolve_device"]
@@ -64,11 +66,16 @@ def resolve_device(name: str, key: str = "MODEL.DEVICE") -> torch.device:
 
 
 def build_model(cfg) -> torch.nn.Module:
-    """Build ``cfg.MODEL.META_ARCHITECTURE`` and move it to ``cfg.MODEL.DEVICE`` (weights are not loaded here)."""
+    """Build ``cfg.MODEL.META_ARCHITECTURE``, move it to ``cfg.MODEL.DEVICE`` and apply ``cfg.MODEL.QUANTIZATION``
+    (:func:`~sgg.modeling.quantization.quantize_model`; weights are not loaded here)."""
     if not cfg.MODEL.META_ARCHITECTURE:
         raise ValueError("MODEL.META_ARCHITECTURE is empty; set it in the config (see tools/train_net.py --list).")
     model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
-    model.to(resolve_device(cfg.MODEL.DEVICE))
+    device = resolve_device(cfg.MODEL.DEVICE)
+    model.to(device)
+    if cfg.MODEL.QUANTIZATION:  # the structure a quantized checkpoint needs, before any weights load
+        check_quantization_device(cfg.MODEL.QUANTIZATION, device)
+        quantize_model(model, cfg.MODEL.QUANTIZATION)
     return model
 
 

@@ -7,7 +7,7 @@ covers every frame (or every sliding window of frames) of a video.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Dict, Tuple
 
 import torch
 from torch import nn
@@ -86,40 +86,68 @@ class SpatialTemporalTransformer(nn.Module):
         self.frame_embedding = nn.Embedding(window, dim)
         nn.init.uniform_(self.frame_embedding.weight)  # as the reference
 
+    # The index tensors below depend only on how many pairs each frame has, so they are computed apart from the
+    # tensors they index (``*_layout``) and applied by ``*_apply``: the data-dependent part (segment lengths) stays in
+    # Python while the ``*_apply`` half is shape-generic tensor code that traces (sgg.export's video core).
+    def spatial_layout(self, frame_of_pair: torch.Tensor, num_frames: int) -> Dict[str, torch.Tensor]:
+        """Index tensors of the spatial encoder for pairs in frames ``frame_of_pair`` ``(P,)`` (ascending, P > 0):
+        ``index`` ``(T, L)`` rows gathered per frame, ``mask`` ``(T, L)`` the attention padding mask (fully padded
+        rows unblocked, :func:`unblock_empty`), ``keep`` ``(P,)`` flat slots of the real pairs in ``(T * L)``."""
+        counts = torch.bincount(frame_of_pair, minlength=num_frames)
+        starts = torch.cumsum(counts, 0) - counts
+        index, pad = segment_index(counts, starts, int(counts.max()), frame_of_pair.shape[0])
+        return {"index": index, "mask": unblock_empty(pad), "keep": torch.nonzero(~pad.flatten()).squeeze(1)}
+
+    def spatial_apply(self, x: torch.Tensor, index: torch.Tensor, mask: torch.Tensor,
+                      keep: torch.Tensor) -> torch.Tensor:
+        """The spatial encoder on pair features ``x`` ``(P, D)`` with :meth:`spatial_layout`'s tensors -> ``(P, D)``
+        in the original order (frames ascending, pairs in order)."""
+        h = x[index]
+        for layer in self.encoder:
+            h = layer(h, src_key_padding_mask=mask)
+        return h.flatten(0, 1)[keep]
+
+    def temporal_layout(self, frame_of_pair: torch.Tensor, num_frames: int) -> Dict[str, torch.Tensor]:
+        """Index tensors of the temporal decoder (sliding windows of ``window`` frames, stride 1) for pairs in frames
+        ``frame_of_pair`` ``(P,)`` (ascending, P > 0): ``index`` ``(W, L)`` rows per window, ``position`` ``(W, L)``
+        each slot's frame within its window, ``mask`` ``(W, L)`` padding (unblocked), ``gather`` ``(P,)`` the flat
+        slot of ``(W * L)`` each pair reads its output from."""
+        counts = torch.bincount(frame_of_pair, minlength=num_frames)
+        starts = torch.cumsum(counts, 0) - counts
+        num_windows = max(num_frames - self.window + 1, 1)
+        w_first = torch.arange(num_windows, device=frame_of_pair.device)
+        w_last = (w_first + self.window - 1).clamp(max=num_frames - 1)
+        ends = starts + counts
+        w_starts, w_counts = starts[w_first], ends[w_last] - starts[w_first]
+        length = int(w_counts.max())
+        index, pad = segment_index(w_counts, w_starts, length, frame_of_pair.shape[0])
+        position = (frame_of_pair[index] - w_first[:, None]).clamp(0, self.window - 1)
+        # Frame t reads the window ending at t ("latter"); the first window also serves frames 0 .. window - 2.
+        window_of_pair = (frame_of_pair - self.window + 1).clamp(0, num_windows - 1)
+        slot = torch.arange(frame_of_pair.shape[0], device=frame_of_pair.device) - w_starts[window_of_pair]
+        return {"index": index, "position": position, "mask": unblock_empty(pad),
+                "gather": window_of_pair * length + slot}
+
+    def temporal_apply(self, x: torch.Tensor, index: torch.Tensor, position: torch.Tensor, mask: torch.Tensor,
+                       gather: torch.Tensor) -> torch.Tensor:
+        """The temporal decoder on ``x`` ``(P, D)`` with :meth:`temporal_layout`'s tensors -> ``(P, D)``."""
+        h = x[index]
+        pos = self.frame_embedding(position)
+        for layer in self.decoder:
+            h = layer(h, pos, mask)
+        return h.flatten(0, 1)[gather]
+
     def spatial(self, x: torch.Tensor, frame_of_pair: torch.Tensor, num_frames: int) -> torch.Tensor:
         """The spatial encoder alone: pairs attend to the pairs of their own frame. ``(P, D) -> (P, D)``."""
         if x.shape[0] == 0 or not self.encoder:
             return x
-        counts = torch.bincount(frame_of_pair, minlength=num_frames)
-        starts = torch.cumsum(counts, 0) - counts
-        index, pad = segment_index(counts, starts, int(counts.max()), x.shape[0])
-        h = x[index]
-        pad_ok = unblock_empty(pad)
-        for layer in self.encoder:
-            h = layer(h, src_key_padding_mask=pad_ok)
-        return h[~pad]  # back to (P, D) in the original order (frames ascending, pairs in order)
+        return self.spatial_apply(x, **self.spatial_layout(frame_of_pair, num_frames))
 
     def temporal(self, x: torch.Tensor, frame_of_pair: torch.Tensor, num_frames: int) -> torch.Tensor:
         """The temporal decoder alone over sliding windows of frames. ``(P, D) -> (P, D)``."""
         if x.shape[0] == 0 or not self.decoder:
             return x
-        counts = torch.bincount(frame_of_pair, minlength=num_frames)
-        starts = torch.cumsum(counts, 0) - counts
-        num_windows = max(num_frames - self.window + 1, 1)
-        w_first = torch.arange(num_windows, device=x.device)
-        w_last = (w_first + self.window - 1).clamp(max=num_frames - 1)
-        ends = starts + counts
-        w_starts, w_counts = starts[w_first], ends[w_last] - starts[w_first]
-        index, pad = segment_index(w_counts, w_starts, int(w_counts.max()), x.shape[0])
-        h = x[index]
-        pos = self.frame_embedding((frame_of_pair[index] - w_first[:, None]).clamp(0, self.window - 1))
-        pad_ok = unblock_empty(pad)
-        for layer in self.decoder:
-            h = layer(h, pos, pad_ok)
-        # Frame t reads the window ending at t ("latter"); the first window also serves frames 0 .. window - 2.
-        window_of_pair = (frame_of_pair - self.window + 1).clamp(0, num_windows - 1)
-        slot = torch.arange(x.shape[0], device=x.device) - w_starts[window_of_pair]
-        return h[window_of_pair, slot]
+        return self.temporal_apply(x, **self.temporal_layout(frame_of_pair, num_frames))
 
     def forward(self, x: torch.Tensor, frame_of_pair: torch.Tensor, num_frames: int) -> torch.Tensor:
         """Contextualise pair features ``x`` ``(P, D)`` (pairs grouped by frame, frames ascending)."""

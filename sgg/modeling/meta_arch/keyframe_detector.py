@@ -41,9 +41,10 @@ def sinusoidal_position_encoding(length: int, dim: int, device=None, dtype=torch
     """Vaswani et al. (2017) encodings ``(length, dim)``: sin on even, cos on odd channels, wavelengths up to 1e4."""
     position = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
     div = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    pe = torch.zeros(length, dim, device=device, dtype=torch.float32)
-    pe[:, 0::2] = torch.sin(position * div)
-    pe[:, 1::2] = torch.cos(position * div[: dim // 2])
+    angle = position * div  # (length, ceil(dim / 2))
+    # sin / cos interleaved by stacking rather than by slice assignment into zeros: the same values, and the length
+    # stays symbolic when the model is traced for ONNX (sgg.export).
+    pe = torch.stack([torch.sin(angle), torch.cos(angle)], dim=-1).flatten(1)[:, :dim]
     return pe.to(dtype)
 
 
@@ -60,7 +61,9 @@ def _attention_mask(allowed: torch.Tensor, valid: torch.Tensor, num_heads: int) 
     """
     b, t = valid.shape
     ok = allowed.unsqueeze(0) & valid.unsqueeze(1)  # (B, T, T)
-    ok = ok | torch.eye(t, dtype=torch.bool, device=valid.device).unsqueeze(0)
+    steps = torch.arange(t, device=valid.device)
+    # The diagonal as a comparison, not torch.eye(dtype=bool): ONNX Runtime has no boolean EyeLike (sgg.export).
+    ok = ok | (steps[:, None] == steps[None, :]).unsqueeze(0)
     return (~ok).repeat_interleave(num_heads, dim=0)
 
 
