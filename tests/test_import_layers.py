@@ -81,6 +81,14 @@ def test_lower_layers_import_nothing_above(layer, above):
     assert _violations(os.path.join(SGG, layer), above) == []
 
 
+def test_export_sits_above_modeling_and_nothing_below_imports_it():
+    """sgg/export may use modeling, checkpoint, config, structures and utils, never the engine, data or evaluation
+    (tools feed it inputs and score it); no other sgg package imports sgg.export."""
+    assert _violations(os.path.join(SGG, "export"), ["sgg.engine", "sgg.data", "sgg.evaluation"]) == []
+    below = [d for d in os.listdir(SGG) if os.path.isdir(os.path.join(SGG, d)) and d not in ("export", "__pycache__")]
+    assert sum((_violations(os.path.join(SGG, d), ["sgg.export"]) for d in below), []) == []
+
+
 def test_the_library_never_imports_tools():
     assert _violations(SGG, ["tools", "sgg_tools"]) == []
 

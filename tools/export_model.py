@@ -56,8 +56,8 @@ from sgg.export import (  # noqa: E402
     sparsity,
 )
 from sgg.modeling import build_model  # noqa: E402
-from sgg.modeling.quantization import QUANTIZATION_MODES, check_quantization_device  # noqa: E402
 from sgg.modeling.build import resolve_device  # noqa: E402
+from sgg.modeling.quantization import QUANTIZATION_MODES, check_quantization_device  # noqa: E402
 from sgg.utils.errors import run_cli  # noqa: E402
 from sgg.utils.logger import setup_logger  # noqa: E402
 

@@ -35,4 +35,8 @@ from .formats import (  # noqa: F401
     require_onnx,
 )
 
-__all__ = [k for k in dir() if not k.startswith("_")]
+__all__ = ["PRUNE_METHODS", "apply_zero_masks", "make_pruning_permanent", "prune_global_l1", "quantize_model",
+           "sparsity", "state_dict_bytes", "FAMILIES", "ExportCore", "ExportError", "ImageSGGCore", "KeyframeCore",
+           "UNetCore", "VideoSGGCore", "build_core", "FORMATS", "DeployedModel", "OnnxRunner", "TorchScriptRunner",
+           "check_onnx", "describe", "export_onnx", "export_torchscript", "load_runner", "max_abs_diff",
+           "require_onnx"]

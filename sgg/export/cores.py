@@ -39,7 +39,7 @@ tracking and memory steps), the frequency baselines (no network).
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -259,7 +259,8 @@ class KeyframeCore(ExportCore):
         key = "frames" if self.pixels else "features"
         x = batched_input.get(key)
         if x is None or x.ndim != (4 if self.pixels else 2):
-            raise ExportError(f"keyframe export needs the mapper's '{key}'; got {None if x is None else tuple(x.shape)}.")
+            got = None if x is None else tuple(x.shape)
+            raise ExportError(f"keyframe export needs the mapper's '{key}'; got {got}.")
         return (x.to(self.model.device, torch.float32),)
 
     def postprocess(self, outputs: Sequence[torch.Tensor], batched_input: dict) -> dict:

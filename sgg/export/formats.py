@@ -29,7 +29,8 @@ from torch import nn
 from .cores import ExportCore, ExportError
 
 __all__ = ["FORMATS", "ONNX_OPSET", "require_onnx", "export_torchscript", "export_onnx", "check_onnx",
-           "TorchScriptRunner", "OnnxRunner", "load_runner", "DeployedModel", "max_abs_diff", "describe", "tracing_context"]
+           "TorchScriptRunner", "OnnxRunner", "load_runner", "DeployedModel", "max_abs_diff", "describe",
+           "tracing_context"]
 
 logger = logging.getLogger(__name__)
 

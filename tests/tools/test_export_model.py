@@ -11,13 +11,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import tests.engine.toy  # noqa: F401,E402  (registers ToyRegressor and toy_test)
 from sgg.checkpoint import DetectionCheckpointer
 from sgg.config import get_cfg
 from sgg.modeling import build_model
 from tests.engine.helpers import TOY_CFG, assert_one_error_line, load_model_state, run_cli
 from tests.tools.tool_loader import load_tool
-
-import tests.engine.toy  # noqa: F401,E402  (registers ToyRegressor and toy_test)
 
 
 def _export(*argv):
