@@ -15,11 +15,33 @@ from sgg.export import (
     max_abs_diff,
 )
 from sgg.modeling import build_model
-from tests.modeling.set_prediction_tiny import tiny_detr, tiny_speaq
+from sgg.modeling.backbone.small_cnn import SmallCNN
+from sgg.modeling.matchers.hungarian import IterativeHungarianMatcher
+from sgg.modeling.meta_arch.detr import DETR
+from sgg.modeling.meta_arch.speaq import SpeaQ
 from tests.modeling.t2v_tiny import tiny_t2v_model
 
 TOL = 1e-4  # fp32 round trip, as docs/deploy.md states
-pytest.importorskip  # noqa: B018  (onnx / onnxruntime are required: the deploy extra is in "all")
+
+
+def _small_cnn(channels):
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.OUT_CHANNELS = channels
+    return SmallCNN(cfg)
+
+
+def tiny_detr():
+    torch.manual_seed(0)
+    return DETR(backbone=_small_cnn(16), num_classes=3, num_predicates=4, num_queries=4, hidden_dim=16, nheads=2,
+                dim_feedforward=32, enc_layers=1, dec_layers=1, dropout=0.0)
+
+
+def tiny_speaq():
+    """One decoder layer (no between-layer graph attention): the smallest SpeaQ; top 20 triplets."""
+    torch.manual_seed(0)
+    return SpeaQ(backbone=_small_cnn(16), matcher=IterativeHungarianMatcher(), num_classes=3, num_predicates=4,
+                 num_queries=6, hidden_dim=16, nheads=2, dim_feedforward=32, enc_layers=1, dec_layers=1, dropout=0.0,
+                 topk=20)
 
 
 def _round_trip(core, trace_inputs, check_inputs, tmp_path):
