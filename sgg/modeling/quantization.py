@@ -61,6 +61,11 @@ def _pack_flat(module: nn.Module, state: Dict, prefix: str, local_metadata, stri
         state.setdefault(f"{base}.dtype", torch.qint8)
 
 
+def _keep_ordinary_path(module: nn.Module, args) -> None:
+    """No-op forward pre-hook (see :func:`quantize_model`)."""
+    return None
+
+
 def is_quantized(model: nn.Module) -> bool:
     """True when ``model`` holds dynamically quantized Linear layers."""
     return any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
@@ -84,6 +89,12 @@ def quantize_model(model: nn.Module, mode: str = "dynamic") -> nn.Module:
         return model
     n_linear = sum(type(m) is nn.Linear for m in model.modules())
     torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    for layer in model.modules():
+        if isinstance(layer, nn.TransformerEncoderLayer):
+            # Its fused inference fast path reads linear1.weight as a tensor, which a quantized Linear has as a
+            # method (AttributeError); a forward pre-hook is one of the conditions under which torch declines that
+            # path and runs the module's ordinary (quantized) layers.
+            layer.register_forward_pre_hook(_keep_ordinary_path)
     model.register_state_dict_post_hook(_flatten_packed)
     model.register_load_state_dict_pre_hook(_pack_flat)
     logger.info("MODEL.QUANTIZATION dynamic: %d nn.Linear layers -> int8 dynamic quantized (CPU).", n_linear)

@@ -1,6 +1,8 @@
 """sgg.export: every family's exported core (TorchScript and ONNX) equals the eager model on random inputs of sizes
 other than the one it was traced on, and the post-processed predictions equal the model's own ``forward``."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from sgg.export import (
     export_torchscript,
     load_runner,
     max_abs_diff,
+    quantize_model,
 )
 from sgg.modeling import build_model
 from sgg.modeling.backbone.small_cnn import SmallCNN
@@ -144,6 +147,12 @@ def test_keyframe_round_trip(tmp_path):
     for fmt, (runner, diff) in results.items():
         assert diff <= TOL, (fmt, diff)
         assert max_abs_diff([core.postprocess(runner(*core.inputs(longer)), longer)["scores"]], [eager]) <= TOL
+    # The int8 model (MODEL.QUANTIZATION dynamic) runs eagerly and traces; its TorchScript equals its eager output.
+    qcore = build_core(quantize_model(copy.deepcopy(model), "dynamic").eval())
+    runner = load_runner("torchscript", export_torchscript(qcore, core.inputs(short), str(tmp_path / "q.pt")), qcore)
+    with torch.no_grad():
+        assert max_abs_diff(runner(*core.inputs(longer)), qcore(*core.inputs(longer))) <= TOL
+        assert 0 < max_abs_diff(qcore(*core.inputs(longer)), core(*core.inputs(longer))) < 0.1  # int8 really used
 
 
 def test_text_to_video_unet_round_trip(tmp_path):

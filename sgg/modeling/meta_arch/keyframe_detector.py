@@ -101,7 +101,8 @@ class _KeyframeDetectorBase(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.input_proj.weight.device
+        # Any parameter, not input_proj.weight: that is a method once MODEL.QUANTIZATION has made it an int8 Linear.
+        return next(self.parameters()).device
 
     def encode_steps(self, batched_inputs: List[dict]) -> List[torch.Tensor]:
         """Per-video step features ``(T_i, in_dim)``."""
