@@ -227,7 +227,11 @@ class DefaultTrainer(TrainerBase):
         trainer = DefaultTrainer(cfg)
         trainer.resume_or_load(resume=args.resume)
         trainer.train()
+
+    ``show_progress``: draw the evaluation's progress bar (``tools/tune.py`` runs its trials without it).
     """
+
+    show_progress: bool = True
 
     def __init__(self, cfg):
         super().__init__()
@@ -441,7 +445,7 @@ class DefaultTrainer(TrainerBase):
             if comm.is_main_process():
                 os.makedirs(folder, exist_ok=True)
             evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, name, folder)
-            res = inference_on_dataset(model, loader, evaluator)
+            res = inference_on_dataset(model, loader, evaluator, show_progress=cls.show_progress)
             results[name] = res
             if comm.is_main_process():
                 logger.info("Evaluation results for %s:", name)
