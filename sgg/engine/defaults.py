@@ -245,6 +245,9 @@ class DefaultTrainer(TrainerBase):
             self.model, None, optimizer, accumulate_steps=cfg.SOLVER.ACCUMULATE_GRAD_STEPS, clip_fn=_clip_fn(cfg),
             amp_dtype=_amp_dtype(cfg), max_nonfinite_steps=cfg.SOLVER.MAX_NONFINITE_STEPS,
         )
+        # The step runs in SimpleTrainer: route its after_backward to this trainer's hooks (gradient histograms).
+        proxy = weakref.proxy(self)
+        self._trainer.after_backward = lambda: TrainerBase.after_backward(proxy)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
                                                   scheduler=self.scheduler,
@@ -357,7 +360,8 @@ class DefaultTrainer(TrainerBase):
 
     def build_hooks(self) -> List[hooks.HookBase]:
         """Timer, LR, two-stage, EMA, eval, best/early-stop/plateau, checkpoints, diffusers export
-        (``MODEL.T2V.EXPORT_DIFFUSERS``), writers (in that order)."""
+        (``MODEL.T2V.EXPORT_DIFFUSERS``), weight histograms (``TENSORBOARD.HISTOGRAM_PERIOD``), writers (in that
+        order)."""
         cfg = self.cfg
         out: List[Optional[hooks.HookBase]] = [
             hooks.IterationTimer(),
@@ -385,6 +389,10 @@ class DefaultTrainer(TrainerBase):
                                               before_save=self._gather_rng_states))
         if cfg.MODEL.T2V.EXPORT_DIFFUSERS:
             out.append(hooks.DiffusersExportHook(cfg))
+        if cfg.TENSORBOARD.HISTOGRAM_PERIOD > 0 and comm.is_main_process():  # before the writers, which write them
+            t = cfg.TENSORBOARD
+            out.append(hooks.WeightHistograms(t.HISTOGRAM_PERIOD, bins=t.HISTOGRAM_BINS,
+                                              gradients=t.HISTOGRAM_GRADIENTS))
         # Writers run on every rank (metrics are reduced collectively) but only rank 0 writes files.
         if comm.is_main_process():
             out.append(hooks.PeriodicWriter(default_writers(cfg.OUTPUT_DIR, self.max_iter, cfg.SOLVER.ITERS_PER_EPOCH),
