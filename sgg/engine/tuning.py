@@ -263,7 +263,8 @@ def apply_params(cfg, params: Dict[str, Any], output_dir: Optional[str] = None):
 
 class OptunaPruningHook(HookBase):
     """Reports every fresh evaluation of ``metric`` to the Optuna ``trial`` (step = iterations done); when the
-    trial's pruner says so (``prune``), stops training after this iteration through ``trainer.request_stop()``.
+    trial's pruner says so (``prune``) after an evaluation during training, stops training after this iteration
+    through ``trainer.request_stop()`` (the final evaluation is reported but does not prune: the run is over).
 
     After training: ``values`` (step -> value), ``last_value``, ``pruned_at`` (iterations done, or None).
     """
@@ -274,7 +275,7 @@ class OptunaPruningHook(HookBase):
         self.last_value: Optional[float] = None
         self.pruned_at: Optional[int] = None
 
-    def _check(self, step: int) -> None:
+    def _check(self, step: int, *, may_prune: bool = True) -> None:
         try:
             value = _fresh_metric(self.trainer, self.metric)
         except KeyError:
@@ -291,7 +292,7 @@ class OptunaPruningHook(HookBase):
         if not math.isfinite(value):
             return  # Optuna refuses to store NaN intermediate values; the objective fails the trial instead
         self.trial.report(value, step)
-        if self.prune and self.pruned_at is None and self.trial.should_prune():
+        if may_prune and self.prune and self.pruned_at is None and self.trial.should_prune():
             self.pruned_at = step
             logger.info("Trial %d pruned after %d iterations (%s = %.4f).", self.trial.number, step, self.metric,
                         value)
@@ -301,8 +302,9 @@ class OptunaPruningHook(HookBase):
         self._check(self.trainer.iter + 1)
 
     def after_train(self):
+        # The final evaluation is reported, but never prunes: the run is over, its value is the trial's objective.
         if self.trainer.completed:
-            self._check(self.trainer.iter)
+            self._check(self.trainer.iter, may_prune=False)
 
 
 @dataclass
