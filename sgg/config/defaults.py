@@ -201,7 +201,10 @@ _C.SEED = -1  # < 0 = random, recorded in the log
 _C.CUDNN_BENCHMARK = False
 _C.DETERMINISTIC = False  # torch.use_deterministic_algorithms + fixed seeds; needed for bit-exact resume
 _C.LOG_PERIOD = 20
+# Every VIS_PERIOD iterations (0 = never), the predictions on the first VIS_SAMPLES test inputs are drawn into
+# TensorBoard (images "vis/<dataset>/<i>"; image and video SGG models; docs/engine.md, "Monitoring").
 _C.VIS_PERIOD = 0
+_C.VIS_SAMPLES = 2
 # TensorBoard extras (scalars, incl. grad_norm, are always written). Every HISTOGRAM_PERIOD iterations: a histogram of
 # each trainable weight (weights/<name>) and, with HISTOGRAM_GRADIENTS, of its gradient before clipping (grads/<name>);
 # 0 = off (a histogram of every tensor costs time and event-file space).
