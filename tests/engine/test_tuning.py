@@ -10,12 +10,13 @@ import os
 import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from sgg.config import get_cfg
-from sgg.engine.tuning import SearchSpaceError, grid_search_space, parse_search_space
+from sgg.engine.tuning import OptunaPruningHook, SearchSpaceError, grid_search_space, parse_search_space
 
 from .helpers import REPO, TOY_CFG, run_cli
 
@@ -163,3 +164,21 @@ def test_study_mismatch_and_missing_metric_are_one_line_errors(tmp_path):
     assert code == 2 and "maximises/minimises differently" in err
     code, _, err = _run([*base, "--space", str(tmp_path / "nope.yaml"), "--metric", "toy/mse", *opts])
     assert code == 2 and "Search space file not found" in err
+
+
+def test_pruning_hook_prunes_only_during_training():
+    """An evaluation during training may prune (the trainer is asked to stop); the final one is reported only."""
+    reports = []
+    trial = SimpleNamespace(number=0, report=lambda v, s: reports.append((s, v)), should_prune=lambda: True)
+    stops = []
+    trainer = SimpleNamespace(iter=9, completed=True, latest_eval=(9, {"toy/mse": 2.0}),
+                              request_stop=lambda: stops.append(trainer.iter))
+    hook = OptunaPruningHook(trial, "toy/mse")
+    hook.trainer = trainer
+    hook.after_step()
+    assert reports == [(10, 2.0)] and stops == [9] and hook.pruned_at == 10
+    hook = OptunaPruningHook(trial, "toy/mse")
+    hook.trainer = trainer
+    trainer.iter, trainer.latest_eval = 20, (20, {"toy/mse": 1.0})
+    hook.after_train()
+    assert reports[-1] == (20, 1.0) and hook.pruned_at is None and stops == [9] and hook.last_value == 1.0
