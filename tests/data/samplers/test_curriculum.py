@@ -3,15 +3,18 @@ accumulation, exact resume, composition with the multi-dataset sampler's exact r
 
 import itertools
 import json
+import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from sgg.config import get_cfg
 from sgg.data.build import TrainLoader, curriculum_sampler_name
 from sgg.data.samplers import CurriculumSampler, MultiDatasetDynamicSampler
 from sgg.data.samplers.curriculum import CurriculumSchedule, build_curriculum, sample_difficulties
 from sgg.utils.errors import DataFormatError
+from tests.engine.helpers import TOY_CFG, load_model_state, run_cli
 
 N = 30
 # Hand-made scene graphs: sample i has DIFFICULTY[i] relations (a shuffled 0..29), so the easiest third is known.
@@ -148,3 +151,27 @@ def test_schedule_errors_name_the_keys(stages, fractions, message):
     with pytest.raises(ValueError, match=r"DATALOADER\.CURRICULUM") as e:
         CurriculumSchedule(DIFFICULTY, stages, fractions)
     assert message in str(e.value)
+
+
+def test_training_with_a_curriculum_resumes_bit_identically(tmp_path):
+    """Through the trainer: a curriculum by a difficulty file (the toy dicts have no scene graphs), 12 iterations
+    straight == 6 + --resume 6, resuming inside the second stage (iterations 4-7)."""
+    table = tmp_path / "difficulty.json"
+    table.write_text(json.dumps({f"toy_train/{i}": float((i * 37) % 64) for i in range(64)}))
+    opts = ["DATALOADER.CURRICULUM.ENABLED", "True", "DATALOADER.CURRICULUM.DIFFICULTY", "file",
+            "DATALOADER.CURRICULUM.DIFFICULTY_FILE", str(table), "DATALOADER.CURRICULUM.UNIT", "iter",
+            "DATALOADER.CURRICULUM.STAGES", "(4, 8)", "DATALOADER.CURRICULUM.FRACTIONS", "(0.25, 0.5)",
+            "TEST.EVAL_PERIOD", "0", "SOLVER.MAX_ITER", "12", "SOLVER.CHECKPOINT_PERIOD", "6", "SOLVER.STEPS", "(9,)"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run_cli("--config-file", TOY_CFG, "OUTPUT_DIR", str(straight), *opts).returncode == 0
+    resumed.mkdir()
+    shutil.copy(straight / "model_0000005.pth", resumed / "model_0000005.pth")
+    (resumed / "last_checkpoint").write_text("model_0000005.pth")
+    r = run_cli("--config-file", TOY_CFG, "--resume", "OUTPUT_DIR", str(resumed), *opts)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = load_model_state(straight / "model_final.pth"), load_model_state(resumed / "model_final.pth")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    log = (straight / "log.txt").read_text()
+    assert "Curriculum stage 1/3 from step 0: the easiest 16 of 64 samples" in log
+    assert "Curriculum stage 3/3 from step 8: the easiest 64 of 64 samples" in log
+    assert "Curriculum stage 2/3 from step 6" in (resumed / "log.txt").read_text()  # entered mid-stage on resume
