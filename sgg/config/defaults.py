@@ -316,6 +316,13 @@ _C.TEST.VIDEO_RELATION.BRANCHES = ()
 # mR@K: "tempura" = per-predicate hits / counts summed over all frames (TEMPURA; STKET's avgR); "stket" = STKET's
 # per-frame per-predicate recall (0 where absent) averaged over frames, with the aggregate reported as avgR@K.
 _C.TEST.VIDEO_RELATION.MR_VARIANT = "tempura"
+# Protocols to report: "sttran" (STTran's evaluation_recall.py: the keys above, unlabelled) and/or "oed" (OED's
+# evaluator: IoU without the +1-pixel convention, no semi constraint, SGDet triplet NMS; keys labelled
+# video_sgg/with[oed]/R@20, video_sgg/no[oed]/mR@50, ...). See docs/evaluation.md.
+_C.TEST.VIDEO_RELATION.PROTOCOLS = ("sttran",)
+# OED protocol's triplet NMS (same subject class / predicate / object class, IoU_sub x IoU_obj > 0.9 suppressed; its
+# no-constraint list is then the best 500 instead of 100): "auto" = SGDet only (OED's scripts), "on", "off".
+_C.TEST.VIDEO_RELATION.OED_TRIPLET_NMS = "auto"
 
 # ---------------------------------------------------------------------------- SpeaQ / IterativeSG (seed 002)
 # One-stage SGDet transformer (sgg/modeling/meta_arch/speaq.py, docs/speaq.md). Defaults = IterativeSG (SpeaQ's parts
@@ -514,6 +521,38 @@ _C.MODEL.DSGDETR.BOX_DIM = 128  # box-position MLP width of the object vector (u
 _C.MODEL.DSGDETR.TRACKLET_CHUNK = 400
 _C.MODEL.DSGDETR.PREDICTED_LABELS_IN_TRAINING = True  # SGCls/SGDet training: relation embeddings use the predicted
 #                                                      labels (upstream); False = GT labels (STTran)
+
+# OED (sgg/modeling/meta_arch/oed.py, docs/oed.md): one-stage DETR video SGG (pair queries, instance + relation
+# decoders) with a progressive refinement module over reference frames. Classes, predicate groups and the PredCls word
+# embeddings come from MODEL.STTRAN (NUM_CLASSES, PREDICATE_GROUPS, EMBED_DIM, WORD_VECTORS); the backbone from
+# MODEL.BACKBONE. Upstream flag names (guanw-pku/OED, m3sgg) in parentheses; defaults = upstream's SGDet settings.
+_C.MODEL.OED = CN()
+_C.MODEL.OED.STAGE = "spatial"  # "spatial" or "temporal" (progressive refinement; only refinement.* / temporal_* train)
+_C.MODEL.OED.NUM_QUERIES = 100  # SGDet pair queries (-num_queries; PredCls uses one query per GT pair)
+_C.MODEL.OED.HIDDEN_DIM = 256
+_C.MODEL.OED.NHEADS = 8
+_C.MODEL.OED.DIM_FEEDFORWARD = 2048
+_C.MODEL.OED.ENC_LAYERS = 6
+_C.MODEL.OED.DEC_LAYERS_HOPD = 6  # instance (pair) decoder depth (-dec_layers_hopd; PredCls 3)
+_C.MODEL.OED.DEC_LAYERS_INTERACTION = 6  # relation decoder depth (-dec_layers_interaction; PredCls 3)
+_C.MODEL.OED.DROPOUT = 0.1
+_C.MODEL.OED.AUX_LOSS = True  # spatial stage: losses on the last min(hopd, interaction) - 1 earlier layers too
+_C.MODEL.OED.COST_OBJ_CLASS = 1.0  # matching costs (--set_cost_obj_class / rel_class / bbox / giou)
+_C.MODEL.OED.COST_RELATION = 1.0
+_C.MODEL.OED.COST_BBOX = 2.5
+_C.MODEL.OED.COST_GIOU = 1.0
+_C.MODEL.OED.OBJ_LOSS_COEF = 1.0  # object CE (-obj_loss_coef)
+_C.MODEL.OED.REL_LOSS_COEF = 2.0  # attention CE, spatial and contacting focal losses, each (-rel_loss_coef)
+_C.MODEL.OED.BBOX_LOSS_COEF = 2.5  # L1 of subject and object boxes, each (-bbox_loss_coef)
+_C.MODEL.OED.GIOU_LOSS_COEF = 1.0  # GIoU of subject and object boxes, each (-giou_loss_coef)
+_C.MODEL.OED.EOS_COEF = 0.1  # CE weight of "no object" (-oed_eos_coef)
+_C.MODEL.OED.FOCAL_ALPHA = 0.5  # alpha of the spatial / contacting focal multi-label loss (-alpha)
+_C.MODEL.OED.NUM_REF_FRAMES = 2  # reference frames per key frame (-num_ref_frames)
+_C.MODEL.OED.INTERVAL_TRAIN = 4  # training: references drawn at random within +- this many annotated frames (-interval1)
+_C.MODEL.OED.INTERVAL_TEST = 4  # test: references strided within +- this many annotated frames (-interval2)
+_C.MODEL.OED.CAUSAL = False  # True: references from past frames only (online use; upstream also uses future frames)
+_C.MODEL.OED.TOPK_FRACTIONS = (0.8, 0.5, 0.3)  # per refinement layer: fraction of the reference queries attended to
+_C.MODEL.OED.FRAME_CHUNK = 16  # frames per backbone + encoder forward
 
 def get_cfg() -> CN:
     """Return a fresh copy of sgg's default config tree (the tree above)."""
