@@ -57,6 +57,7 @@ MODELS = {
     "frequency_baseline": "VideoFrequencyBaseline",
     "stket": "STKET",
     "dsg-detr": "DSGDETR",
+    "oed": "OED",
 }
 # Config-file stem of each model: configs/action_genome/<stem>_<mode>.yaml and, with -data_path demo,
 # configs/quick/<stem>_demo.yaml (PredCls) / <stem>_<mode>_demo.yaml. The frequency baseline runs on STTran's configs.
@@ -66,10 +67,10 @@ CONFIG_STEMS = {
     "frequency_baseline": "sttran",
     "stket": "stket",
     "dsg-detr": "dsgdetr",
+    "oed": "oed",
 }
 UNBUILT_MODELS = {
     "scenellm": "SceneLLM",
-    "oed": "OED",
 }
 # Flags of the seed's docs that only configure models sgg does not implement yet.
 UNBUILT_FLAGS = {
@@ -117,6 +118,29 @@ STKET_FLAGS = {
     "spatial_prior_loss": "MODEL.STKET.SPATIAL_PRIOR_LOSS",
     "temporal_prior_loss": "MODEL.STKET.TEMPORAL_PRIOR_LOSS",
     "prior_file": "MODEL.STKET.PRIOR_FILE",
+}
+
+
+# OED's flags (m3sgg / upstream spellings) -> MODEL.OED keys; they configure -model oed only.
+OED_FLAGS = {
+    "num_queries": "MODEL.OED.NUM_QUERIES",
+    "dec_layers_hopd": "MODEL.OED.DEC_LAYERS_HOPD",
+    "dec_layers_interaction": "MODEL.OED.DEC_LAYERS_INTERACTION",
+    "num_ref_frames": "MODEL.OED.NUM_REF_FRAMES",
+    "interval1": "MODEL.OED.INTERVAL_TRAIN",
+    "interval2": "MODEL.OED.INTERVAL_TEST",
+    "alpha": "MODEL.OED.FOCAL_ALPHA",
+    "bbox_loss_coef": "MODEL.OED.BBOX_LOSS_COEF",
+    "giou_loss_coef": "MODEL.OED.GIOU_LOSS_COEF",
+    "obj_loss_coef": "MODEL.OED.OBJ_LOSS_COEF",
+    "rel_loss_coef": "MODEL.OED.REL_LOSS_COEF",
+    "oed_eos_coef": "MODEL.OED.EOS_COEF",
+    "causal": "MODEL.OED.CAUSAL",
+}
+# OED flags of upstream / m3sgg for parts sgg does not build (refused with a reason instead of silently ignored).
+OED_UNBUILT_FLAGS = {
+    "oed_use_matching": "upstream's extra matching head (--use_matching) is not built",
+    "fuse_semantic_pos": "upstream's semantic/position fusion into the relation queries is not built",
 }
 
 
@@ -211,6 +235,27 @@ def build_parser() -> argparse.ArgumentParser:
     # the spatial / temporal encoder depths, mapped above); these two are sgg's.
     a("-tracker", choices=("hungarian", "class", "none"), help="DSG-DETR: MODEL.DSGDETR.TRACKING")
     a("-tracklet_chunk", type=int, help="DSG-DETR: MODEL.DSGDETR.TRACKLET_CHUNK (0 = whole tracklets)")
+    # OED (-model oed, docs/oed.md): m3sgg's flags. -oed_variant single = the spatial stage (configs ..._spatial..),
+    # multi (default) = the temporal stage (progressive refinement), which starts from -resume_from SPATIAL_CKPT.
+    a("-num_queries", type=int, help="OED: SGDet pair queries (MODEL.OED.NUM_QUERIES)")
+    a("-dec_layers_hopd", type=int, help="OED: instance decoder layers (MODEL.OED.DEC_LAYERS_HOPD)")
+    a("-dec_layers_interaction", type=int, help="OED: relation decoder layers (MODEL.OED.DEC_LAYERS_INTERACTION)")
+    a("-num_ref_frames", type=int, help="OED: reference frames per key frame (MODEL.OED.NUM_REF_FRAMES)")
+    a("-interval1", type=int, help="OED: training reference window +- frames (MODEL.OED.INTERVAL_TRAIN)")
+    a("-interval2", type=int, help="OED: test reference window +- frames (MODEL.OED.INTERVAL_TEST)")
+    a("-alpha", type=float, help="OED: focal alpha of the spatial / contacting loss (MODEL.OED.FOCAL_ALPHA)")
+    a("-bbox_loss_coef", type=float, help="OED: MODEL.OED.BBOX_LOSS_COEF")
+    a("-giou_loss_coef", type=float, help="OED: MODEL.OED.GIOU_LOSS_COEF")
+    a("-obj_loss_coef", type=float, help="OED: MODEL.OED.OBJ_LOSS_COEF")
+    a("-rel_loss_coef", type=float, help="OED: MODEL.OED.REL_LOSS_COEF")
+    a("-oed_eos_coef", type=float, help="OED: no-object CE weight (MODEL.OED.EOS_COEF)")
+    a("-causal", type=_bool, nargs="?", const=True, help="OED: past reference frames only (MODEL.OED.CAUSAL)")
+    a("-oed_variant", choices=("single", "multi"), help="OED: single = spatial stage, multi = temporal stage "
+                                                         "(MODEL.OED.STAGE; default multi)")
+    a("-query_temporal_interaction", action="store_true", default=None,
+      help="OED: upstream's temporal-stage switch (= -oed_variant multi)")
+    for flag, why in OED_UNBUILT_FLAGS.items():
+        a(f"-{flag}", action="store_true", default=None, help=f"OED: refused ({why})")
     for flag, model in UNBUILT_FLAGS.items():
         a(f"-{flag}", help=f"{model} only (not implemented in sgg yet: fails)")
     add_local_rank_argument(p)  # python -m torch.distributed.launch passes --local-rank N
@@ -223,10 +268,19 @@ def base_config(args) -> str:
     if args.config:
         return args.config
     stem = CONFIG_STEMS.get(args.model.lower(), "sttran")
+    # OED's spatial stage has its own configs (<stem>_spatial_demo.yaml / <stem>_<mode>_spatial.yaml)
+    spatial = args.model.lower() == "oed" and oed_stage(args) == "spatial"
     if args.data_path == "demo":
         name = f"{stem}_demo.yaml" if args.mode == "predcls" else f"{stem}_{args.mode}_demo.yaml"
+        if spatial:
+            name = name.replace("_demo.yaml", "_spatial_demo.yaml")
         return get_config_file(f"quick/{name}")
-    return get_config_file(f"action_genome/{stem}_{args.mode}.yaml")
+    return get_config_file(f"action_genome/{stem}_{args.mode}{'_spatial' if spatial else ''}.yaml")
+
+
+def oed_stage(args) -> str:
+    """OED's stage from -oed_variant / -query_temporal_interaction: "spatial" (single) or "temporal" (multi)."""
+    return "spatial" if args.oed_variant == "single" else "temporal"
 
 
 def check_flags(args) -> None:
@@ -256,6 +310,20 @@ def check_flags(args) -> None:
         raise SeedFlagError(f"-pred_contact_threshold {args.pred_contact_threshold}: give a probability in (0, 1). "
                             "Upstream's test script uses 1.0 to feed the ground-truth contacting labels into "
                             "inference; sgg always uses the predicted contact set (upstream trains with 0.8).")
+    oed_given = [f"-{flag}" for flag in (*OED_FLAGS, "oed_variant", "query_temporal_interaction")
+                 if getattr(args, flag) is not None]
+    if oed_given and name != "oed":
+        raise SeedFlagError(f"{', '.join(oed_given)} configure(s) OED; -model {args.model} would ignore them, so "
+                            "they are refused. Use -model oed.")
+    for flag, why in OED_UNBUILT_FLAGS.items():
+        if getattr(args, flag):
+            raise SeedFlagError(f"-{flag}: {why} in sgg (docs/oed.md); refused rather than ignored.")
+    if args.oed_variant == "single" and args.query_temporal_interaction:
+        raise SeedFlagError("-oed_variant single is the spatial stage; -query_temporal_interaction asks for the "
+                            "temporal one. Give one of them.")
+    if name == "oed" and args.mode == "sgcls":
+        raise SeedFlagError("-model oed -mode sgcls: OED's SGCls variant is not built in sgg (upstream has no "
+                            "script or published number for it); use -mode predcls or -mode sgdet.")
     for flag, model in MODEL_FLAGS.items():
         if getattr(args, flag) is not None and name != model:
             raise SeedFlagError(f"-{flag} configures -model {model}; -model {args.model} would ignore it, so it is "
@@ -319,6 +387,13 @@ def static_overrides(args) -> List[Tuple[str, object]]:
             o.append((key, "none" if value == "None" else value))
     if args.mlm:
         o.append(("MODEL.TEMPURA.MULTI_LABEL_LOSS", "margin"))
+    # OED
+    for flag, key in OED_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            o.append((key, value))
+    if args.model.lower() == "oed":
+        o.append(("MODEL.OED.STAGE", oed_stage(args)))
     # DSG-DETR
     if args.tracker is not None:
         o.append(("MODEL.DSGDETR.TRACKING", args.tracker))
