@@ -7,8 +7,8 @@ stage refines the queries of a *key* frame with the queries of ``R`` *reference*
 * every reference query gets a confidence :func:`reference_query_scores` (product of its best object, attention,
   spatial and contacting probabilities);
 * :class:`ProgressiveRefinement` runs ``len(topk_fractions)`` post-norm layers (self-attention over the key frame's
-  queries, cross-attention to the ``round(f * N)`` best of the ``N`` reference queries, feed-forward); the fractions shrink
-  from layer to layer (upstream: 0.8, 0.5, 0.3 of the 100 queries per reference frame, "coarse to fine");
+  queries, cross-attention to the ``round(f * N)`` best of the ``N`` reference queries, feed-forward); the fractions
+  shrink from layer to layer (upstream: 0.8, 0.5, 0.3 of the 100 queries per reference frame, "coarse to fine");
 * :func:`select_reference_frames` picks the reference frames of every key frame (upstream's rules for training and
   test, plus a causal rule that only looks at past frames).
 

@@ -49,8 +49,13 @@ from sgg.data.datasets.action_genome import AG_OBJECT_CLASSES
 from sgg.structures.boxes import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, generalized_box_iou
 
 from ..build import META_ARCH_REGISTRY, build_backbone
-from ..layers import MLP, ProgressiveRefinement, TransformerDecoderLayer, reference_query_scores, \
-    select_reference_frames
+from ..layers import (
+    MLP,
+    ProgressiveRefinement,
+    TransformerDecoderLayer,
+    reference_query_scores,
+    select_reference_frames,
+)
 from ..layers.transformer import clones
 from ..matchers.pair import PairHungarianMatcher
 from ..set_prediction import DETRFrontEnd, focal_multi_label_loss
@@ -405,8 +410,11 @@ class OED(DETRFrontEnd, VideoSGGModel):
             for side in ("sub", "obj"):
                 p, g = m[f"{side}_boxes"].float(), y[f"{side}_boxes"]
                 losses[f"{side}_bbox"] = F.l1_loss(p, g, reduction="sum") / n
-                giou = generalized_box_iou(box_cxcywh_to_xyxy(p), box_cxcywh_to_xyxy(g)) if len(p) else p.new_zeros(0, 0)
-                losses[f"{side}_giou"] = (1 - torch.diag(giou)).sum() / n if len(p) else p.sum() * 0.0
+                if len(p):
+                    giou = generalized_box_iou(box_cxcywh_to_xyxy(p), box_cxcywh_to_xyxy(g))
+                    losses[f"{side}_giou"] = (1 - torch.diag(giou)).sum() / n
+                else:  # no GT pair in the video: zero, still connected to the box heads
+                    losses[f"{side}_giou"] = m[f"{side}_boxes"].sum() * 0.0
         return losses
 
     @torch.no_grad()
