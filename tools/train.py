@@ -12,6 +12,9 @@ so outputs, checkpoints, ``--resume`` and evaluation are the same. Examples::
     python tools/train.py -model frequency_baseline -mode predcls -data_path demo -save_path output/freq
     python tools/train.py -model tempura -mode predcls -data_path demo -num_mixtures 3 -uncertainty_threshold 0.5 \\
         -gmm_regularization 0.01 -temporal_window 5 -save_path output/t   # TEMPURA flags: docs/tempura.md
+    python tools/train.py -model oed -mode sgdet -oed_variant single -data_path demo -save_path output/o1
+    python tools/train.py -model oed -mode sgdet -data_path demo -resume_from output/o1/model_final.pth \
+        -num_ref_frames 2 -interval1 4 -interval2 4 -save_path output/o2   # OED's two stages: docs/oed.md
 
 Epochs are converted to iterations (optimizer steps): ``MAX_ITER = ceil(epochs x videos / (batch_size x
 accumulate_grad_batches x num_gpus))`` with ``videos`` = the training set size after the loader's filters.
