@@ -2,8 +2,8 @@
 exact on-disk layout (upstream's ``annts_in_new_format/`` + the feature files + frames), read back by
 :mod:`sgg.data.datasets.easg` through the same code path as the real dataset::
 
-    <root>/objects.txt relationships.txt verbs.txt        a small vocabulary (14 objects incl. TABLE and table, 6
-                                                          relations, 6 verbs)
+    <root>/objects.txt relationships.txt verbs.txt        a small vocabulary (14 objects incl. TABLE and table, EASG's
+                                                          13 relations, 8 verbs)
     <root>/easg_{train,val}.pkl                           {graph_uid: {clip_frame_number, annotations}}
     <root>/verb_features.pt                               {annotator_id: float32 (VERB_DIM,)}
     <root>/roi_feats_{train,val}.pkl                      {graph_uid: {annotator_id: [{frame type: (n, ROI_DIM)}]}}
@@ -42,21 +42,25 @@ logger = logging.getLogger(__name__)
 
 DEMO_OBJECTS = ("bowl", "cup", "knife", "spoon", "bottle", "door", "drawer", "onion", "tomato", "left_hand",
                 "right_hand", "TABLE", "table", "sink")
-DEMO_RELATIONS = ("dobj", "from", "in", "into", "on", "with")
-DEMO_VERBS = ("take", "put", "cut", "open", "pour", "wash")
+# EASG's own 13 relations (relationships.txt); the rules below use six of them, the rest are never annotated
+DEMO_RELATIONS = ("around", "dobj", "from", "in", "inside", "into", "on", "onto", "through", "to", "towards", "under",
+                  "with")
+DEMO_VERBS = ("take", "put", "cut", "open", "close", "pour", "wash", "stir")
 # verb -> (direct objects, hand relations, (third objects, their relations, probability))
 VERB_RULES: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...], Tuple[Tuple[str, ...], Tuple[str, ...], float]]] = {
     "take": (("cup", "knife", "spoon", "bottle", "onion", "tomato"), ("in",), (("TABLE", "table"), ("from",), 0.6)),
     "put": (("cup", "knife", "spoon", "bottle", "onion", "tomato"), ("with",), (("TABLE", "table"), ("on",), 0.6)),
     "cut": (("onion", "tomato"), ("with",), (("knife",), ("with",), 1.0)),
     "open": (("door", "drawer", "bottle"), ("with", "on"), ((), (), 0.0)),
+    "close": (("door", "drawer"), ("with",), ((), (), 0.0)),
     "pour": (("bottle",), ("with",), (("bowl", "cup"), ("into",), 1.0)),
     "wash": (("bowl", "cup", "knife", "spoon", "tomato"), ("with",), (("sink",), ("in",), 1.0)),
+    "stir": (("bowl", "cup"), ("with",), (("spoon",), ("with", "in"), 1.0)),
 }
 VERB_DIM, ROI_DIM = 32, 32  # demo widths (EASG's: SlowFast 2304, Faster R-CNN RoI 1024)
 FRAME_H, FRAME_W = 96, 128
 SPLITS = {"train": (16, 160, 11), "val": (6, 48, 12)}  # split -> (clips, graphs, seed)
-_MARKER = ".complete_easg_v1"
+_MARKER = ".complete_easg_v2"
 
 # class colours (RGB); TABLE / table differ slightly, the hands share skin tones
 _COLOURS = {
@@ -145,12 +149,12 @@ def _generate_split(root: str, split: str, verb_feats: Dict[str, torch.Tensor]) 
                       boxes[obj].items()}
                 ann_rows.append({"verb": verb_a, "obj": obj, "rel": rel, "bbox": bb})
                 code = obj_codes[DEMO_OBJECTS.index(obj)]
-                feats.append({ft: torch.from_numpy(1.5 * code + rng.normal(0, 0.8, (len(b), ROI_DIM))
+                feats.append({ft: torch.from_numpy(code + rng.normal(0, 1.5, (len(b), ROI_DIM))
                                                    .astype(np.float32)) for ft, b in bb.items()})
             annotations[uid]["annotations"][aid] = ann_rows
             roi_feats[uid][aid] = feats
-            verb_feats[aid] = torch.from_numpy(1.5 * verb_codes[DEMO_VERBS.index(verb_a)]
-                                               + rng.normal(0, 0.8, VERB_DIM).astype(np.float32))
+            verb_feats[aid] = torch.from_numpy(verb_codes[DEMO_VERBS.index(verb_a)]
+                                               + rng.normal(0, 1.5, VERB_DIM).astype(np.float32))
         frame_dir = os.path.join(root, "frames", uid)
         os.makedirs(frame_dir, exist_ok=True)
         for ft in ("pre", "pnr", "post"):
