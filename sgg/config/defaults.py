@@ -387,7 +387,8 @@ _C.MODEL.DETR.PADDING_MASK = "interpolate"
 # ------------------------------------------------------------------------ STTran + SGDet detector (seed 000)
 # EASG models (easg_linear.py, sttran_easg.py, easg_frequency.py; docs/easg.md). Class counts = the lines of
 # objects.txt / relationships.txt / verbs.txt (EASG: 391 / 13 / 198). STTran-EASG takes its widths (VISUAL_DIM,
-# EMBED_DIM, layers, heads, loss, object classifier) from MODEL.STTRAN.*; relation vector = 2 x VISUAL_DIM + 2 x EMBED_DIM.
+# EMBED_DIM, layers, heads, loss, object classifier) from MODEL.STTRAN.*; relation vector = 2 x VISUAL_DIM +
+# 2 x EMBED_DIM.
 _C.MODEL.EASG = CN()
 _C.MODEL.EASG.NUM_OBJECTS = 391
 _C.MODEL.EASG.NUM_RELATIONS = 13
