@@ -428,6 +428,11 @@ _C.MODEL.STTRAN.BOX_MASK_RULE = "exact"  # box masks: "exact" area, or "sttran" 
 _C.MODEL.STTRAN.OBJ_BOX_POSITION = "normalized"  # object-classifier box input: "normalized" or "pixels" (center_size)
 _C.MODEL.STTRAN.SGDET_LABELS = "classifier"  # SGDet eval labels: object "classifier" or "detector" (the reference)
 _C.MODEL.STTRAN.SGCLS_DEDUP = False  # SGCls eval: the reference's duplicate-class suppression per frame
+# SGDet training boxes: "gt" (sgg's default: the GT boxes) or "detections" (the reference: each GT box's assigned
+# detection, IoU > SGDET_ASSIGN_IOU; GT boxes no detection found are supplied when SGDET_SUPPLY, upstream's use_SUPPLY).
+_C.MODEL.STTRAN.SGDET_TRAIN_BOXES = "gt"
+_C.MODEL.STTRAN.SGDET_SUPPLY = True
+_C.MODEL.STTRAN.SGDET_ASSIGN_IOU = 0.5
 # Feature source of the STTran-family models (sgg/modeling/video_sgg.py, VIDEO_FEATURES_REGISTRY): frame maps, object
 # features of boxes and union-box features of pairs. "BackboneRoIFeatures" = MODEL.BACKBONE + RoIAlign + a linear box
 # head (MODEL.STTRAN.OBJ_FEATURE_DIM wide).
