@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from sgg.utils.errors import SGGError
-from sgg.utils.pickles import DATA_GLOBALS, DataOnlyUnpickler, RefusedPickleError
+from sgg.utils.pickles import DataOnlyUnpickler, RefusedPickleError
 
 from ..catalog import DatasetCatalog, MetadataCatalog, datasets_root
 
@@ -56,7 +56,7 @@ __all__ = [
     "EASG_SPLITS", "EASG_FRAME_TYPES", "EASG_NUM_OBJECTS", "EASG_NUM_RELATIONS", "EASG_NUM_VERBS", "EASGFormatError",
     "EASG_OPTIONS", "easg_options_from_config", "easg_root", "read_vocabulary", "load_easg_pickle",
     "load_roi_features", "load_verb_features", "load_easg", "load_registered_easg", "register_easg_split",
-    "get_easg_metadata", "register_easg",
+    "get_easg_metadata", "easg_vocabulary", "register_easg",
 ]
 
 logger = logging.getLogger(__name__)
@@ -121,8 +121,6 @@ class _TensorUnpickler(DataOnlyUnpickler):
             return torch._utils._rebuild_tensor_v2
         if (module, name) == ("torch.storage", "_load_from_bytes"):
             return _safe_storage_from_bytes
-        if (module, name) == ("collections", "OrderedDict") and (module, name) in DATA_GLOBALS:
-            return OrderedDict
         return super().find_class(module, name)
 
 
@@ -402,9 +400,6 @@ def easg_vocabulary(dataset_name: str) -> Dict[str, List[str]]:
                        "demo_easg_train, demo_easg_val).")
     objects, relations, verbs = _vocabulary_of(os.path.abspath(root_fn()))
     return {"objects": list(objects), "relations": list(relations), "verbs": list(verbs)}
-
-
-__all__.append("easg_vocabulary")
 
 
 def register_easg_split(name: str, split: str, root_fn: Callable[[], str]) -> None:
