@@ -13,12 +13,21 @@ so outputs, checkpoints, ``--resume`` and evaluation are the same. Examples::
     python tools/train.py -model tempura -mode predcls -data_path demo -num_mixtures 3 -uncertainty_threshold 0.5 \\
         -gmm_regularization 0.01 -temporal_window 5 -save_path output/t   # TEMPURA flags: docs/tempura.md
     python tools/train.py -model oed -mode sgdet -oed_variant single -data_path demo -save_path output/o1
-    python tools/train.py -model oed -mode sgdet -data_path demo -resume_from output/o1/model_final.pth \
+    python tools/train.py -model oed -mode sgdet -data_path demo -resume_from output/o1/model_final.pth \\
         -num_ref_frames 2 -interval1 4 -interval2 4 -save_path output/o2   # OED's two stages: docs/oed.md
+    python tools/train.py -mode edgecls -model sttran -data_path data/EASG -resume_from ag_model_final.pth \\
+        -save_path output/e   # EASG (docs/easg.md): STTran-EASG initialised from an Action Genome STTran
 
 Epochs are converted to iterations (optimizer steps): ``MAX_ITER = ceil(epochs x videos / (batch_size x
 accumulate_grad_batches x num_gpus))`` with ``videos`` = the training set size after the loader's filters.
 ``-data_path demo`` selects the procedural Action Genome twin (``demo_ag_*``) and the small demo configs.
+
+EASG (docs/easg.md) is detected from ``-dataset EASG``, an EASG mode (``-mode edgecls`` / ``easgcls``; ``sgcls`` is
+shared with AG), ``-data_path demo_easg`` (the procedural twin) or a ``-data_path`` folder holding EASG's
+``objects.txt`` / ``relationships.txt`` / ``verbs.txt``. Then ``-model sttran`` is STTran-EASG, ``-model easg`` (or
+``easg_linear``) EASG's linear baseline, ``-model frequency_baseline`` the EASG frequency prior, the configs come from
+``configs/easg/`` (``configs/quick/easg_*_demo.yaml``), and ``-resume_from`` loads the weights that fit (an AG
+checkpoint: backbone, box head, object projection ...) and logs what it skipped in one block.
 Trailing ``KEY VALUE`` pairs are passed on as config overrides.
 """
 
@@ -28,6 +37,7 @@ import argparse
 import logging
 import math
 import os
+import re
 import shlex
 import sys
 from typing import Dict, List, Optional, Tuple
@@ -105,6 +115,18 @@ MODEL_FLAGS = {
     "tracklet_chunk": "dsg-detr",
 }
 MODES = ("predcls", "sgcls", "sgdet")
+# EASG (-dataset EASG or detected from -mode / -data_path; docs/easg.md): its modes, models and config stems
+# (configs/easg/<stem>_<mode>.yaml, configs/quick/easg_<stem>_<mode>_demo.yaml).
+EASG_MODES = ("edgecls", "sgcls", "easgcls")
+EASG_MODELS = {
+    "sttran": "STTranEASG",
+    "easg": "EASGLinear",
+    "easg_linear": "EASGLinear",
+    "frequency_baseline": "EASGFrequencyBaseline",
+}
+EASG_CONFIG_STEMS = {"sttran": "sttran", "easg": "linear", "easg_linear": "linear", "frequency_baseline": "linear"}
+EASG_FILES = ("objects.txt", "relationships.txt", "verbs.txt")
+EASG_PLATEAU_METRIC = "easg/score"
 SCHEDULERS = {"step": "WarmupMultiStepLR", "cosine": "WarmupCosineLR", "plateau": "WarmupPlateau",
               "constant": "Constant"}
 OPTIMIZERS = {"adamw": "AdamW", "adam": "AdamW", "sgd": "SGD"}  # adam = AdamW with weight decay 0
@@ -165,16 +187,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
     a = p.add_argument
-    a("-mode", default="predcls", choices=MODES, help="predcls, sgcls or sgdet (TEST.RELATION.MODE)")
-    a("-model", default="sttran", help=f"one of {', '.join(MODELS)}")
-    a("-data_path", default="", help="Action Genome root (DATASETS.AG.ROOT); 'demo' = the procedural demo twin")
+    a("-mode", default="predcls", choices=MODES + tuple(m for m in EASG_MODES if m not in MODES),
+      help="predcls, sgcls or sgdet; EASG: edgecls, sgcls or easgcls (TEST.RELATION.MODE)")
+    a("-model", default="sttran", help=f"one of {', '.join(MODELS)}; EASG: {', '.join(EASG_MODELS)}")
+    a("-data_path", default="", help="Action Genome root (DATASETS.AG.ROOT) or EASG root (DATASETS.EASG.ROOT); "
+                                     "'demo' = the procedural AG twin, 'demo_easg' = the EASG twin")
+    a("-dataset", default="", help="action_genome or EASG (the seed's flag; default: detected from -mode / "
+                                   "-data_path)")
     a("-datasize", default="large", choices=("small", "mini", "large"),
       help="small/mini = STTran's first 80 000 person-box keys (DATASETS.AG.DATASIZE mini)")
     a("-config", default="", help="base config file (default: configs/action_genome/sttran_<mode>.yaml, or the "
                                   "quick demo config with -data_path demo)")
     a("-lr", type=float, help="SOLVER.BASE_LR")
-    a("-batch_size", type=int, default=1, help="videos per step per process (SOLVER.IMS_PER_BATCH = batch_size x "
-                                               "accumulate_grad_batches x num_gpus)")
+    a("-batch_size", type=int, default=None,
+      help="videos (EASG: graphs) per step per process (SOLVER.IMS_PER_BATCH = batch_size x accumulate_grad_batches "
+           "x num_gpus); default 1, on EASG the config's IMS_PER_BATCH")
     a("-epochs", "-nepoch", dest="epochs", type=float, help="epochs -> SOLVER.MAX_ITER (see the module docstring)")
     a("-save_path", default="", help="OUTPUT_DIR")
     a("-resume_from", "-ckpt", "-model_path", dest="resume_from", default="",
@@ -199,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("-scheduler", choices=tuple(SCHEDULERS), help="step / cosine / plateau (on R@20 with constraint) / constant")
     a("-save_freq", type=float, help="checkpoint every N epochs (SOLVER.CHECKPOINT_PERIOD)")
     a("-eval_freq", type=float, help="evaluate every N epochs (TEST.EVAL_PERIOD)")
+    a("-patience", type=int, help="early stopping: evaluations without improvement before training stops "
+      "(SOLVER.EARLY_STOPPING.PATIENCE; enables it)")
+    a("-min_delta", type=float, help="early stopping: smallest gain that counts, in the metric's units (video_sgg "
+      "recalls are percent) (SOLVER.EARLY_STOPPING.MIN_DELTA)")
+    a("-monitor", help="early stopping metric: val_recall@K / val_mean_recall@K (R@K / mR@K with constraint) or an "
+      "evaluation key such as video_sgg/no/R@50 (SOLVER.EARLY_STOPPING.METRIC; default R@20 with constraint)")
     a("-seed", type=int, help="SEED")
     a("-device", help="MODEL.DEVICE (cuda / cpu)")
     a("-num_gpus", type=int, default=1, help="worker processes (train_net --num-gpus; CPU: gloo workers)")
@@ -266,10 +299,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def is_easg(args) -> bool:
+    """True when the run is on EASG: ``-dataset EASG``, an EASG-only mode, ``-data_path demo_easg`` or an EASG root."""
+    dataset = args.dataset.lower().replace("-", "_")
+    if dataset not in ("", "easg", "action_genome", "ag"):
+        raise SeedFlagError(f"-dataset {args.dataset}: give action_genome or EASG.")
+    if dataset:
+        return dataset == "easg"
+    if args.mode in EASG_MODES and args.mode not in MODES or args.data_path == "demo_easg":
+        return True
+    path = args.data_path
+    return bool(path) and path != "demo" and all(os.path.isfile(os.path.join(path, f)) for f in EASG_FILES)
+
+
 def base_config(args) -> str:
     """The config file a run starts from."""
     if args.config:
         return args.config
+    if is_easg(args):
+        stem = EASG_CONFIG_STEMS[args.model.lower()]
+        if args.data_path == "demo_easg":
+            return get_config_file(f"quick/easg_{stem}_{args.mode}_demo.yaml")
+        return get_config_file(f"easg/{stem}_{args.mode}.yaml")
     stem = CONFIG_STEMS.get(args.model.lower(), "sttran")
     # OED's spatial stage has its own configs (<stem>_spatial_demo.yaml / <stem>_<mode>_spatial.yaml)
     spatial = args.model.lower() == "oed" and oed_stage(args) == "spatial"
@@ -289,10 +340,24 @@ def oed_stage(args) -> str:
 def check_flags(args) -> None:
     """Refuse models and flags sgg does not implement, naming what exists."""
     name = args.model.lower()
-    if name in UNBUILT_MODELS:
+    easg = is_easg(args)
+    if easg:
+        if args.mode not in EASG_MODES:
+            raise SeedFlagError(f"-mode {args.mode}: EASG's modes are {', '.join(EASG_MODES)} (edgecls = GT verb and "
+                                "objects, the PredCls of EASG).")
+        if name not in EASG_MODELS:
+            raise SeedFlagError(f"-model {args.model}: on EASG sgg has {', '.join(EASG_MODELS)} (sttran = "
+                                "STTran-EASG, easg = EASG's linear baseline).")
+        if args.data_path == "demo":
+            raise SeedFlagError("-data_path demo is the Action Genome twin; the EASG twin is -data_path demo_easg.")
+    elif args.mode not in MODES:
+        raise SeedFlagError(f"-mode {args.mode} is an EASG mode, but -dataset {args.dataset} is not EASG.")
+    elif args.data_path == "demo_easg":
+        raise SeedFlagError("-data_path demo_easg is the EASG twin; drop -dataset action_genome.")
+    if name in UNBUILT_MODELS and not easg:
         raise SeedFlagError(f"-model {args.model}: {UNBUILT_MODELS[name]} is not implemented in sgg yet. "
                             f"Available models: {', '.join(MODELS)}.")
-    if name not in MODELS:
+    if name not in MODELS and not easg:
         raise SeedFlagError(f"-model {args.model}: unknown model. Available models: {', '.join(MODELS)} "
                             f"(planned: {', '.join(UNBUILT_MODELS)}).")
     for flag, model in UNBUILT_FLAGS.items():
@@ -332,7 +397,7 @@ def check_flags(args) -> None:
             raise SeedFlagError(f"-{flag} configures -model {model}; -model {args.model} would ignore it, so it is "
                                 "refused.")
     for flag in ("batch_size", "accumulate_grad_batches", "num_gpus"):
-        if getattr(args, flag) < 1:
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise SeedFlagError(f"-{flag} must be >= 1, got {getattr(args, flag)}.")
     if args.epochs is not None and args.epochs <= 0:
         raise SeedFlagError(f"-epochs must be > 0, got {args.epochs}.")
@@ -357,16 +422,37 @@ def num_processes(args) -> int:
     return args.num_gpus
 
 
+def monitor_metric(name: str) -> str:
+    """The seed's ``-monitor`` names -> sgg's evaluation keys: ``val_recall@K`` / ``recall@K`` / ``R@K`` ->
+    ``video_sgg/with/R@K`` and ``val_mean_recall@K`` / ``mR@K`` -> ``video_sgg/with/mR@K``; a key with a ``/`` is used
+    as given."""
+    if "/" in name:
+        return name
+    match = re.fullmatch(r"(?:val_)?(recall|mean_recall|R|mR)@(\d+)", name.strip())
+    if match is None:
+        raise SeedFlagError(f"-monitor {name}: give val_recall@K, val_mean_recall@K or an evaluation key such as "
+                            f"{PLATEAU_METRIC} (a run's inference/<dataset>/results.json lists them).")
+    kind = "mR" if match.group(1) in ("mean_recall", "mR") else "R"
+    return f"video_sgg/with/{kind}@{match.group(2)}"
+
+
 def static_overrides(args) -> List[Tuple[str, object]]:
     """(config key, value) pairs that follow from the flags alone (not from the dataset size)."""
-    o: List[Tuple[str, object]] = [("TEST.RELATION.MODE", args.mode),
-                                   ("MODEL.META_ARCHITECTURE", MODELS[args.model.lower()])]
-    if args.data_path and args.data_path != "demo":
+    easg = is_easg(args)
+    arch = EASG_MODELS[args.model.lower()] if easg else MODELS[args.model.lower()]
+    o: List[Tuple[str, object]] = [("TEST.RELATION.MODE", args.mode), ("MODEL.META_ARCHITECTURE", arch)]
+    if easg and args.data_path and args.data_path != "demo_easg":
+        o += [("DATASETS.EASG.ROOT", args.data_path), ("DATASETS.TRAIN", ("easg_train",)),
+              ("DATASETS.TEST", ("easg_val",))]
+    elif not easg and args.data_path and args.data_path != "demo":
         o += [("DATASETS.AG.ROOT", args.data_path), ("DATASETS.TRAIN", ("ag_train",)),
               ("DATASETS.TEST", ("ag_test",))]
     o.append(("DATASETS.AG.DATASIZE", "large" if args.datasize == "large" else "mini"))
     o.append(("SOLVER.ACCUMULATE_GRAD_STEPS", args.accumulate_grad_batches))
-    o.append(("SOLVER.IMS_PER_BATCH", args.batch_size * args.accumulate_grad_batches * num_processes(args)))
+    # EASG's configs batch several graphs per step (the demo: 4); AG's one video, the seed's default.
+    batch = args.batch_size if args.batch_size is not None else (None if easg else 1)
+    if batch is not None:
+        o.append(("SOLVER.IMS_PER_BATCH", batch * args.accumulate_grad_batches * num_processes(args)))
     simple = {"lr": "SOLVER.BASE_LR", "spatial_layer": "MODEL.STTRAN.ENC_LAYERS",
               "temporal_layer": "MODEL.STTRAN.DEC_LAYERS", "hidden_dim": "MODEL.STTRAN.VISUAL_DIM",
               "num_heads": "MODEL.STTRAN.NUM_HEADS", "dropout": "MODEL.STTRAN.DROPOUT",
@@ -382,6 +468,14 @@ def static_overrides(args) -> List[Tuple[str, object]]:
         # Progressive training (PredCls -> SGCls -> SGDet): the new mode's modules (object classifier, detector) are
         # not in the previous mode's checkpoint and keep their initialisation; the trainer logs what was skipped.
         o.append(("MODEL.ALLOW_PARTIAL_WEIGHTS", True))
+    if args.patience is not None or args.min_delta is not None or args.monitor is not None:
+        # The seed's EarlyStopping(patience, min_delta, monitor); evaluations come every -eval_freq epochs.
+        o.append(("SOLVER.EARLY_STOPPING.ENABLED", True))
+        o.append(("SOLVER.EARLY_STOPPING.METRIC", monitor_metric(args.monitor or "val_recall@20")))
+        if args.patience is not None:
+            o.append(("SOLVER.EARLY_STOPPING.PATIENCE", args.patience))
+        if args.min_delta is not None:
+            o.append(("SOLVER.EARLY_STOPPING.MIN_DELTA", args.min_delta))
     if args.bce_loss:
         o.append(("MODEL.STTRAN.MULTI_LABEL_LOSS", "bce"))
     for flag, key in TEMPURA_FLAGS.items():
@@ -418,7 +512,7 @@ def static_overrides(args) -> List[Tuple[str, object]]:
     if args.scheduler is not None:
         o.append(("SOLVER.LR_SCHEDULER_NAME", SCHEDULERS[args.scheduler]))
         if args.scheduler == "plateau":
-            o.append(("SOLVER.PLATEAU.METRIC", PLATEAU_METRIC))
+            o.append(("SOLVER.PLATEAU.METRIC", EASG_PLATEAU_METRIC if easg else PLATEAU_METRIC))
     return o
 
 
@@ -511,8 +605,14 @@ def _cli(argv: Optional[List[str]]) -> int:
     args = plan["args"]
     command = "python tools/train_net.py " + " ".join(_quote(x) for x in plan["train_net_argv"])
     print(f"tools/train.py -> {command}", flush=True)
+    if is_easg(args):
+        print(f"tools/train.py: EASG run ({EASG_MODELS[args.model.lower()]}, {args.mode}, config "
+              f"{plan['config_file']})" + (f"; -resume_from {args.resume_from}: the weights that fit are loaded, the "
+                                          "rest (class heads, other widths) is reported and initialised fresh"
+                                          if args.resume_from and not args.eval_only else ""), flush=True)
     if plan["num_videos"] is not None:
-        print(f"tools/train.py: {plan['num_videos']} training videos per epoch", flush=True)
+        print(f"tools/train.py: {plan['num_videos']} training {'graphs' if is_easg(args) else 'videos'} per epoch",
+              flush=True)
     if args.print_config:
         cfg = load_config(plan["config_file"], plan["overrides"], plan["opts"])
         print(cfg.dump())

@@ -99,6 +99,20 @@ _C.DATALOADER.MAPPER = ""  # "" = the mapper named by the first train dataset's 
 _C.DATALOADER.REPEAT_THRESHOLD = 0.0  # RepeatFactorTrainingSampler
 _C.DATALOADER.ASPECT_RATIO_GROUPING = False
 _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True
+# Curriculum learning (sgg/data/samplers/curriculum.py, docs/tuning.md): easiest samples first, then more, then all.
+# Composes with DATASETS.MULTI_DATASET (each source's easiest part; exact ratios kept) and resumes exactly.
+_C.DATALOADER.CURRICULUM = CN()
+_C.DATALOADER.CURRICULUM.ENABLED = False
+# Per-sample difficulty (higher = harder): num_relations | num_objects (videos: summed over frames) | box_size
+# (smaller boxes relative to the image are harder) | file (DIFFICULTY_FILE: JSON {"<dataset>/<id>" or "<id>": value},
+# e.g. per-sample losses of an earlier run).
+_C.DATALOADER.CURRICULUM.DIFFICULTY = "num_relations"
+_C.DATALOADER.CURRICULUM.DIFFICULTY_FILE = ""
+_C.DATALOADER.CURRICULUM.UNIT = "epoch"  # STAGES in "epoch" (SOLVER.ITERS_PER_EPOCH, else N / IMS_PER_BATCH) or "iter"
+# Stage boundaries: before STAGES[0] the easiest FRACTIONS[0] of the samples, ..., from STAGES[-1] on all of them
+# (seed 001's example: 20 epochs easy, until epoch 60 medium, then the full dataset).
+_C.DATALOADER.CURRICULUM.STAGES = (20, 60)
+_C.DATALOADER.CURRICULUM.FRACTIONS = (0.33, 0.67)
 
 # ---------------------------------------------------------------------------- solver
 _C.SOLVER = CN()
@@ -191,6 +205,13 @@ _C.LOG_PERIOD = 20
 # TensorBoard (images "vis/<dataset>/<i>"; image and video SGG models; docs/engine.md, "Monitoring").
 _C.VIS_PERIOD = 0
 _C.VIS_SAMPLES = 2
+# TensorBoard extras (scalars, incl. grad_norm, are always written). Every HISTOGRAM_PERIOD iterations: a histogram of
+# each trainable weight (weights/<name>) and, with HISTOGRAM_GRADIENTS, of its gradient before clipping (grads/<name>);
+# 0 = off (a histogram of every tensor costs time and event-file space).
+_C.TENSORBOARD = CN()
+_C.TENSORBOARD.HISTOGRAM_PERIOD = 0
+_C.TENSORBOARD.HISTOGRAM_BINS = 64
+_C.TENSORBOARD.HISTOGRAM_GRADIENTS = False
 
 # ---------------------------------------------------------------------------- text-to-video (seed 004)
 # ModelScope-style latent video diffusion: UNet3DConditionModel + AutoencoderKL + CLIP text encoder (diffusers).
@@ -307,6 +328,20 @@ _C.DATASETS.AG.MINI_NUM_FRAMES = 80000
 # TEST.RELATION.MODE (off for predcls, on for sgcls/sgdet); "on" / "off" force it.
 _C.DATASETS.AG.FILTER_SMALL_BOX = "auto"
 _C.DATASETS.AG.SMALL_BOX_MIN_EDGE = 16.0
+# EASG (sgg/data/datasets/easg.py, docs/easg.md): the folder with objects.txt, relationships.txt, verbs.txt and
+# easg_{train,val}.pkl ("" = $SGG_DATASETS/easg; demo_easg_* always use $SGG_DATASETS/demo/easg).
+_C.DATASETS.EASG = CN()
+_C.DATASETS.EASG.ROOT = ""
+_C.DATASETS.EASG.FEATURES_DIR = ""  # where verb_features.pt / roi_feats_{split}.pkl are ("" = ROOT)
+_C.DATASETS.EASG.FEATURES = "auto"  # auto = read the feature files when present; on = required; off = never
+# EASG graph-level recall (sgg/evaluation/easg_graph.py, evaluator "easg_graph"): mode = TEST.RELATION.MODE (edgecls /
+# sgcls / easgcls); MODES: further modes scored from the same predictions (keys easg/<mode>/with/R@K).
+_C.TEST.EASG = CN()
+_C.TEST.EASG.MODES = ()
+_C.TEST.EASG.KS = (10, 20, 50)
+# EASGMapper: decode the graph's PRE / PNR / POST jpg frames (models reading pixels); False for feature-only models.
+_C.INPUT.EASG = CN()
+_C.INPUT.EASG.LOAD_FRAMES = True
 # Video SGG protocol (STTran evaluation_recall.py + TEMPURA mR; sgg/evaluation/video_scene_graph.py). IoU threshold:
 # TEST.RELATION.IOU_THRESHOLD. Metrics are reported as video_sgg/{constraint}/R@K and .../mR@K, in percent.
 _C.TEST.VIDEO_RELATION = CN()
@@ -378,6 +413,20 @@ _C.MODEL.DETR.TRIPLET_RULE = "sgg"
 _C.MODEL.DETR.PADDING_MASK = "interpolate"
 
 # ------------------------------------------------------------------------ STTran + SGDet detector (seed 000)
+# EASG models (easg_linear.py, sttran_easg.py, easg_frequency.py; docs/easg.md). Class counts = the lines of
+# objects.txt / relationships.txt / verbs.txt (EASG: 391 / 13 / 198). STTran-EASG takes its widths (VISUAL_DIM,
+# EMBED_DIM, layers, heads, loss, object classifier) from MODEL.STTRAN.*; relation vector = 2 x VISUAL_DIM +
+# 2 x EMBED_DIM.
+_C.MODEL.EASG = CN()
+_C.MODEL.EASG.NUM_OBJECTS = 391
+_C.MODEL.EASG.NUM_RELATIONS = 13
+_C.MODEL.EASG.NUM_VERBS = 198
+_C.MODEL.EASG.VERB_FEATURE_DIM = 2304  # verb_features.pt (SlowFast 8x8 R101)
+_C.MODEL.EASG.ROI_FEATURE_DIM = 1024  # roi_feats_{split}.pkl (Faster R-CNN box head)
+_C.MODEL.EASG.OBJECT_FEATURES = "frames"  # STTran-EASG object features: "frames" (feature source on the jpgs) or "roi"
+_C.MODEL.EASG.VERB_CLASSIFIER_HIDDEN = 1024  # STTran-EASG easgcls verb MLP (upstream: 2304 -> 1024 -> 198)
+_C.MODEL.EASG.FREQUENCY_SMOOTHING = 1e-3  # EASGFrequencyBaseline: added to every count
+
 # sgg/modeling/meta_arch/sttran.py, docs/sttran.md. Mode = TEST.RELATION.MODE (predcls / sgcls / sgdet).
 _C.MODEL.STTRAN = CN()
 _C.MODEL.STTRAN.NUM_CLASSES = 36  # object classes incl. the person (= 0), Action Genome
