@@ -187,7 +187,10 @@ _C.SEED = -1  # < 0 = random, recorded in the log
 _C.CUDNN_BENCHMARK = False
 _C.DETERMINISTIC = False  # torch.use_deterministic_algorithms + fixed seeds; needed for bit-exact resume
 _C.LOG_PERIOD = 20
+# Every VIS_PERIOD iterations (0 = never), the predictions on the first VIS_SAMPLES test inputs are drawn into
+# TensorBoard (images "vis/<dataset>/<i>"; image and video SGG models; docs/engine.md, "Monitoring").
 _C.VIS_PERIOD = 0
+_C.VIS_SAMPLES = 2
 
 # ---------------------------------------------------------------------------- text-to-video (seed 004)
 # ModelScope-style latent video diffusion: UNet3DConditionModel + AutoencoderKL + CLIP text encoder (diffusers).
