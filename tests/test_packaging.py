@@ -36,6 +36,7 @@ def test_wheel_carries_configs_tools_and_console_scripts(wheel):
     parser.read_string(zipfile.ZipFile(wheel).read(entry_points).decode())
     scripts = dict(parser["console_scripts"])
     assert scripts["sgg-train"] == "sgg_tools.train_net:cli" and scripts["sgg-train-seed"] == "sgg_tools.train:cli"
+    assert scripts["sgg-tune"] == "sgg_tools.tune:cli"
     for target in scripts.values():
         module = target.split(":")[0].replace(".", "/") + ".py"
         assert module in names, target

@@ -25,6 +25,7 @@ import argparse
 import logging
 import math
 import os
+import re
 import shlex
 import sys
 from typing import Dict, List, Optional, Tuple
@@ -172,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("-scheduler", choices=tuple(SCHEDULERS), help="step / cosine / plateau (on R@20 with constraint) / constant")
     a("-save_freq", type=float, help="checkpoint every N epochs (SOLVER.CHECKPOINT_PERIOD)")
     a("-eval_freq", type=float, help="evaluate every N epochs (TEST.EVAL_PERIOD)")
+    a("-patience", type=int, help="early stopping: evaluations without improvement before training stops "
+      "(SOLVER.EARLY_STOPPING.PATIENCE; enables it)")
+    a("-min_delta", type=float, help="early stopping: smallest gain that counts, in the metric's units (video_sgg "
+      "recalls are percent) (SOLVER.EARLY_STOPPING.MIN_DELTA)")
+    a("-monitor", help="early stopping metric: val_recall@K / val_mean_recall@K (R@K / mR@K with constraint) or an "
+      "evaluation key such as video_sgg/no/R@50 (SOLVER.EARLY_STOPPING.METRIC; default R@20 with constraint)")
     a("-seed", type=int, help="SEED")
     a("-device", help="MODEL.DEVICE (cuda / cpu)")
     a("-num_gpus", type=int, default=1, help="worker processes (train_net --num-gpus; CPU: gloo workers)")
@@ -286,6 +293,20 @@ def num_processes(args) -> int:
     return args.num_gpus
 
 
+def monitor_metric(name: str) -> str:
+    """The seed's ``-monitor`` names -> sgg's evaluation keys: ``val_recall@K`` / ``recall@K`` / ``R@K`` ->
+    ``video_sgg/with/R@K`` and ``val_mean_recall@K`` / ``mR@K`` -> ``video_sgg/with/mR@K``; a key with a ``/`` is used
+    as given."""
+    if "/" in name:
+        return name
+    match = re.fullmatch(r"(?:val_)?(recall|mean_recall|R|mR)@(\d+)", name.strip())
+    if match is None:
+        raise SeedFlagError(f"-monitor {name}: give val_recall@K, val_mean_recall@K or an evaluation key such as "
+                            f"{PLATEAU_METRIC} (a run's inference/<dataset>/results.json lists them).")
+    kind = "mR" if match.group(1) in ("mean_recall", "mR") else "R"
+    return f"video_sgg/with/{kind}@{match.group(2)}"
+
+
 def static_overrides(args) -> List[Tuple[str, object]]:
     """(config key, value) pairs that follow from the flags alone (not from the dataset size)."""
     o: List[Tuple[str, object]] = [("TEST.RELATION.MODE", args.mode),
@@ -311,6 +332,14 @@ def static_overrides(args) -> List[Tuple[str, object]]:
         # Progressive training (PredCls -> SGCls -> SGDet): the new mode's modules (object classifier, detector) are
         # not in the previous mode's checkpoint and keep their initialisation; the trainer logs what was skipped.
         o.append(("MODEL.ALLOW_PARTIAL_WEIGHTS", True))
+    if args.patience is not None or args.min_delta is not None or args.monitor is not None:
+        # The seed's EarlyStopping(patience, min_delta, monitor); evaluations come every -eval_freq epochs.
+        o.append(("SOLVER.EARLY_STOPPING.ENABLED", True))
+        o.append(("SOLVER.EARLY_STOPPING.METRIC", monitor_metric(args.monitor or "val_recall@20")))
+        if args.patience is not None:
+            o.append(("SOLVER.EARLY_STOPPING.PATIENCE", args.patience))
+        if args.min_delta is not None:
+            o.append(("SOLVER.EARLY_STOPPING.MIN_DELTA", args.min_delta))
     if args.bce_loss:
         o.append(("MODEL.STTRAN.MULTI_LABEL_LOSS", "bce"))
     for flag, key in TEMPURA_FLAGS.items():

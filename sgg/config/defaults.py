@@ -99,6 +99,20 @@ _C.DATALOADER.MAPPER = ""  # "" = the mapper named by the first train dataset's 
 _C.DATALOADER.REPEAT_THRESHOLD = 0.0  # RepeatFactorTrainingSampler
 _C.DATALOADER.ASPECT_RATIO_GROUPING = False
 _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True
+# Curriculum learning (sgg/data/samplers/curriculum.py, docs/tuning.md): easiest samples first, then more, then all.
+# Composes with DATASETS.MULTI_DATASET (each source's easiest part; exact ratios kept) and resumes exactly.
+_C.DATALOADER.CURRICULUM = CN()
+_C.DATALOADER.CURRICULUM.ENABLED = False
+# Per-sample difficulty (higher = harder): num_relations | num_objects (videos: summed over frames) | box_size
+# (smaller boxes relative to the image are harder) | file (DIFFICULTY_FILE: JSON {"<dataset>/<id>" or "<id>": value},
+# e.g. per-sample losses of an earlier run).
+_C.DATALOADER.CURRICULUM.DIFFICULTY = "num_relations"
+_C.DATALOADER.CURRICULUM.DIFFICULTY_FILE = ""
+_C.DATALOADER.CURRICULUM.UNIT = "epoch"  # STAGES in "epoch" (SOLVER.ITERS_PER_EPOCH, else N / IMS_PER_BATCH) or "iter"
+# Stage boundaries: before STAGES[0] the easiest FRACTIONS[0] of the samples, ..., from STAGES[-1] on all of them
+# (seed 001's example: 20 epochs easy, until epoch 60 medium, then the full dataset).
+_C.DATALOADER.CURRICULUM.STAGES = (20, 60)
+_C.DATALOADER.CURRICULUM.FRACTIONS = (0.33, 0.67)
 
 # ---------------------------------------------------------------------------- solver
 _C.SOLVER = CN()
@@ -191,6 +205,13 @@ _C.LOG_PERIOD = 20
 # TensorBoard (images "vis/<dataset>/<i>"; image and video SGG models; docs/engine.md, "Monitoring").
 _C.VIS_PERIOD = 0
 _C.VIS_SAMPLES = 2
+# TensorBoard extras (scalars, incl. grad_norm, are always written). Every HISTOGRAM_PERIOD iterations: a histogram of
+# each trainable weight (weights/<name>) and, with HISTOGRAM_GRADIENTS, of its gradient before clipping (grads/<name>);
+# 0 = off (a histogram of every tensor costs time and event-file space).
+_C.TENSORBOARD = CN()
+_C.TENSORBOARD.HISTOGRAM_PERIOD = 0
+_C.TENSORBOARD.HISTOGRAM_BINS = 64
+_C.TENSORBOARD.HISTOGRAM_GRADIENTS = False
 
 # ---------------------------------------------------------------------------- text-to-video (seed 004)
 # ModelScope-style latent video diffusion: UNet3DConditionModel + AutoencoderKL + CLIP text encoder (diffusers).
@@ -400,6 +421,11 @@ _C.MODEL.STTRAN.BOX_MASK_RULE = "exact"  # box masks: "exact" area, or "sttran" 
 _C.MODEL.STTRAN.OBJ_BOX_POSITION = "normalized"  # object-classifier box input: "normalized" or "pixels" (center_size)
 _C.MODEL.STTRAN.SGDET_LABELS = "classifier"  # SGDet eval labels: object "classifier" or "detector" (the reference)
 _C.MODEL.STTRAN.SGCLS_DEDUP = False  # SGCls eval: the reference's duplicate-class suppression per frame
+# SGDet training boxes: "gt" (sgg's default: the GT boxes) or "detections" (the reference: each GT box's assigned
+# detection, IoU > SGDET_ASSIGN_IOU; GT boxes no detection found are supplied when SGDET_SUPPLY, upstream's use_SUPPLY).
+_C.MODEL.STTRAN.SGDET_TRAIN_BOXES = "gt"
+_C.MODEL.STTRAN.SGDET_SUPPLY = True
+_C.MODEL.STTRAN.SGDET_ASSIGN_IOU = 0.5
 # Feature source of the STTran-family models (sgg/modeling/video_sgg.py, VIDEO_FEATURES_REGISTRY): frame maps, object
 # features of boxes and union-box features of pairs. "BackboneRoIFeatures" = MODEL.BACKBONE + RoIAlign + a linear box
 # head (MODEL.STTRAN.OBJ_FEATURE_DIM wide).

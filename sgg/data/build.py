@@ -29,7 +29,7 @@ from .samplers.multi_dataset import validate_multi_dataset_ratios
 __all__ = [
     "MAPPER_REGISTRY", "get_dataset_dicts", "get_multi_dataset_dicts", "build_mapper", "build_train_loader",
     "build_test_loader", "trivial_batch_collator", "MapDataset", "TrainLoader",
-    "multi_dataset_sampler_name",
+    "multi_dataset_sampler_name", "curriculum_sampler_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -209,6 +209,23 @@ def multi_dataset_sampler_name(cfg) -> str:
     return MULTI_DATASET_SAMPLER
 
 
+CURRICULUM_SAMPLER = "CurriculumSampler"
+
+
+def curriculum_sampler_name(cfg) -> str:
+    """``CurriculumSampler`` when ``DATALOADER.CURRICULUM.ENABLED`` (``SAMPLER_TRAIN`` may stay ``TrainingSampler``
+    or name it; another sampler would ignore the curriculum and is refused), else "" (``SAMPLER_TRAIN``). With the
+    multi-dataset mode the curriculum runs inside its sampler instead."""
+    if not cfg.DATALOADER.CURRICULUM.ENABLED:
+        return ""
+    name = cfg.DATALOADER.SAMPLER_TRAIN
+    if name not in ("TrainingSampler", CURRICULUM_SAMPLER):
+        raise ValueError(f"DATALOADER.CURRICULUM.ENABLED cannot be combined with DATALOADER.SAMPLER_TRAIN='{name}' "
+                         f"(it would not follow the curriculum); set SAMPLER_TRAIN to TrainingSampler or "
+                         f"{CURRICULUM_SAMPLER}, or disable the curriculum.")
+    return CURRICULUM_SAMPLER
+
+
 def build_train_loader(cfg, *, seed: int, start_batch: int = 0, mapper=None) -> TrainLoader:
     """The training loader for ``DATASETS.TRAIN`` (or the multi-dataset mix), starting at batch ``start_batch``.
 
@@ -224,6 +241,7 @@ def build_train_loader(cfg, *, seed: int, start_batch: int = 0, mapper=None) -> 
         DatasetCatalog.check_configured(cfg, cfg.DATASETS.TRAIN)
         dicts = get_dataset_dicts(cfg.DATASETS.TRAIN)
         first = cfg.DATASETS.TRAIN[0]
+        sampler_name = curriculum_sampler_name(cfg)
     if mapper is None:
         mapper = build_mapper(cfg, first, is_train=True)
     return TrainLoader(cfg, dicts, mapper, batch_size=per_rank_batch_size(cfg), seed=seed, start_batch=start_batch,

@@ -227,7 +227,11 @@ class DefaultTrainer(TrainerBase):
         trainer = DefaultTrainer(cfg)
         trainer.resume_or_load(resume=args.resume)
         trainer.train()
+
+    ``show_progress``: draw the evaluation's progress bar (``tools/tune.py`` runs its trials without it).
     """
+
+    show_progress: bool = True
 
     def __init__(self, cfg):
         super().__init__()
@@ -241,6 +245,9 @@ class DefaultTrainer(TrainerBase):
             self.model, None, optimizer, accumulate_steps=cfg.SOLVER.ACCUMULATE_GRAD_STEPS, clip_fn=_clip_fn(cfg),
             amp_dtype=_amp_dtype(cfg), max_nonfinite_steps=cfg.SOLVER.MAX_NONFINITE_STEPS,
         )
+        # The step runs in SimpleTrainer: route its after_backward to this trainer's hooks (gradient histograms).
+        proxy = weakref.proxy(self)
+        self._trainer.after_backward = lambda: TrainerBase.after_backward(proxy)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
                                                   scheduler=self.scheduler,
@@ -353,7 +360,8 @@ class DefaultTrainer(TrainerBase):
 
     def build_hooks(self) -> List[hooks.HookBase]:
         """Timer, LR, two-stage, EMA, eval, best/early-stop/plateau, checkpoints, diffusers export
-        (``MODEL.T2V.EXPORT_DIFFUSERS``), writers (in that order)."""
+        (``MODEL.T2V.EXPORT_DIFFUSERS``), weight histograms (``TENSORBOARD.HISTOGRAM_PERIOD``), writers (in that
+        order)."""
         cfg = self.cfg
         out: List[Optional[hooks.HookBase]] = [
             hooks.IterationTimer(),
@@ -383,6 +391,10 @@ class DefaultTrainer(TrainerBase):
                                               before_save=self._gather_rng_states))
         if cfg.MODEL.T2V.EXPORT_DIFFUSERS:
             out.append(hooks.DiffusersExportHook(cfg))
+        if cfg.TENSORBOARD.HISTOGRAM_PERIOD > 0 and comm.is_main_process():  # before the writers, which write them
+            t = cfg.TENSORBOARD
+            out.append(hooks.WeightHistograms(t.HISTOGRAM_PERIOD, bins=t.HISTOGRAM_BINS,
+                                              gradients=t.HISTOGRAM_GRADIENTS))
         # Writers run on every rank (metrics are reduced collectively) but only rank 0 writes files.
         if comm.is_main_process():
             out.append(hooks.PeriodicWriter(default_writers(cfg.OUTPUT_DIR, self.max_iter, cfg.SOLVER.ITERS_PER_EPOCH),
@@ -443,7 +455,7 @@ class DefaultTrainer(TrainerBase):
             if comm.is_main_process():
                 os.makedirs(folder, exist_ok=True)
             evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, name, folder)
-            res = inference_on_dataset(model, loader, evaluator)
+            res = inference_on_dataset(model, loader, evaluator, show_progress=cls.show_progress)
             results[name] = res
             if comm.is_main_process():
                 logger.info("Evaluation results for %s:", name)

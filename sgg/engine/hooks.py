@@ -31,6 +31,7 @@ from .train_loop import HookBase
 __all__ = [
     "CallbackHook", "IterationTimer", "LRScheduler", "PeriodicCheckpointer", "EvalHook", "BestCheckpointer",
     "EarlyStopping", "PlateauLR", "TwoStageTraining", "DiffusersExportHook", "VisualizationHook", "PeriodicWriter",
+    "WeightHistograms",
 ]
 
 logger = logging.getLogger(__name__)
@@ -403,6 +404,34 @@ class DiffusersExportHook(HookBase):
         if self.trainer.completed:
             self.export("final")
         comm.synchronize()
+
+
+class WeightHistograms(HookBase):
+    """Every ``period`` iterations, puts a histogram of every trainable parameter (``weights/<name>``) and, with
+    ``gradients``, of its gradient before clipping (``grads/<name>``) into the storage, for TensorBoard
+    (``TENSORBOARD.HISTOGRAM_PERIOD``). Register it on the main process only (only rank 0 writes them)."""
+
+    def __init__(self, period: int, *, bins: int = 64, gradients: bool = False):
+        if int(period) <= 0:
+            raise ValueError(f"TENSORBOARD.HISTOGRAM_PERIOD must be > 0 for weight histograms, got {period}.")
+        self.period, self.bins, self.gradients = int(period), int(bins), bool(gradients)
+
+    def _due(self) -> bool:
+        return (self.trainer.iter + 1) % self.period == 0
+
+    def _named_parameters(self):
+        return [(n, p) for n, p in unwrap_model(self.trainer.model).named_parameters() if p.requires_grad]
+
+    def after_backward(self):
+        if self.gradients and self._due():
+            for name, param in self._named_parameters():
+                if param.grad is not None:
+                    self.trainer.storage.put_histogram(f"grads/{name}", param.grad, bins=self.bins)
+
+    def after_step(self):
+        if self._due():
+            for name, param in self._named_parameters():
+                self.trainer.storage.put_histogram(f"weights/{name}", param, bins=self.bins)
 
 
 class VisualizationHook(HookBase):

@@ -42,6 +42,7 @@ class EventStorage:
         self._latest: Dict[str, Tuple[float, int]] = {}
         self._iter = start_iter
         self.start_iter = start_iter  # values from before it (restored on resume) were written by the earlier run
+        self._histograms: List[dict] = []  # put since the last write; only TensorBoard writes them
         self._vis_data: List[Tuple[str, np.ndarray, int]] = []
 
     def put_image(self, name: str, image) -> None:
@@ -72,6 +73,31 @@ class EventStorage:
         if existing is not None and existing != smoothing_hint:
             raise ValueError(f"Scalar '{name}' was put with different smoothing_hint values.")
         self._smoothing_hints[name] = smoothing_hint
+
+    def put_histogram(self, name: str, values: torch.Tensor, bins: int = 64) -> None:
+        """Record a histogram of ``values`` (any shape, flattened) with ``bins`` equal-width buckets at the current
+        iteration, in TensorBoard's raw form (min, max, count, sum, sum of squares, bucket limits and counts)."""
+        flat = values.detach().reshape(-1).float().cpu()
+        if flat.numel() == 0:
+            return
+        lo, hi = float(flat.min()), float(flat.max())
+        if hi <= lo:  # a constant tensor: one bucket around its value
+            hi = lo + max(abs(lo) * 1e-6, 1e-12)
+        counts = torch.histc(flat, bins=int(bins), min=lo, max=hi)
+        edges = torch.linspace(lo, hi, steps=int(bins) + 1)
+        self._histograms.append({
+            "tag": name, "min": lo, "max": hi, "num": int(flat.numel()), "sum": float(flat.sum()),
+            "sum_squares": float((flat * flat).sum()), "bucket_limits": edges[1:].tolist(),
+            "bucket_counts": counts.tolist(), "global_step": self._iter,
+        })
+
+    def histograms(self) -> List[dict]:
+        """Histograms put since :meth:`clear_histograms` (see :meth:`put_histogram`)."""
+        return list(self._histograms)
+
+    def clear_histograms(self) -> None:
+        """Drop the histograms already written."""
+        self._histograms = []
 
     def put_scalars(self, *, smoothing_hint: bool = True, **kwargs) -> None:
         """Record several scalars."""
@@ -173,7 +199,7 @@ class JSONWriter(EventWriter):
 
 
 class TensorboardXWriter(EventWriter):
-    """Writes scalars to TensorBoard event files in ``log_dir``."""
+    """Writes scalars and histograms (:meth:`EventStorage.put_histogram`) to TensorBoard event files in ``log_dir``."""
 
     def __init__(self, log_dir: str, window_size: int = 20):
         from torch.utils.tensorboard import SummaryWriter
@@ -190,6 +216,9 @@ class TensorboardXWriter(EventWriter):
                 self._writer.add_scalar(k, v, itr)
                 new_last = max(new_last, itr)
         self._last_write = new_last
+        for hist in storage.histograms():
+            self._writer.add_histogram_raw(**hist)
+        storage.clear_histograms()
         for name, image, itr in storage.vis_data:
             self._writer.add_image(name, image, itr, dataformats="CHW")
         storage.clear_images()

@@ -14,9 +14,10 @@ from sgg.utils.registry import Registry
 SAMPLER_REGISTRY = Registry("SAMPLER")
 SAMPLER_REGISTRY.__doc__ = "Data samplers (``DATALOADER.SAMPLER_TRAIN`` / ``SAMPLER_TEST``)."
 
+from .curriculum import CurriculumSampler  # noqa: E402
 from .distributed_sampler import InferenceSampler, TrainingSampler  # noqa: E402
 from .multi_dataset import MultiDatasetDynamicSampler  # noqa: E402
 from .repeat_factor import RepeatFactorTrainingSampler  # noqa: E402
 
 __all__ = ["SAMPLER_REGISTRY", "TrainingSampler", "InferenceSampler", "RepeatFactorTrainingSampler",
-           "MultiDatasetDynamicSampler"]
+           "MultiDatasetDynamicSampler", "CurriculumSampler"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from sgg.config import configurable
 
 from ..dicts import dict_field_values
 from . import SAMPLER_REGISTRY
+from .curriculum import CurriculumSchedule, build_curriculum, staged_steps
 
 __all__ = ["MultiDatasetDynamicSampler", "real_count", "slot_real_counts", "validate_multi_dataset_ratios"]
 
@@ -104,13 +105,15 @@ class MultiDatasetDynamicSampler(Sampler[List[int]]):
     Yields lists of ``batch_size`` indices into ``dataset_dicts`` (real ones first). See the module docstring for the
     composition and ordering guarantees. ``accumulation`` is ``SOLVER.ACCUMULATE_GRAD_STEPS``: consecutive batches of
     one optimizer step count as slots of the same global batch. ``flatten=True`` yields the same indices one by one
-    (for detectron2's ``build_detection_train_loader``; see the module docstring).
+    (for detectron2's ``build_detection_train_loader``; see the module docstring). With a ``curriculum``
+    (``DATALOADER.CURRICULUM``) each source draws from the easiest part of itself that the step's stage allows
+    (:mod:`~sgg.data.samplers.curriculum`); the per-batch composition stays exact.
     """
 
     @configurable
     def __init__(self, *, dataset_types: Sequence[str], batch_size: int, real_ratio: float, synthetic_ratio: float,
                  seed: int, rank: int = 0, world_size: int = 1, accumulation: int = 1, start_batch: int = 0,
-                 flatten: bool = False):
+                 flatten: bool = False, curriculum: Optional[CurriculumSchedule] = None):
         if batch_size <= 0:
             raise ValueError(f"MultiDatasetDynamicSampler batch_size must be positive, got {batch_size}.")
         if not 0 <= rank < world_size:
@@ -130,6 +133,10 @@ class MultiDatasetDynamicSampler(Sampler[List[int]]):
         self._n_real = validate_multi_dataset_ratios(real_ratio, synthetic_ratio, self._global_batch)
         self._real_ratio, self._synthetic_ratio = float(real_ratio), float(synthetic_ratio)
         self._flatten = bool(flatten)
+        self._curriculum = curriculum
+        if curriculum is not None and len(curriculum.difficulties) != len(types):
+            raise ValueError(f"MultiDatasetDynamicSampler: the curriculum has {len(curriculum.difficulties)} "
+                             f"difficulties for {len(types)} dataset dicts.")
         for name, idx, count in (("REAL", self._real, self._n_real),
                                  ("SYNTHETIC", self._synthetic, self._global_batch - self._n_real)):
             if count > 0 and len(idx) == 0:
@@ -157,7 +164,7 @@ class MultiDatasetDynamicSampler(Sampler[List[int]]):
         return {"dataset_types": types, "batch_size": batch_size,
                 "real_ratio": m.REAL_SAMPLING_RATIO, "synthetic_ratio": m.SYNTHETIC_SAMPLING_RATIO, "seed": seed,
                 "rank": rank, "world_size": world_size, "accumulation": cfg.SOLVER.ACCUMULATE_GRAD_STEPS,
-                "start_batch": start_batch}
+                "start_batch": start_batch, "curriculum": build_curriculum(cfg, dataset_dicts)}
 
     @property
     def global_composition(self) -> Tuple[int, int]:
@@ -179,11 +186,19 @@ class MultiDatasetDynamicSampler(Sampler[List[int]]):
     def _batches(self) -> Iterator[List[int]]:
         n_real, n_syn = self.global_composition
         step, micro = divmod(self._start_batch, self._accumulation)
-        real_stream = _source_stream(self._real, self._seed, 1, step * n_real) if n_real else None
-        syn_stream = _source_stream(self._synthetic, self._seed, 2, step * n_syn) if n_syn else None
+        if self._curriculum is not None:
+            real_steps = staged_steps(self._curriculum, self._real, self._seed, 1, step, n_real) if n_real else None
+            syn_steps = staged_steps(self._curriculum, self._synthetic, self._seed, 2, step, n_syn) if n_syn else None
+        else:
+            real_stream = _source_stream(self._real, self._seed, 1, step * n_real) if n_real else None
+            syn_stream = _source_stream(self._synthetic, self._seed, 2, step * n_syn) if n_syn else None
         while True:
-            real_step = _take(real_stream, n_real) if n_real else []
-            syn_step = _take(syn_stream, n_syn) if n_syn else []
+            if self._curriculum is not None:
+                real_step = next(real_steps) if n_real else []
+                syn_step = next(syn_steps) if n_syn else []
+            else:
+                real_step = _take(real_stream, n_real) if n_real else []
+                syn_step = _take(syn_stream, n_syn) if n_syn else []
             for m in range(micro, self._accumulation):
                 slot = m * self._world_size + self._rank  # micro-batch major: one micro-batch of all ranks together
                 count, real_off, syn_off = self._slot_span(step, slot)
@@ -197,4 +212,6 @@ class MultiDatasetDynamicSampler(Sampler[List[int]]):
         return {"name": type(self).__name__, "seed": self._seed, "batch_size": self._batch_size,
                 "world_size": self._world_size, "accumulation": self._accumulation,
                 "real_ratio": self._real_ratio, "synthetic_ratio": self._synthetic_ratio,
-                "num_real": len(self._real), "num_synthetic": len(self._synthetic)}
+                "num_real": len(self._real), "num_synthetic": len(self._synthetic),
+                **({"curriculum": {"boundaries": self._curriculum.boundaries, "fractions": self._curriculum.fractions}}
+                   if self._curriculum is not None else {})}
