@@ -7,7 +7,7 @@ installed sgg runs its demos from any folder. A source checkout (``pip install -
 
 from setuptools import find_packages, setup
 
-CONFIG_FOLDERS = ["", "quick", "action_genome", "tvsum", "ssv2", "tune"]
+CONFIG_FOLDERS = ["", "quick", "action_genome", "tvsum", "ssv2", "tune", "easg"]
 
 setup(
     packages=find_packages(include=["sgg", "sgg.*"]) + ["sgg_tools", "sgg_tools.benchmarks", "sgg.model_zoo.configs"],

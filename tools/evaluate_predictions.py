@@ -149,6 +149,7 @@ def _evaluate_videos(args, data: dict) -> dict:
         ks=tuple(pick(args.ks, "ks", (10, 20, 50))), iou_threshold=pick(args.iou_threshold, "iou_threshold", 0.5),
         semi_threshold=pick(args.semi_threshold, "semi_threshold", 0.9),
         branches=tuple(pick(args.branches, "branches", ())), mr_variant=pick(args.mr_variant, "mr_variant", "tempura"),
+        protocols=tuple(saved.get("protocols", ("sttran",))), oed_triplet_nms=saved.get("oed_triplet_nms", "auto"),
         distributed=False)
     for video_id, frames in data["videos"].items():
         evaluator.add_video_predictions(video_id, frames)

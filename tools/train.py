@@ -12,10 +12,22 @@ so outputs, checkpoints, ``--resume`` and evaluation are the same. Examples::
     python tools/train.py -model frequency_baseline -mode predcls -data_path demo -save_path output/freq
     python tools/train.py -model tempura -mode predcls -data_path demo -num_mixtures 3 -uncertainty_threshold 0.5 \\
         -gmm_regularization 0.01 -temporal_window 5 -save_path output/t   # TEMPURA flags: docs/tempura.md
+    python tools/train.py -model oed -mode sgdet -oed_variant single -data_path demo -save_path output/o1
+    python tools/train.py -model oed -mode sgdet -data_path demo -resume_from output/o1/model_final.pth \\
+        -num_ref_frames 2 -interval1 4 -interval2 4 -save_path output/o2   # OED's two stages: docs/oed.md
+    python tools/train.py -mode edgecls -model sttran -data_path data/EASG -resume_from ag_model_final.pth \\
+        -save_path output/e   # EASG (docs/easg.md): STTran-EASG initialised from an Action Genome STTran
 
 Epochs are converted to iterations (optimizer steps): ``MAX_ITER = ceil(epochs x videos / (batch_size x
 accumulate_grad_batches x num_gpus))`` with ``videos`` = the training set size after the loader's filters.
 ``-data_path demo`` selects the procedural Action Genome twin (``demo_ag_*``) and the small demo configs.
+
+EASG (docs/easg.md) is detected from ``-dataset EASG``, an EASG mode (``-mode edgecls`` / ``easgcls``; ``sgcls`` is
+shared with AG), ``-data_path demo_easg`` (the procedural twin) or a ``-data_path`` folder holding EASG's
+``objects.txt`` / ``relationships.txt`` / ``verbs.txt``. Then ``-model sttran`` is STTran-EASG, ``-model easg`` (or
+``easg_linear``) EASG's linear baseline, ``-model frequency_baseline`` the EASG frequency prior, the configs come from
+``configs/easg/`` (``configs/quick/easg_*_demo.yaml``), and ``-resume_from`` loads the weights that fit (an AG
+checkpoint: backbone, box head, object projection ...) and logs what it skipped in one block.
 Trailing ``KEY VALUE`` pairs are passed on as config overrides.
 """
 
@@ -58,6 +70,7 @@ MODELS = {
     "frequency_baseline": "VideoFrequencyBaseline",
     "stket": "STKET",
     "dsg-detr": "DSGDETR",
+    "oed": "OED",
 }
 # Config-file stem of each model: configs/action_genome/<stem>_<mode>.yaml and, with -data_path demo,
 # configs/quick/<stem>_demo.yaml (PredCls) / <stem>_<mode>_demo.yaml. The frequency baseline runs on STTran's configs.
@@ -67,10 +80,10 @@ CONFIG_STEMS = {
     "frequency_baseline": "sttran",
     "stket": "stket",
     "dsg-detr": "dsgdetr",
+    "oed": "oed",
 }
 UNBUILT_MODELS = {
     "scenellm": "SceneLLM",
-    "oed": "OED",
 }
 # Flags of the seed's docs that only configure models sgg does not implement yet.
 UNBUILT_FLAGS = {
@@ -102,6 +115,18 @@ MODEL_FLAGS = {
     "tracklet_chunk": "dsg-detr",
 }
 MODES = ("predcls", "sgcls", "sgdet")
+# EASG (-dataset EASG or detected from -mode / -data_path; docs/easg.md): its modes, models and config stems
+# (configs/easg/<stem>_<mode>.yaml, configs/quick/easg_<stem>_<mode>_demo.yaml).
+EASG_MODES = ("edgecls", "sgcls", "easgcls")
+EASG_MODELS = {
+    "sttran": "STTranEASG",
+    "easg": "EASGLinear",
+    "easg_linear": "EASGLinear",
+    "frequency_baseline": "EASGFrequencyBaseline",
+}
+EASG_CONFIG_STEMS = {"sttran": "sttran", "easg": "linear", "easg_linear": "linear", "frequency_baseline": "linear"}
+EASG_FILES = ("objects.txt", "relationships.txt", "verbs.txt")
+EASG_PLATEAU_METRIC = "easg/score"
 SCHEDULERS = {"step": "WarmupMultiStepLR", "cosine": "WarmupCosineLR", "plateau": "WarmupPlateau",
               "constant": "Constant"}
 OPTIMIZERS = {"adamw": "AdamW", "adam": "AdamW", "sgd": "SGD"}  # adam = AdamW with weight decay 0
@@ -118,6 +143,29 @@ STKET_FLAGS = {
     "spatial_prior_loss": "MODEL.STKET.SPATIAL_PRIOR_LOSS",
     "temporal_prior_loss": "MODEL.STKET.TEMPORAL_PRIOR_LOSS",
     "prior_file": "MODEL.STKET.PRIOR_FILE",
+}
+
+
+# OED's flags (m3sgg / upstream spellings) -> MODEL.OED keys; they configure -model oed only.
+OED_FLAGS = {
+    "num_queries": "MODEL.OED.NUM_QUERIES",
+    "dec_layers_hopd": "MODEL.OED.DEC_LAYERS_HOPD",
+    "dec_layers_interaction": "MODEL.OED.DEC_LAYERS_INTERACTION",
+    "num_ref_frames": "MODEL.OED.NUM_REF_FRAMES",
+    "interval1": "MODEL.OED.INTERVAL_TRAIN",
+    "interval2": "MODEL.OED.INTERVAL_TEST",
+    "alpha": "MODEL.OED.FOCAL_ALPHA",
+    "bbox_loss_coef": "MODEL.OED.BBOX_LOSS_COEF",
+    "giou_loss_coef": "MODEL.OED.GIOU_LOSS_COEF",
+    "obj_loss_coef": "MODEL.OED.OBJ_LOSS_COEF",
+    "rel_loss_coef": "MODEL.OED.REL_LOSS_COEF",
+    "oed_eos_coef": "MODEL.OED.EOS_COEF",
+    "causal": "MODEL.OED.CAUSAL",
+}
+# OED flags of upstream / m3sgg for parts sgg does not build (refused with a reason instead of silently ignored).
+OED_UNBUILT_FLAGS = {
+    "oed_use_matching": "upstream's extra matching head (--use_matching) is not built",
+    "fuse_semantic_pos": "upstream's semantic/position fusion into the relation queries is not built",
 }
 
 
@@ -139,16 +187,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
     a = p.add_argument
-    a("-mode", default="predcls", choices=MODES, help="predcls, sgcls or sgdet (TEST.RELATION.MODE)")
-    a("-model", default="sttran", help=f"one of {', '.join(MODELS)}")
-    a("-data_path", default="", help="Action Genome root (DATASETS.AG.ROOT); 'demo' = the procedural demo twin")
+    a("-mode", default="predcls", choices=MODES + tuple(m for m in EASG_MODES if m not in MODES),
+      help="predcls, sgcls or sgdet; EASG: edgecls, sgcls or easgcls (TEST.RELATION.MODE)")
+    a("-model", default="sttran", help=f"one of {', '.join(MODELS)}; EASG: {', '.join(EASG_MODELS)}")
+    a("-data_path", default="", help="Action Genome root (DATASETS.AG.ROOT) or EASG root (DATASETS.EASG.ROOT); "
+                                     "'demo' = the procedural AG twin, 'demo_easg' = the EASG twin")
+    a("-dataset", default="", help="action_genome or EASG (the seed's flag; default: detected from -mode / "
+                                   "-data_path)")
     a("-datasize", default="large", choices=("small", "mini", "large"),
       help="small/mini = STTran's first 80 000 person-box keys (DATASETS.AG.DATASIZE mini)")
     a("-config", default="", help="base config file (default: configs/action_genome/sttran_<mode>.yaml, or the "
                                   "quick demo config with -data_path demo)")
     a("-lr", type=float, help="SOLVER.BASE_LR")
-    a("-batch_size", type=int, default=1, help="videos per step per process (SOLVER.IMS_PER_BATCH = batch_size x "
-                                               "accumulate_grad_batches x num_gpus)")
+    a("-batch_size", type=int, default=None,
+      help="videos (EASG: graphs) per step per process (SOLVER.IMS_PER_BATCH = batch_size x accumulate_grad_batches "
+           "x num_gpus); default 1, on EASG the config's IMS_PER_BATCH")
     a("-epochs", "-nepoch", dest="epochs", type=float, help="epochs -> SOLVER.MAX_ITER (see the module docstring)")
     a("-save_path", default="", help="OUTPUT_DIR")
     a("-resume_from", "-ckpt", "-model_path", dest="resume_from", default="",
@@ -218,6 +271,27 @@ def build_parser() -> argparse.ArgumentParser:
     # the spatial / temporal encoder depths, mapped above); these two are sgg's.
     a("-tracker", choices=("hungarian", "class", "none"), help="DSG-DETR: MODEL.DSGDETR.TRACKING")
     a("-tracklet_chunk", type=int, help="DSG-DETR: MODEL.DSGDETR.TRACKLET_CHUNK (0 = whole tracklets)")
+    # OED (-model oed, docs/oed.md): m3sgg's flags. -oed_variant single = the spatial stage (configs ..._spatial..),
+    # multi (default) = the temporal stage (progressive refinement), which starts from -resume_from SPATIAL_CKPT.
+    a("-num_queries", type=int, help="OED: SGDet pair queries (MODEL.OED.NUM_QUERIES)")
+    a("-dec_layers_hopd", type=int, help="OED: instance decoder layers (MODEL.OED.DEC_LAYERS_HOPD)")
+    a("-dec_layers_interaction", type=int, help="OED: relation decoder layers (MODEL.OED.DEC_LAYERS_INTERACTION)")
+    a("-num_ref_frames", type=int, help="OED: reference frames per key frame (MODEL.OED.NUM_REF_FRAMES)")
+    a("-interval1", type=int, help="OED: training reference window +- frames (MODEL.OED.INTERVAL_TRAIN)")
+    a("-interval2", type=int, help="OED: test reference window +- frames (MODEL.OED.INTERVAL_TEST)")
+    a("-alpha", type=float, help="OED: focal alpha of the spatial / contacting loss (MODEL.OED.FOCAL_ALPHA)")
+    a("-bbox_loss_coef", type=float, help="OED: MODEL.OED.BBOX_LOSS_COEF")
+    a("-giou_loss_coef", type=float, help="OED: MODEL.OED.GIOU_LOSS_COEF")
+    a("-obj_loss_coef", type=float, help="OED: MODEL.OED.OBJ_LOSS_COEF")
+    a("-rel_loss_coef", type=float, help="OED: MODEL.OED.REL_LOSS_COEF")
+    a("-oed_eos_coef", type=float, help="OED: no-object CE weight (MODEL.OED.EOS_COEF)")
+    a("-causal", type=_bool, nargs="?", const=True, help="OED: past reference frames only (MODEL.OED.CAUSAL)")
+    a("-oed_variant", choices=("single", "multi"), help="OED: single = spatial stage, multi = temporal stage "
+                                                         "(MODEL.OED.STAGE; default multi)")
+    a("-query_temporal_interaction", action="store_true", default=None,
+      help="OED: upstream's temporal-stage switch (= -oed_variant multi)")
+    for flag, why in OED_UNBUILT_FLAGS.items():
+        a(f"-{flag}", action="store_true", default=None, help=f"OED: refused ({why})")
     for flag, model in UNBUILT_FLAGS.items():
         a(f"-{flag}", help=f"{model} only (not implemented in sgg yet: fails)")
     add_local_rank_argument(p)  # python -m torch.distributed.launch passes --local-rank N
@@ -225,24 +299,65 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def is_easg(args) -> bool:
+    """True when the run is on EASG: ``-dataset EASG``, an EASG-only mode, ``-data_path demo_easg`` or an EASG root."""
+    dataset = args.dataset.lower().replace("-", "_")
+    if dataset not in ("", "easg", "action_genome", "ag"):
+        raise SeedFlagError(f"-dataset {args.dataset}: give action_genome or EASG.")
+    if dataset:
+        return dataset == "easg"
+    if args.mode in EASG_MODES and args.mode not in MODES or args.data_path == "demo_easg":
+        return True
+    path = args.data_path
+    return bool(path) and path != "demo" and all(os.path.isfile(os.path.join(path, f)) for f in EASG_FILES)
+
+
 def base_config(args) -> str:
     """The config file a run starts from."""
     if args.config:
         return args.config
+    if is_easg(args):
+        stem = EASG_CONFIG_STEMS[args.model.lower()]
+        if args.data_path == "demo_easg":
+            return get_config_file(f"quick/easg_{stem}_{args.mode}_demo.yaml")
+        return get_config_file(f"easg/{stem}_{args.mode}.yaml")
     stem = CONFIG_STEMS.get(args.model.lower(), "sttran")
+    # OED's spatial stage has its own configs (<stem>_spatial_demo.yaml / <stem>_<mode>_spatial.yaml)
+    spatial = args.model.lower() == "oed" and oed_stage(args) == "spatial"
     if args.data_path == "demo":
         name = f"{stem}_demo.yaml" if args.mode == "predcls" else f"{stem}_{args.mode}_demo.yaml"
+        if spatial:
+            name = name.replace("_demo.yaml", "_spatial_demo.yaml")
         return get_config_file(f"quick/{name}")
-    return get_config_file(f"action_genome/{stem}_{args.mode}.yaml")
+    return get_config_file(f"action_genome/{stem}_{args.mode}{'_spatial' if spatial else ''}.yaml")
+
+
+def oed_stage(args) -> str:
+    """OED's stage from -oed_variant / -query_temporal_interaction: "spatial" (single) or "temporal" (multi)."""
+    return "spatial" if args.oed_variant == "single" else "temporal"
 
 
 def check_flags(args) -> None:
     """Refuse models and flags sgg does not implement, naming what exists."""
     name = args.model.lower()
-    if name in UNBUILT_MODELS:
+    easg = is_easg(args)
+    if easg:
+        if args.mode not in EASG_MODES:
+            raise SeedFlagError(f"-mode {args.mode}: EASG's modes are {', '.join(EASG_MODES)} (edgecls = GT verb and "
+                                "objects, the PredCls of EASG).")
+        if name not in EASG_MODELS:
+            raise SeedFlagError(f"-model {args.model}: on EASG sgg has {', '.join(EASG_MODELS)} (sttran = "
+                                "STTran-EASG, easg = EASG's linear baseline).")
+        if args.data_path == "demo":
+            raise SeedFlagError("-data_path demo is the Action Genome twin; the EASG twin is -data_path demo_easg.")
+    elif args.mode not in MODES:
+        raise SeedFlagError(f"-mode {args.mode} is an EASG mode, but -dataset {args.dataset} is not EASG.")
+    elif args.data_path == "demo_easg":
+        raise SeedFlagError("-data_path demo_easg is the EASG twin; drop -dataset action_genome.")
+    if name in UNBUILT_MODELS and not easg:
         raise SeedFlagError(f"-model {args.model}: {UNBUILT_MODELS[name]} is not implemented in sgg yet. "
                             f"Available models: {', '.join(MODELS)}.")
-    if name not in MODELS:
+    if name not in MODELS and not easg:
         raise SeedFlagError(f"-model {args.model}: unknown model. Available models: {', '.join(MODELS)} "
                             f"(planned: {', '.join(UNBUILT_MODELS)}).")
     for flag, model in UNBUILT_FLAGS.items():
@@ -263,12 +378,26 @@ def check_flags(args) -> None:
         raise SeedFlagError(f"-pred_contact_threshold {args.pred_contact_threshold}: give a probability in (0, 1). "
                             "Upstream's test script uses 1.0 to feed the ground-truth contacting labels into "
                             "inference; sgg always uses the predicted contact set (upstream trains with 0.8).")
+    oed_given = [f"-{flag}" for flag in (*OED_FLAGS, "oed_variant", "query_temporal_interaction")
+                 if getattr(args, flag) is not None]
+    if oed_given and name != "oed":
+        raise SeedFlagError(f"{', '.join(oed_given)} configure(s) OED; -model {args.model} would ignore them, so "
+                            "they are refused. Use -model oed.")
+    for flag, why in OED_UNBUILT_FLAGS.items():
+        if getattr(args, flag):
+            raise SeedFlagError(f"-{flag}: {why} in sgg (docs/oed.md); refused rather than ignored.")
+    if args.oed_variant == "single" and args.query_temporal_interaction:
+        raise SeedFlagError("-oed_variant single is the spatial stage; -query_temporal_interaction asks for the "
+                            "temporal one. Give one of them.")
+    if name == "oed" and args.mode == "sgcls":
+        raise SeedFlagError("-model oed -mode sgcls: OED's SGCls variant is not built in sgg (upstream has no "
+                            "script or published number for it); use -mode predcls or -mode sgdet.")
     for flag, model in MODEL_FLAGS.items():
         if getattr(args, flag) is not None and name != model:
             raise SeedFlagError(f"-{flag} configures -model {model}; -model {args.model} would ignore it, so it is "
                                 "refused.")
     for flag in ("batch_size", "accumulate_grad_batches", "num_gpus"):
-        if getattr(args, flag) < 1:
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise SeedFlagError(f"-{flag} must be >= 1, got {getattr(args, flag)}.")
     if args.epochs is not None and args.epochs <= 0:
         raise SeedFlagError(f"-epochs must be > 0, got {args.epochs}.")
@@ -309,14 +438,21 @@ def monitor_metric(name: str) -> str:
 
 def static_overrides(args) -> List[Tuple[str, object]]:
     """(config key, value) pairs that follow from the flags alone (not from the dataset size)."""
-    o: List[Tuple[str, object]] = [("TEST.RELATION.MODE", args.mode),
-                                   ("MODEL.META_ARCHITECTURE", MODELS[args.model.lower()])]
-    if args.data_path and args.data_path != "demo":
+    easg = is_easg(args)
+    arch = EASG_MODELS[args.model.lower()] if easg else MODELS[args.model.lower()]
+    o: List[Tuple[str, object]] = [("TEST.RELATION.MODE", args.mode), ("MODEL.META_ARCHITECTURE", arch)]
+    if easg and args.data_path and args.data_path != "demo_easg":
+        o += [("DATASETS.EASG.ROOT", args.data_path), ("DATASETS.TRAIN", ("easg_train",)),
+              ("DATASETS.TEST", ("easg_val",))]
+    elif not easg and args.data_path and args.data_path != "demo":
         o += [("DATASETS.AG.ROOT", args.data_path), ("DATASETS.TRAIN", ("ag_train",)),
               ("DATASETS.TEST", ("ag_test",))]
     o.append(("DATASETS.AG.DATASIZE", "large" if args.datasize == "large" else "mini"))
     o.append(("SOLVER.ACCUMULATE_GRAD_STEPS", args.accumulate_grad_batches))
-    o.append(("SOLVER.IMS_PER_BATCH", args.batch_size * args.accumulate_grad_batches * num_processes(args)))
+    # EASG's configs batch several graphs per step (the demo: 4); AG's one video, the seed's default.
+    batch = args.batch_size if args.batch_size is not None else (None if easg else 1)
+    if batch is not None:
+        o.append(("SOLVER.IMS_PER_BATCH", batch * args.accumulate_grad_batches * num_processes(args)))
     simple = {"lr": "SOLVER.BASE_LR", "spatial_layer": "MODEL.STTRAN.ENC_LAYERS",
               "temporal_layer": "MODEL.STTRAN.DEC_LAYERS", "hidden_dim": "MODEL.STTRAN.VISUAL_DIM",
               "num_heads": "MODEL.STTRAN.NUM_HEADS", "dropout": "MODEL.STTRAN.DROPOUT",
@@ -348,6 +484,13 @@ def static_overrides(args) -> List[Tuple[str, object]]:
             o.append((key, "none" if value == "None" else value))
     if args.mlm:
         o.append(("MODEL.TEMPURA.MULTI_LABEL_LOSS", "margin"))
+    # OED
+    for flag, key in OED_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            o.append((key, value))
+    if args.model.lower() == "oed":
+        o.append(("MODEL.OED.STAGE", oed_stage(args)))
     # DSG-DETR
     if args.tracker is not None:
         o.append(("MODEL.DSGDETR.TRACKING", args.tracker))
@@ -369,7 +512,7 @@ def static_overrides(args) -> List[Tuple[str, object]]:
     if args.scheduler is not None:
         o.append(("SOLVER.LR_SCHEDULER_NAME", SCHEDULERS[args.scheduler]))
         if args.scheduler == "plateau":
-            o.append(("SOLVER.PLATEAU.METRIC", PLATEAU_METRIC))
+            o.append(("SOLVER.PLATEAU.METRIC", EASG_PLATEAU_METRIC if easg else PLATEAU_METRIC))
     return o
 
 
@@ -462,8 +605,14 @@ def _cli(argv: Optional[List[str]]) -> int:
     args = plan["args"]
     command = "python tools/train_net.py " + " ".join(_quote(x) for x in plan["train_net_argv"])
     print(f"tools/train.py -> {command}", flush=True)
+    if is_easg(args):
+        print(f"tools/train.py: EASG run ({EASG_MODELS[args.model.lower()]}, {args.mode}, config "
+              f"{plan['config_file']})" + (f"; -resume_from {args.resume_from}: the weights that fit are loaded, the "
+                                          "rest (class heads, other widths) is reported and initialised fresh"
+                                          if args.resume_from and not args.eval_only else ""), flush=True)
     if plan["num_videos"] is not None:
-        print(f"tools/train.py: {plan['num_videos']} training videos per epoch", flush=True)
+        print(f"tools/train.py: {plan['num_videos']} training {'graphs' if is_easg(args) else 'videos'} per epoch",
+              flush=True)
     if args.print_config:
         cfg = load_config(plan["config_file"], plan["overrides"], plan["opts"])
         print(cfg.dump())

@@ -23,7 +23,7 @@ from sgg.utils.errors import SGGError, one_line
 
 __all__ = ["DetectionCheckpointer", "CheckpointError", "NonFiniteWeightsError", "atomic_write_bytes",
            "atomic_torch_save", "load_checkpoint_file", "load_matching_weights", "nonfinite_tensors",
-           "fold_pruning_masks"]
+           "fold_pruning_masks", "partial_load_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +123,48 @@ def load_checkpoint_file(filename: str, key: str = "MODEL.WEIGHTS") -> Dict[str,
 def _first(items, n: int = 5) -> str:
     items = list(items)
     return ", ".join(items[:n]) + (f" ... (+{len(items) - n})" if len(items) > n else "")
+
+
+def _module_counts(keys) -> str:
+    counts: Dict[str, int] = {}
+    for k in keys:
+        parts = k.split(".")
+        prefix = ".".join(parts[:2]) if len(parts) > 2 else parts[0]
+        counts[prefix] = counts.get(prefix, 0) + 1
+    return ", ".join(f"{p} ({n})" for p, n in counts.items()) or "-"
+
+
+def _shape_mismatches(state: Dict[str, Any], model_state: Dict[str, Any]) -> list:
+    return [k for k in state if k in model_state and hasattr(state[k], "shape")
+            and not isinstance(model_state[k], torch.nn.parameter.UninitializedParameter)
+            and tuple(state[k].shape) != tuple(model_state[k].shape)]
+
+
+def _partial_module_keys(state: Dict[str, Any], model_state: Dict[str, Any]) -> list:
+    """Tensors that fit but belong to a module (same name up to the last '.') with a tensor of another shape."""
+    shapes = _shape_mismatches(state, model_state)
+    modules = {k.rsplit(".", 1)[0] for k in shapes}
+    return [k for k in state if k in model_state and k not in shapes and k.rsplit(".", 1)[0] in modules]
+
+
+def partial_load_report(state: Dict[str, Any], model_state: Dict[str, Any]) -> str:
+    """What a partial load (``MODEL.ALLOW_PARTIAL_WEIGHTS``) takes from a checkpoint, as one block of lines: the
+    loaded tensors and those skipped (another shape, not in the checkpoint, unused), grouped by module prefix, with
+    the first few shape mismatches spelled out — e.g. an Action Genome STTran checkpoint loaded into STTran-EASG,
+    whose class heads and relation width differ."""
+    shapes = _shape_mismatches(state, model_state)
+    partial = _partial_module_keys(state, model_state)
+    loaded = [k for k in model_state if k in state and k not in set(shapes) | set(partial)]
+    missing = [k for k in model_state if k not in state]
+    unused = [k for k in state if k not in model_state]
+    examples = "; ".join(f"{k} {tuple(state[k].shape)} -> {tuple(model_state[k].shape)}" for k in shapes[:3])
+    return "\n".join([
+        f"  loaded ({len(loaded)}): {_module_counts(loaded)}",
+        f"  skipped, other shape ({len(shapes)}): {_module_counts(shapes)}" + (f" [e.g. {examples}]" if shapes else ""),
+        f"  skipped, same shape but in a module that does not fit ({len(partial)}): {_module_counts(partial)}",
+        f"  skipped, not in the checkpoint ({len(missing)}; initialised fresh): {_module_counts(missing)}",
+        f"  unused checkpoint tensors ({len(unused)}): {_module_counts(unused)}",
+    ])
 
 
 def fold_pruning_masks(state: Dict[str, Any], model_state: Dict[str, Any]) -> list:
@@ -317,9 +359,15 @@ class DetectionCheckpointer(Checkpointer):
             raise CheckpointError(f"Checkpoint '{self._path}' ({self._key}) is not a checkpoint of the {arch} model "
                                   f"this config builds: {'; '.join(parts)}.{origin} {hint}.")
         if missing or shapes:
+            report = partial_load_report(state, model_state)
+            # A module whose tensors do not all fit keeps its initialisation whole: a bias without its weight (an
+            # FFN's hidden bias of another model's transformer, say) is no transfer.
+            for k in _partial_module_keys(state, model_state):
+                del state[k]
             self.logger.warning("Partial load of '%s' (MODEL.ALLOW_PARTIAL_WEIGHTS): %d of %d model tensors loaded; "
-                                "%d keep their initialisation.", self._path, len(matched) - len(shapes),
-                                len(model_state), len(missing) + len(shapes))
+                                "%d keep their initialisation.\n%s", self._path, sum(k in model_state for k in state)
+                                - len(shapes), len(model_state), len(model_state) - sum(k in model_state for k in state)
+                                + len(shapes), report)
         return super()._load_model(checkpoint)
 
     def get_checkpoint_file(self) -> str:

@@ -328,6 +328,20 @@ _C.DATASETS.AG.MINI_NUM_FRAMES = 80000
 # TEST.RELATION.MODE (off for predcls, on for sgcls/sgdet); "on" / "off" force it.
 _C.DATASETS.AG.FILTER_SMALL_BOX = "auto"
 _C.DATASETS.AG.SMALL_BOX_MIN_EDGE = 16.0
+# EASG (sgg/data/datasets/easg.py, docs/easg.md): the folder with objects.txt, relationships.txt, verbs.txt and
+# easg_{train,val}.pkl ("" = $SGG_DATASETS/easg; demo_easg_* always use $SGG_DATASETS/demo/easg).
+_C.DATASETS.EASG = CN()
+_C.DATASETS.EASG.ROOT = ""
+_C.DATASETS.EASG.FEATURES_DIR = ""  # where verb_features.pt / roi_feats_{split}.pkl are ("" = ROOT)
+_C.DATASETS.EASG.FEATURES = "auto"  # auto = read the feature files when present; on = required; off = never
+# EASG graph-level recall (sgg/evaluation/easg_graph.py, evaluator "easg_graph"): mode = TEST.RELATION.MODE (edgecls /
+# sgcls / easgcls); MODES: further modes scored from the same predictions (keys easg/<mode>/with/R@K).
+_C.TEST.EASG = CN()
+_C.TEST.EASG.MODES = ()
+_C.TEST.EASG.KS = (10, 20, 50)
+# EASGMapper: decode the graph's PRE / PNR / POST jpg frames (models reading pixels); False for feature-only models.
+_C.INPUT.EASG = CN()
+_C.INPUT.EASG.LOAD_FRAMES = True
 # Video SGG protocol (STTran evaluation_recall.py + TEMPURA mR; sgg/evaluation/video_scene_graph.py). IoU threshold:
 # TEST.RELATION.IOU_THRESHOLD. Metrics are reported as video_sgg/{constraint}/R@K and .../mR@K, in percent.
 _C.TEST.VIDEO_RELATION = CN()
@@ -340,6 +354,13 @@ _C.TEST.VIDEO_RELATION.BRANCHES = ()
 # mR@K: "tempura" = per-predicate hits / counts summed over all frames (TEMPURA; STKET's avgR); "stket" = STKET's
 # per-frame per-predicate recall (0 where absent) averaged over frames, with the aggregate reported as avgR@K.
 _C.TEST.VIDEO_RELATION.MR_VARIANT = "tempura"
+# Protocols to report: "sttran" (STTran's evaluation_recall.py: the keys above, unlabelled) and/or "oed" (OED's
+# evaluator: IoU without the +1-pixel convention, no semi constraint, SGDet triplet NMS; keys labelled
+# video_sgg/with[oed]/R@20, video_sgg/no[oed]/mR@50, ...). See docs/evaluation.md.
+_C.TEST.VIDEO_RELATION.PROTOCOLS = ("sttran",)
+# OED protocol's triplet NMS (same subject class / predicate / object class, IoU_sub x IoU_obj > 0.9 suppressed; its
+# no-constraint list is then the best 500 instead of 100): "auto" = SGDet only (OED's scripts), "on", "off".
+_C.TEST.VIDEO_RELATION.OED_TRIPLET_NMS = "auto"
 
 # ---------------------------------------------------------------------------- SpeaQ / IterativeSG (seed 002)
 # One-stage SGDet transformer (sgg/modeling/meta_arch/speaq.py, docs/speaq.md). Defaults = IterativeSG (SpeaQ's parts
@@ -392,6 +413,20 @@ _C.MODEL.DETR.TRIPLET_RULE = "sgg"
 _C.MODEL.DETR.PADDING_MASK = "interpolate"
 
 # ------------------------------------------------------------------------ STTran + SGDet detector (seed 000)
+# EASG models (easg_linear.py, sttran_easg.py, easg_frequency.py; docs/easg.md). Class counts = the lines of
+# objects.txt / relationships.txt / verbs.txt (EASG: 391 / 13 / 198). STTran-EASG takes its widths (VISUAL_DIM,
+# EMBED_DIM, layers, heads, loss, object classifier) from MODEL.STTRAN.*; relation vector = 2 x VISUAL_DIM +
+# 2 x EMBED_DIM.
+_C.MODEL.EASG = CN()
+_C.MODEL.EASG.NUM_OBJECTS = 391
+_C.MODEL.EASG.NUM_RELATIONS = 13
+_C.MODEL.EASG.NUM_VERBS = 198
+_C.MODEL.EASG.VERB_FEATURE_DIM = 2304  # verb_features.pt (SlowFast 8x8 R101)
+_C.MODEL.EASG.ROI_FEATURE_DIM = 1024  # roi_feats_{split}.pkl (Faster R-CNN box head)
+_C.MODEL.EASG.OBJECT_FEATURES = "frames"  # STTran-EASG object features: "frames" (feature source on the jpgs) or "roi"
+_C.MODEL.EASG.VERB_CLASSIFIER_HIDDEN = 1024  # STTran-EASG easgcls verb MLP (upstream: 2304 -> 1024 -> 198)
+_C.MODEL.EASG.FREQUENCY_SMOOTHING = 1e-3  # EASGFrequencyBaseline: added to every count
+
 # sgg/modeling/meta_arch/sttran.py, docs/sttran.md. Mode = TEST.RELATION.MODE (predcls / sgcls / sgdet).
 _C.MODEL.STTRAN = CN()
 _C.MODEL.STTRAN.NUM_CLASSES = 36  # object classes incl. the person (= 0), Action Genome
@@ -543,6 +578,38 @@ _C.MODEL.DSGDETR.BOX_DIM = 128  # box-position MLP width of the object vector (u
 _C.MODEL.DSGDETR.TRACKLET_CHUNK = 400
 _C.MODEL.DSGDETR.PREDICTED_LABELS_IN_TRAINING = True  # SGCls/SGDet training: relation embeddings use the predicted
 #                                                      labels (upstream); False = GT labels (STTran)
+
+# OED (sgg/modeling/meta_arch/oed.py, docs/oed.md): one-stage DETR video SGG (pair queries, instance + relation
+# decoders) with a progressive refinement module over reference frames. Classes, predicate groups and the PredCls word
+# embeddings come from MODEL.STTRAN (NUM_CLASSES, PREDICATE_GROUPS, EMBED_DIM, WORD_VECTORS); the backbone from
+# MODEL.BACKBONE. Upstream flag names (guanw-pku/OED, m3sgg) in parentheses; defaults = upstream's SGDet settings.
+_C.MODEL.OED = CN()
+_C.MODEL.OED.STAGE = "spatial"  # "spatial" or "temporal" (progressive refinement; only refinement.* / temporal_* train)
+_C.MODEL.OED.NUM_QUERIES = 100  # SGDet pair queries (-num_queries; PredCls uses one query per GT pair)
+_C.MODEL.OED.HIDDEN_DIM = 256
+_C.MODEL.OED.NHEADS = 8
+_C.MODEL.OED.DIM_FEEDFORWARD = 2048
+_C.MODEL.OED.ENC_LAYERS = 6
+_C.MODEL.OED.DEC_LAYERS_HOPD = 6  # instance (pair) decoder depth (-dec_layers_hopd; PredCls 3)
+_C.MODEL.OED.DEC_LAYERS_INTERACTION = 6  # relation decoder depth (-dec_layers_interaction; PredCls 3)
+_C.MODEL.OED.DROPOUT = 0.1
+_C.MODEL.OED.AUX_LOSS = True  # spatial stage: losses on the last min(hopd, interaction) - 1 earlier layers too
+_C.MODEL.OED.COST_OBJ_CLASS = 1.0  # matching costs (--set_cost_obj_class / rel_class / bbox / giou)
+_C.MODEL.OED.COST_RELATION = 1.0
+_C.MODEL.OED.COST_BBOX = 2.5
+_C.MODEL.OED.COST_GIOU = 1.0
+_C.MODEL.OED.OBJ_LOSS_COEF = 1.0  # object CE (-obj_loss_coef)
+_C.MODEL.OED.REL_LOSS_COEF = 2.0  # attention CE, spatial and contacting focal losses, each (-rel_loss_coef)
+_C.MODEL.OED.BBOX_LOSS_COEF = 2.5  # L1 of subject and object boxes, each (-bbox_loss_coef)
+_C.MODEL.OED.GIOU_LOSS_COEF = 1.0  # GIoU of subject and object boxes, each (-giou_loss_coef)
+_C.MODEL.OED.EOS_COEF = 0.1  # CE weight of "no object" (-oed_eos_coef)
+_C.MODEL.OED.FOCAL_ALPHA = 0.5  # alpha of the spatial / contacting focal multi-label loss (-alpha)
+_C.MODEL.OED.NUM_REF_FRAMES = 2  # reference frames per key frame (-num_ref_frames)
+_C.MODEL.OED.INTERVAL_TRAIN = 4  # training: references at random within +- this many annotated frames (-interval1)
+_C.MODEL.OED.INTERVAL_TEST = 4  # test: references strided within +- this many annotated frames (-interval2)
+_C.MODEL.OED.CAUSAL = False  # True: references from past frames only (online use; upstream also uses future frames)
+_C.MODEL.OED.TOPK_FRACTIONS = (0.8, 0.5, 0.3)  # per refinement layer: fraction of the reference queries attended to
+_C.MODEL.OED.FRAME_CHUNK = 16  # frames per backbone + encoder forward
 
 def get_cfg() -> CN:
     """Return a fresh copy of sgg's default config tree (the tree above)."""

@@ -8,6 +8,7 @@ from . import (  # noqa: F401  (register the mappers)
     dataset_mapper,
     datasets,  # noqa: F401  (registers the real datasets)
     demo,  # noqa: F401  (registers the demo datasets)
+    easg_mapper,
     keyframe_mapper,
     t2v_mapper,
     video_mapper,

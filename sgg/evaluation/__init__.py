@@ -1,6 +1,6 @@
 """Evaluation: evaluator protocol, registry, protocol implementations."""
 
-from . import keyframe, video_generation, video_scene_graph  # noqa: F401  (register their evaluators)
+from . import easg_graph, keyframe, video_generation, video_scene_graph  # noqa: F401  (register their evaluators)
 from .box_ap import evaluate_box_ap
 from .build import EVALUATOR_REGISTRY, build_evaluator
 from .evaluator import DatasetEvaluator, DatasetEvaluators, inference_context, inference_on_dataset

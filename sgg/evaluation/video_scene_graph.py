@@ -59,7 +59,8 @@ from .scene_graph import read_predictions_payload
 
 __all__ = [
     "evaluate_video_scene_graphs", "evaluate_video_scene_graphs_per_frame", "VideoSceneGraphEvaluator",
-    "CONSTRAINTS", "PREDICATE_GROUPS", "NUM_PREDICATES", "NO_CONSTRAINT_TOPK", "MR_VARIANTS",
+    "CONSTRAINTS", "PREDICATE_GROUPS", "NUM_PREDICATES", "NO_CONSTRAINT_TOPK", "MR_VARIANTS", "PROTOCOLS",
+    "OED_NMS_THRESHOLD", "OED_NMS_TOPK", "protocol_key",
     "VIDEO_PREDICTIONS_FORMAT", "save_video_predictions_file", "load_video_predictions_file",
 ]
 
@@ -70,6 +71,12 @@ NUM_PREDICATES = 26
 NO_CONSTRAINT_TOPK = 100  # the reference keeps at most 100 triplets per frame without constraint
 MR_EPS = 1e-10  # TEMPURA divides hits by (count + 1e-10)
 MR_VARIANTS = ("tempura", "stket")  # aggregate over frames / STKET's per-frame zero-filled mean (+ avgR = aggregate)
+# "sttran": STTran's evaluation_recall.py (the default; unlabelled keys). "oed": OED's models/evaluate_recall.py — IoU
+# without the +1-pixel convention, no semi constraint, optional triplet NMS (OED's SGDet evaluation), keys labelled
+# "<constraint>[oed]/R@K".
+PROTOCOLS = ("sttran", "oed")
+OED_NMS_THRESHOLD = 0.9  # OED's pairwise_nms: hard-coded 0.9 on IoU_sub * IoU_obj (its --thres_nms flag is unused)
+OED_NMS_TOPK = 500  # OED keeps the best 500 no-constraint triplets (instead of 100) when its NMS filter is on
 # (prediction key, first predicate index, number of predicates, subject is the object box)
 PREDICATE_GROUPS = (("attention", 0, 3, False), ("spatial", 3, 6, True), ("contacting", 9, 17, False))
 _PREDICTION_KEYS = ("boxes", "labels", "scores", "pairs", "attention", "spatial", "contacting")
@@ -178,6 +185,10 @@ class _Groundtruth:
         self.rel_obj = rel[:, 1] + box_offset[self.rel_frame]
         self.rel_pred = rel[:, 2]
         self.rels_per_frame = n_rels
+        # (F, 2) width, height of every frame when all frames carry them (OED protocol's triplet NMS), else None
+        sizes = [(f.get("width"), f.get("height")) if isinstance(f, Mapping) else (None, None) for f in frames]
+        self.sizes = np.asarray(sizes, np.float64).reshape(-1, 2) if all(
+            w is not None and h is not None for w, h in sizes) else None
 
 
 class _Predictions:
@@ -292,7 +303,7 @@ def _semi_constraint(pred: _Predictions, threshold: float) -> _Triplets:
     return _Triplets.from_groups(parts, pred.num_frames)
 
 
-def _no_constraint(pred: _Predictions) -> _Triplets:
+def _no_constraint(pred: _Predictions, topk: int = NO_CONSTRAINT_TOPK) -> _Triplets:
     # (P, 26): every predicate of every pair, each taken in its group's orientation. Laid out pair-major, every frame
     # is one contiguous block; the reference's order (row-major over its (3P, 26) matrix: all attention rows, then all
     # spatial rows, then contacting) is only needed to break exact ties, so it is computed for those alone.
@@ -310,7 +321,7 @@ def _no_constraint(pred: _Predictions) -> _Triplets:
 
     # Stage 1 (reference: argsort_desc(...)[:100]): the best 100 per frame, ties in the reference's order, kept in
     # that order: the order of the reference's 100-triplet list (and so its tie order in stage 2).
-    kept, _ = _top_within_frames(stage1, starts, counts, NO_CONSTRAINT_TOPK, tiebreak=reference_order)
+    kept, _ = _top_within_frames(stage1, starts, counts, topk, tiebreak=reference_order)
     pair, predicate = np.divmod(kept, NUM_PREDICATES)
     reverse = group_of[predicate] == 1  # spatial: object -> person
     sub = np.where(reverse, pred.pairs[pair, 1], pred.pairs[pair, 0])
@@ -378,8 +389,9 @@ def _best_triplets(triplets: _Triplets, pred: _Predictions, max_k: int) -> tuple
 
 
 def _first_hit_rank(gt: _Groundtruth, pred: _Predictions, triplets: _Triplets, ranks: np.ndarray,
-                    iou_threshold: float) -> np.ndarray:
-    """For every GT relation, the best rank of a matching predicted triplet (``inf``-like if none)."""
+                    iou_threshold: float, plus_one: bool = True) -> np.ndarray:
+    """For every GT relation, the best rank of a matching predicted triplet (``inf``-like if none); IoU in the
+    +1-pixel convention (STTran) or without it (``plus_one=False``, OED: torchvision's ``box_iou``)."""
     never = np.iinfo(np.int64).max
     best = np.full(len(gt.rel_pred), never, np.int64)
     if len(ranks) == 0 or len(best) == 0:
@@ -400,11 +412,58 @@ def _first_hit_rank(gt: _Groundtruth, pred: _Predictions, triplets: _Triplets, r
         return best
     gt_idx = np.repeat(np.arange(len(gt_code)), n)
     cand = by_code[np.arange(total) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)]
-    sub_iou = paired_iou(gt.boxes[gt.rel_sub[gt_idx]], pred.boxes[triplets.sub[cand]], plus_one=True)
-    obj_iou = paired_iou(gt.boxes[gt.rel_obj[gt_idx]], pred.boxes[triplets.obj[cand]], plus_one=True)
+    sub_iou = paired_iou(gt.boxes[gt.rel_sub[gt_idx]], pred.boxes[triplets.sub[cand]], plus_one=plus_one)
+    obj_iou = paired_iou(gt.boxes[gt.rel_obj[gt_idx]], pred.boxes[triplets.obj[cand]], plus_one=plus_one)
     ok = (sub_iou >= iou_threshold) & (obj_iou >= iou_threshold)
     np.minimum.at(best, gt_idx[ok], ranks[cand[ok]])
     return best
+
+
+def _triplet_nms(ranked: _Triplets, keep: np.ndarray, ranks: np.ndarray, pred: _Predictions, gt: _Groundtruth,
+                 max_k: int) -> tuple:
+    """OED's ``triplet_nms_filter``: among the ranked triplets of a frame with the same (subject class, predicate,
+    object class), greedily (best first) drop every later one whose ``IoU_sub * IoU_obj > 0.9``; then the best
+    ``max_k`` survivors of each frame, re-ranked. As in OED's ``pairwise_nms`` the IoUs are computed on boxes
+    normalised by the frame size *with* the +1 convention (its boxes are fractions of the frame, so the +1 is a
+    quirk that inflates every overlap; reproduced because its published numbers include it). Needs the GT frames'
+    ``width`` / ``height``. ``ranked`` = ``triplets.take(keep)`` with ``ranks`` (0 = best) -> new ``(keep, ranks)``.
+    """
+    if gt.sizes is None:
+        raise ValueError("The 'oed' protocol's triplet NMS normalises boxes by the frame size: every ground-truth "
+                         "frame needs 'width' and 'height' (the Action Genome dataset dicts have them); or turn it "
+                         "off (TEST.VIDEO_RELATION.OED_TRIPLET_NMS 'off').")
+    num_labels = int(pred.labels.max(initial=0)) + 1
+    code = (pred.labels[ranked.sub] * NUM_PREDICATES + ranked.pred) * num_labels + pred.labels[ranked.obj]
+    scale = gt.sizes[ranked.frame]  # (N, 2) width, height
+    norm = np.concatenate([scale, scale], 1)
+    sub_boxes, obj_boxes = pred.boxes[ranked.sub] / norm, pred.boxes[ranked.obj] / norm
+    survive = np.ones(len(keep), bool)
+    order = np.lexsort((ranks, code, ranked.frame))  # per frame and triplet class, best first
+    group = np.stack([ranked.frame[order], code[order]], 1)
+    bounds = np.flatnonzero(np.r_[True, (group[1:] != group[:-1]).any(1), True])
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        idx = order[lo:hi]
+        alive = np.ones(len(idx), bool)
+        for i in range(len(idx)):
+            if not alive[i]:
+                continue
+            rest = np.flatnonzero(alive[i + 1:]) + i + 1
+            if not len(rest):
+                break
+            a, b = np.repeat(idx[i], len(rest)), idx[rest]
+            ovr = paired_iou(sub_boxes[a], sub_boxes[b], plus_one=True) * paired_iou(obj_boxes[a], obj_boxes[b],
+                                                                                      plus_one=True)
+            alive[rest[ovr > OED_NMS_THRESHOLD]] = False
+        survive[idx[~alive]] = False
+    kept = np.flatnonzero(survive)
+    frames = ranked.frame[kept]
+    order = np.lexsort((ranks[kept], frames))
+    kept = kept[order]
+    counts = np.bincount(frames, minlength=len(gt.sizes))
+    starts = np.cumsum(counts) - counts
+    new_rank = np.arange(len(kept)) - starts[ranked.frame[kept]]
+    top = new_rank < max_k
+    return keep[kept[top]], new_rank[top]
 
 
 def _summarize(gt: _Groundtruth, best_rank: np.ndarray, ks: Sequence[int],
@@ -443,7 +502,11 @@ def _per_predicate_recall(gt: _Groundtruth, best_rank: np.ndarray, k: int) -> np
 
 
 def _validate_options(constraint: str, ks: Sequence[int], iou_threshold: float, semi_threshold: float,
-                      mr_variant: str = "tempura") -> None:
+                      mr_variant: str = "tempura", protocol: str = "sttran") -> None:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol (TEST.VIDEO_RELATION.PROTOCOLS) must be one of {PROTOCOLS}, got {protocol!r}.")
+    if protocol == "oed" and constraint == "semi":
+        raise ValueError("The 'oed' protocol has no semi constraint (OED's evaluator reports with / no only).")
     if mr_variant not in MR_VARIANTS:
         raise ValueError(f"mr_variant (TEST.VIDEO_RELATION.MR_VARIANT) must be one of {MR_VARIANTS}, got "
                          f"{mr_variant!r}.")
@@ -459,15 +522,21 @@ def _validate_options(constraint: str, ks: Sequence[int], iou_threshold: float, 
 
 def _evaluate_prepared(gt: _Groundtruth, pred: _Predictions, constraint: str, ks: Sequence[int],
                        iou_threshold: float, semi_threshold: float, return_ranks: bool = False,
-                       mr_variant: str = "tempura"):
+                       mr_variant: str = "tempura", protocol: str = "sttran", triplet_nms: bool = False):
     if constraint == "with":
         triplets = _with_constraint(pred)
     elif constraint == "semi":
         triplets = _semi_constraint(pred, semi_threshold)
     else:
-        triplets = _no_constraint(pred)
-    keep, ranks = _best_triplets(triplets, pred, max(ks))  # nothing ranked beyond the largest K can count
-    best = _first_hit_rank(gt, pred, triplets.take(keep), ranks, iou_threshold)
+        nms = protocol == "oed" and triplet_nms
+        triplets = _no_constraint(pred, OED_NMS_TOPK if nms else NO_CONSTRAINT_TOPK)
+    if protocol == "oed" and triplet_nms:
+        # Rank every candidate, suppress duplicates, then keep the best max(ks) survivors of each frame.
+        keep, ranks = _best_triplets(triplets, pred, max(int(triplets.counts.max(initial=0)), 1))
+        keep, ranks = _triplet_nms(triplets.take(keep), keep, ranks, pred, gt, max(ks))
+    else:
+        keep, ranks = _best_triplets(triplets, pred, max(ks))  # nothing ranked beyond the largest K can count
+    best = _first_hit_rank(gt, pred, triplets.take(keep), ranks, iou_threshold, plus_one=protocol == "sttran")
     results = _summarize(gt, best, ks, mr_variant)
     return (results, best) if return_ranks else results
 
@@ -475,7 +544,8 @@ def _evaluate_prepared(gt: _Groundtruth, pred: _Predictions, constraint: str, ks
 def evaluate_video_scene_graphs(groundtruths: Sequence[Mapping], predictions: Sequence[Mapping], *, constraint: str,
                                 ks: Sequence[int] = (10, 20, 50), iou_threshold: float = 0.5,
                                 semi_threshold: float = 0.9, mr_variant: str = "tempura",
-                                branch: str = "") -> Dict[str, float]:
+                                branch: str = "", protocol: str = "sttran",
+                                triplet_nms: bool = False) -> Dict[str, float]:
     """R@K and mR@K (percent) of video scene graph predictions, one dict per frame, vectorised over all frames.
 
     Args:
@@ -491,17 +561,26 @@ def evaluate_video_scene_graphs(groundtruths: Sequence[Mapping], predictions: Se
         semi_threshold: probability a spatial / contacting predicate must exceed under ``"semi"``.
         mr_variant: ``"tempura"`` or ``"stket"`` (module docstring; ``"stket"`` adds ``avgR@K``).
         branch: score the frames' ``<branch>/attention`` ... probabilities instead of the plain keys.
+        protocol: ``"sttran"`` (default) or ``"oed"`` (OED's evaluator: IoU without the +1 convention, no semi).
+        triplet_nms: ``"oed"`` only: OED's triplet NMS (its SGDet evaluation; needs the GT frames' width / height).
 
     Returns:
         ``{"R@10": ..., "R@20": ..., "mR@10": ...}`` in percent. Frames without GT relations are skipped.
     """
-    _validate_options(constraint, ks, iou_threshold, semi_threshold, mr_variant)
+    _validate_options(constraint, ks, iou_threshold, semi_threshold, mr_variant, protocol)
     if len(groundtruths) != len(predictions):
         raise ValueError(f"Got {len(groundtruths)} ground-truth frames but {len(predictions)} prediction frames; "
                          "give exactly one prediction dict per ground-truth frame, in the same order.")
     pred = _Predictions(predictions)
     return _evaluate_prepared(_Groundtruth(groundtruths), pred.branch(branch) if branch else pred, constraint, ks,
-                              iou_threshold, semi_threshold, mr_variant=mr_variant)
+                              iou_threshold, semi_threshold, mr_variant=mr_variant, protocol=protocol,
+                              triplet_nms=triplet_nms)
+
+
+def protocol_key(constraint: str, protocol: str) -> str:
+    """The metric-key prefix of a constraint under a protocol: ``"with"`` (STTran's, unlabelled as before) or
+    ``"with[oed]"``."""
+    return constraint if protocol == "sttran" else f"{constraint}[{protocol}]"
 
 
 # ------------------------------------------------------------------------- straightforward per-frame version
@@ -692,15 +771,27 @@ class VideoSceneGraphEvaluator(DatasetEvaluator):
     dataset dicts by ``video_id`` and reports, under the task ``video_sgg``, ``{constraint}/R@K`` and
     ``{constraint}/mR@K`` (percent) for every constraint in ``TEST.VIDEO_RELATION.CONSTRAINTS`` (+ ``avgR@K`` with
     ``MR_VARIANT`` "stket"), and ``{branch}/{constraint}/...`` for every branch in ``TEST.VIDEO_RELATION.BRANCHES``.
+    With ``"oed"`` in ``TEST.VIDEO_RELATION.PROTOCOLS`` the same under OED's protocol as ``{constraint}[oed]/R@K``
+    (with / no constraint only), with its triplet NMS as ``OED_TRIPLET_NMS`` says.
     """
 
     @configurable
     def __init__(self, *, dataset_name: str, output_dir: Optional[str] = None, mode: str = "predcls",
                  constraints: Sequence[str] = CONSTRAINTS, ks: Sequence[int] = (10, 20, 50),
                  iou_threshold: float = 0.5, semi_threshold: float = 0.9, distributed: bool = True,
-                 branches: Sequence[str] = (), mr_variant: str = "tempura", save_predictions: bool = False):
+                 branches: Sequence[str] = (), mr_variant: str = "tempura", save_predictions: bool = False,
+                 protocols: Sequence[str] = ("sttran",), oed_triplet_nms: str = "auto"):
         for c in constraints:
             _validate_options(c, ks, iou_threshold, semi_threshold, mr_variant)
+        if not protocols or any(p not in PROTOCOLS for p in protocols) or len(set(protocols)) != len(protocols):
+            raise ValueError(f"TEST.VIDEO_RELATION.PROTOCOLS must be distinct names from {PROTOCOLS}, got "
+                             f"{tuple(protocols)}.")
+        if oed_triplet_nms not in ("auto", "on", "off"):
+            raise ValueError(f"TEST.VIDEO_RELATION.OED_TRIPLET_NMS must be 'auto', 'on' or 'off', got "
+                             f"{oed_triplet_nms!r}.")
+        self.protocols = tuple(protocols)
+        # OED's scripts filter duplicates in SGDet evaluation only (--use_nms_filter)
+        self.oed_triplet_nms = oed_triplet_nms == "on" or (oed_triplet_nms == "auto" and mode == "sgdet")
         bad = [b for b in branches if not b or "/" in b or b in CONSTRAINTS]
         if bad or len(set(branches)) != len(branches):
             raise ValueError(f"TEST.VIDEO_RELATION.BRANCHES must be distinct names without '/' other than "
@@ -730,6 +821,8 @@ class VideoSceneGraphEvaluator(DatasetEvaluator):
             "semi_threshold": cfg.TEST.VIDEO_RELATION.SEMI_THRESHOLD,
             "branches": tuple(cfg.TEST.VIDEO_RELATION.BRANCHES), "mr_variant": cfg.TEST.VIDEO_RELATION.MR_VARIANT,
             "save_predictions": cfg.TEST.SAVE_PREDICTIONS,
+            "protocols": tuple(cfg.TEST.VIDEO_RELATION.PROTOCOLS),
+            "oed_triplet_nms": cfg.TEST.VIDEO_RELATION.OED_TRIPLET_NMS,
         }
 
     def reset(self) -> None:
@@ -755,7 +848,8 @@ class VideoSceneGraphEvaluator(DatasetEvaluator):
     def _evaluation_options(self) -> dict:
         return {"constraints": list(self.constraints), "ks": list(self.ks), "iou_threshold": self.iou_threshold,
                 "semi_threshold": self.semi_threshold, "branches": list(self.branches),
-                "mr_variant": self.mr_variant}
+                "mr_variant": self.mr_variant, "protocols": list(self.protocols),
+                "oed_triplet_nms": "on" if self.oed_triplet_nms else "off"}
 
     def _gather(self) -> Optional[Dict[str, List[dict]]]:
         if not self.distributed or comm.get_world_size() == 1:
@@ -801,12 +895,16 @@ class VideoSceneGraphEvaluator(DatasetEvaluator):
         metrics: Dict[str, float] = OrderedDict()
         per_predicate = {}
         for prefix, branch_pred in [("", pred)] + [(f"{b}/", pred.branch(b)) for b in self.branches]:
-            for constraint in self.constraints:
+            for protocol, constraint in itertools.product(self.protocols, self.constraints):
+                if protocol == "oed" and constraint == "semi":
+                    continue  # OED's evaluator has no semi constraint
                 result, best = _evaluate_prepared(gt, branch_pred, constraint, self.ks, self.iou_threshold,
-                                                  self.semi_threshold, return_ranks=True, mr_variant=self.mr_variant)
+                                                  self.semi_threshold, return_ranks=True, mr_variant=self.mr_variant,
+                                                  protocol=protocol, triplet_nms=self.oed_triplet_nms)
+                key = protocol_key(constraint, protocol)
                 for name, value in result.items():
-                    metrics[f"{prefix}{constraint}/{name}"] = value
-                per_predicate[prefix + constraint] = {k: _per_predicate_recall(gt, best, k).tolist() for k in self.ks}
+                    metrics[f"{prefix}{key}/{name}"] = value
+                per_predicate[prefix + key] = {k: _per_predicate_recall(gt, best, k).tolist() for k in self.ks}
         metrics.update(_uncertainty_summary(pred_frames))
         skipped = int((gt.rels_per_frame == 0).sum())
         logger.info("Video SGG (%s) on %s: %d videos, %d frames (%d without GT relations skipped); mR@K = %s",
@@ -830,7 +928,8 @@ class VideoSceneGraphEvaluator(DatasetEvaluator):
                    "per_predicate_recall": per_predicate, "num_videos": num_videos, "num_frames": num_frames,
                    "num_frames_skipped": skipped, "iou_threshold": self.iou_threshold,
                    "semi_threshold": self.semi_threshold, "mr_variant": self.mr_variant,
-                   "branches": list(self.branches)}
+                   "branches": list(self.branches), "protocols": list(self.protocols),
+                   "oed_triplet_nms": self.oed_triplet_nms}
         with open(path, "w") as f:
             json.dump(payload, f, indent=1)
 

@@ -38,7 +38,8 @@ from .layers import PositionEmbeddingSine, TransformerEncoder
 
 __all__ = ["detr_kwargs", "pad_and_normalize", "DETRFrontEnd", "PADDING_MASK_RULES", "feature_padding_mask",
            "dense_entity_labels", "encoder_class_loss",
-           "loss_weight_of", "sample_loss_weights", "boxes_over_ranks", "set_prediction_losses"]
+           "loss_weight_of", "sample_loss_weights", "boxes_over_ranks", "set_prediction_losses",
+           "focal_multi_label_loss"]
 
 logger = logging.getLogger(__name__)
 
@@ -283,3 +284,21 @@ def set_prediction_losses(logits: torch.Tensor, boxes: torch.Tensor,
         zero = boxes.sum() * 0.0
         losses["bbox"], losses["giou"] = zero, zero.clone()
     return losses
+
+
+def focal_multi_label_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.5,
+                           gamma: float = 2.0) -> torch.Tensor:
+    """CDN / OED's focal-style multi-label loss (their ``_neg_loss``) of ``logits (N, G)`` against multi-hot
+    ``targets (N, G)``, a scalar.
+
+    With ``p = sigmoid(logits)``: positives add ``-alpha (1 - p)^gamma log p``, negatives
+    ``-(1 - alpha) p^gamma log(1 - p)``; the sum is divided by the number of positives (not divided when there are
+    none). The logs are taken as log-sigmoids, so the value is finite where upstream's ``log(p)`` would be ``-inf``.
+    """
+    p = logits.float().sigmoid()
+    pos = targets.float().eq(1).float()
+    pos_loss = alpha * F.logsigmoid(logits.float()) * (1 - p).pow(gamma) * pos
+    neg_loss = (1 - alpha) * F.logsigmoid(-logits.float()) * p.pow(gamma) * (1 - pos)
+    num_pos = pos.sum()
+    total = -(pos_loss.sum() + neg_loss.sum())
+    return torch.where(num_pos > 0, total / num_pos.clamp(min=1.0), total)

@@ -70,7 +70,6 @@ def test_epochs_become_iterations_from_the_dataset_size():
 
 @pytest.mark.parametrize("argv, message", [
     (["-model", "scenellm"], "SceneLLM is not implemented"),
-    (["-model", "oed"], "OED is not implemented"),
     (["-model", "foo"], "unknown model"),
     (["-model", "sttran", "-num_mixtures", "3"], "-num_mixtures configures TEMPURA"),
     (["-model", "sttran", "-freeze_llm_epochs", "10"], "-freeze_llm_epochs configures SceneLLM"),

@@ -4,7 +4,8 @@ them under ``$SGG_DATASETS/demo/`` on first use:
 * ``demo_vg_{train,val,test}``, ``demo_synthetic_{train,test}`` — Visual Genome's h5/json layout;
 * ``demo_ag_{train,test}`` — Action Genome's pickles and frame folders;
 * ``demo_tvsum`` (+ folds, ``demo_tvsum_raw*``) — the eccv16 TVSum h5 and raw videos;
-* ``demo_ssv2_{train,validation}`` — Something-Something V2's json + webm layout.
+* ``demo_ssv2_{train,validation}`` — Something-Something V2's json + webm layout;
+* ``demo_easg_{train,val}`` — EASG's txt / pkl / feature files and frame folders.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import os
 
 from ..catalog import datasets_root
 from ..datasets.action_genome import register_action_genome_split
+from ..datasets.easg import EASG_SPLITS, register_easg_split
 from ..datasets.ssv2 import SSV2_SPLITS, register_ssv2
 from ..datasets.tvsum import TVSUM_H5, TVSUM_SPLITS, register_keyframe_family
 from ..datasets.visual_genome import register_vg_format_dataset
 from .action_genome_demo import DEMO_VARIANTS, ensure_demo_action_genome
+from .easg_demo import ensure_easg_demo
 from .ssv2_demo import ensure_ssv2_demo
 from .tvsum_demo import ensure_tvsum_demo
 from .visual_genome_demo import demo_num_val_images, demo_root, ensure_demo_dataset
@@ -48,6 +51,8 @@ def register_demo_datasets() -> None:
     for split in SSV2_SPLITS:
         register_ssv2(f"demo_ssv2_{split}", lambda: os.path.join(datasets_root(), "demo", "ssv2"), split,
                       prepare=ensure_ssv2_demo)
+    for split in EASG_SPLITS:
+        register_easg_split(f"demo_easg_{split}", split, functools.partial(ensure_easg_demo, datasets_root))
 
 
 register_demo_datasets()

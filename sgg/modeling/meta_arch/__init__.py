@@ -3,11 +3,15 @@
 from . import (  # noqa: F401
     detr,  # DETR (the detector SpeaQ starts from)
     dsgdetr,  # DSGDETR
+    easg_frequency,  # EASGFrequencyBaseline
+    easg_linear,  # EASGLinear (EASG's linear baseline)
     frequency_baseline,  # FrequencyBaseline (image SGG)
     keyframe_detector,  # KeyframeDetector, KeyframeFeatureDetector
+    oed,  # OED
     speaq,  # SpeaQ, IterativeSG
     stket,  # STKET
     sttran,  # STTran
+    sttran_easg,  # STTranEASG
     tempura,  # TEMPURA
     text_to_video,  # TextToVideoDiffusion
     video_baselines,  # VideoFrequencyBaseline
