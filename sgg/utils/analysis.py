@@ -109,10 +109,19 @@ def native_mha_flop_handle(inputs, outputs) -> int:
     return batch * (2 * length * dim * dim + 2 * source * dim * dim + 2 * length * source * dim)
 
 
-def count_flops(model: nn.Module, batch: Any) -> Dict[str, Any]:
-    """fvcore FLOPs of ``model(batch)`` (inference mode, no gradients): ``{"total", "by_operator",
-    "by_module", "unsupported"}`` (``by_module``: top-level children)."""
-    adapter = TensorsOnlyAdapter(model, batch).eval()
+def count_flops(model: nn.Module, batch: Any, training: bool = False) -> Dict[str, Any]:
+    """fvcore FLOPs of ``model(batch)`` (no gradients): ``{"total", "by_operator", "by_module", "unsupported"}``
+    (``by_module``: top-level children). ``training`` counts the training-mode forward (losses and matching
+    included, as in a training step) instead of inference; the model's mode is restored afterwards."""
+    was_training = model.training
+    adapter = TensorsOnlyAdapter(model, batch).train(training)
+    try:
+        return _count(adapter)
+    finally:
+        model.train(was_training)
+
+
+def _count(adapter: TensorsOnlyAdapter) -> Dict[str, Any]:
     with torch.no_grad():
         analysis = FlopCountAnalysis(adapter, tuple(adapter.inputs)).set_op_handle(
             "aten::scaled_dot_product_attention", sdpa_flop_handle,
