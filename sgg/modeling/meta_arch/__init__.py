@@ -5,6 +5,7 @@ from . import (  # noqa: F401
     dsgdetr,  # DSGDETR
     frequency_baseline,  # FrequencyBaseline (image SGG)
     keyframe_detector,  # KeyframeDetector, KeyframeFeatureDetector
+    scenellm,  # SceneLLM
     speaq,  # SpeaQ, IterativeSG
     stket,  # STKET
     sttran,  # STTran
