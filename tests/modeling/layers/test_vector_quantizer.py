@@ -1,0 +1,70 @@
+"""VQ-VAE: nearest-code assignment, straight-through gradient, codebook update, each loss counted once, statistics."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sgg.modeling.layers.vector_quantizer import VQVAE, VectorQuantizer, code_statistics
+
+
+def test_nearest_code_and_straight_through_gradient():
+    vq = VectorQuantizer(num_codes=3, dim=2)
+    with torch.no_grad():
+        vq.codebook.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))
+    z = torch.tensor([[0.9, 0.1], [0.1, 0.8], [0.1, -0.1]], requires_grad=True)
+    out = vq(z)
+    assert out.codes.tolist() == [1, 2, 0]
+    assert torch.equal(out.quantized, vq.codebook.weight[out.codes].detach())  # forward = the codes' values
+    # backward: the identity to the encoder output (straight-through), nothing to the codebook from this path
+    weights = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    (out.quantized * weights).sum().backward()
+    assert torch.equal(z.grad, weights) and vq.codebook.weight.grad is None
+
+
+def test_codebook_loss_moves_the_chosen_codes_and_commitment_only_the_encoder():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(num_codes=4, dim=3, commitment_cost=0.25)
+    z = torch.randn(6, 3, requires_grad=True)
+    out = vq(z)
+    before = vq.codebook.weight.detach().clone()
+    dist_before = (vq.codebook.weight[out.codes] - z).pow(2).sum().item()
+    opt = torch.optim.SGD(vq.parameters(), lr=0.5)
+    out.losses["loss_vq_codebook"].backward()
+    opt.step()
+    used = torch.unique(out.codes)
+    unused = [i for i in range(4) if i not in used.tolist()]
+    assert not torch.equal(vq.codebook.weight[used], before[used])  # the chosen codes moved ...
+    assert torch.equal(vq.codebook.weight[unused], before[unused])  # ... the others did not
+    assert (vq.codebook.weight[out.codes] - z).pow(2).sum().item() < dist_before  # ... towards the encoder outputs
+    assert z.grad is None  # the codebook loss does not reach the encoder
+    vq.zero_grad()
+    vq(z).losses["loss_vq_commitment"].backward()
+    assert vq.codebook.weight.grad is None and z.grad is not None  # the commitment loss only reaches the encoder
+
+
+def test_vqvae_losses_are_each_counted_once():
+    torch.manual_seed(0)
+    model = VQVAE(in_dim=5, dim=4, num_codes=8, commitment_cost=0.25)
+    x = torch.randn(7, 5)
+    out = model(x)
+    assert sorted(out.losses) == ["loss_vq_codebook", "loss_vq_commitment", "loss_vq_reconstruction"]
+    z_e = model.encoder(x)
+    z_q = model.quantizer.codebook(out.codes)
+    expected = {"loss_vq_reconstruction": F.mse_loss(model.decoder(out.quantized), x),
+                "loss_vq_codebook": F.mse_loss(z_q, z_e), "loss_vq_commitment": 0.25 * F.mse_loss(z_e, z_q)}
+    for k, v in expected.items():
+        assert torch.allclose(out.losses[k], v), k
+    # a trainer sums the dict: the total is the three terms once (m3sgg added their sum and the parts: twice)
+    assert torch.allclose(sum(out.losses.values()), sum(expected.values()))
+
+
+def test_usage_and_perplexity():
+    perplexity, usage = code_statistics(torch.tensor([0, 1, 2, 3]), 8)
+    assert perplexity.item() == pytest.approx(4.0) and usage.item() == pytest.approx(0.5)
+    perplexity, usage = code_statistics(torch.tensor([5, 5, 5]), 8)
+    assert perplexity.item() == pytest.approx(1.0) and usage.item() == pytest.approx(1 / 8)
+    vq = VectorQuantizer(num_codes=8, dim=2)
+    out = vq(torch.randn(10, 2))
+    assert 1.0 <= out.perplexity.item() <= 8.0 and 0 < out.usage.item() <= 1.0
+    with pytest.raises(ValueError, match=r"expected \(N, 2\)"):
+        vq(torch.randn(3, 5))
