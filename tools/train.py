@@ -285,7 +285,8 @@ def check_flags(args) -> None:
     scenellm_given = [f"-{flag}" for flag in SCENELLM_ALL_FLAGS if getattr(args, flag) is not None]
     if scenellm_given and name != "scenellm":
         raise SeedFlagError(f"{', '.join(scenellm_given)} configure(s) SceneLLM; -model {args.model} would ignore "
-                            "them, so they are refused. Use -model scenellm.")
+                            "them, so they are refused. Use -model scenellm (available models: "
+                            f"{', '.join(MODELS)}).")
     if args.freeze_llm_epochs is not None:
         if args.freeze_llm_epochs < 0:
             raise SeedFlagError(f"-freeze_llm_epochs must be >= 0, got {args.freeze_llm_epochs}.")
