@@ -9,6 +9,13 @@ predictions.pth``; this tool evaluates it again with any metric options and prin
     python tools/evaluate_predictions.py --predictions P.pth --iou-threshold 0.7 --ks 20 50 \\
         --zeroshot-file datasets/vg/zeroshot_triplets.npy --output-dir output/reeval_iou07
 
+Video SGG runs (Action Genome, ``video_scene_graph`` evaluator) write the same file with their per-frame
+predictions; it is re-evaluated with STTran's protocol and the video options (constraints, semi threshold, mR
+variant, branches; default: those the run used)::
+
+    python tools/evaluate_predictions.py --predictions output/sttran/inference/ag_test/predictions.pth \
+        --constraints with no --mr-variant stket --iou-threshold 0.7
+
 A hand-made file holding a list of raw per-image prediction dicts (``image_id``, ``boxes``, ``labels``, ``scores``,
 ``rel_pairs``, ``rel_scores (P, num_predicates)``) is accepted too; then ``--dataset`` and ``--mode`` are required.
 
@@ -47,13 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="evaluation mode (default: the one recorded in the file)")
     parser.add_argument("--ks", type=int, nargs="+", default=None,
                         help="the K of every @K metric (default: those of the saved evaluation, else 20 50 100)")
-    parser.add_argument("--iou-threshold", type=float, default=0.5)
+    parser.add_argument("--iou-threshold", type=float, default=None,
+                        help="box IoU for a match (default: the saved evaluation's, else 0.5)")
     parser.add_argument("--zeroshot-file", default="", help="(T,3) [subject, object, predicate] triplets for zR@K")
     parser.add_argument("--num-predicates", type=int, default=None,
                         help="default: the dataset metadata's predicate_classes length")
     parser.add_argument("--no-box-ap", action="store_true", help="skip pycocotools box AP")
     parser.add_argument("--output-dir", default=None,
                         help="where results.json and the per-predicate table go (default: <predictions dir>/reeval)")
+    video = parser.add_argument_group("video SGG files (Action Genome)")
+    video.add_argument("--constraints", nargs="+", default=None, choices=["with", "semi", "no"],
+                       help="default: the saved evaluation's TEST.VIDEO_RELATION.CONSTRAINTS")
+    video.add_argument("--semi-threshold", type=float, default=None, help="default: the saved evaluation's")
+    video.add_argument("--mr-variant", default=None, choices=["tempura", "stket"], help="default: the saved one")
+    video.add_argument("--branches", nargs="*", default=None,
+                       help="prediction branches to score too (default: the saved evaluation's)")
     parser.add_argument("--config-file", default="",
                         help="read the GT with this config's dataset options (default: the ones recorded in the file)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of --config-file")
@@ -95,12 +110,70 @@ def _apply_dataset_options(args, data: dict, dataset: str) -> None:
                        dict(DatasetCatalog.options(group)))
 
 
-def _evaluate(args) -> dict:
-    import sgg.data  # noqa: F401  (registers the built-in datasets)
-    from sgg.evaluation.scene_graph import RANKED_FORMAT, SceneGraphEvaluator, load_predictions_file
+def _write_results(results: dict, output_dir: str) -> None:
     from sgg.evaluation.testing import print_csv_format
 
-    data = load_predictions_file(args.predictions)
+    print(print_csv_format(results))
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, "results.json")
+    with open(path, "w") as f:
+        json.dump(_json_safe(results), f, indent=2)
+    print(f"Wrote {path}")
+
+
+def _output_dir(args) -> str:
+    return args.output_dir or os.path.join(os.path.dirname(os.path.abspath(args.predictions)), "reeval")
+
+
+def _evaluate_videos(args, data: dict) -> dict:
+    """Re-evaluate a video SGG predictions file (the options default to those the run evaluated with)."""
+    from sgg.evaluation.video_scene_graph import VideoSceneGraphEvaluator, load_video_predictions_file
+
+    data = load_video_predictions_file(args.predictions, data)
+    dataset = args.dataset or data["dataset"]
+    if args.mode and args.mode != data["mode"]:
+        raise ValueError(f"'{args.predictions}' was saved in {data['mode']} mode; it cannot be evaluated as "
+                         f"{args.mode} (rerun inference with TEST.RELATION.MODE instead).")
+    if args.zeroshot_file or args.num_predicates or args.no_box_ap:
+        raise ValueError("--zeroshot-file / --num-predicates / --no-box-ap apply to image SGG files only; this is a "
+                         "video SGG predictions file.")
+    _apply_dataset_options(args, data, dataset)
+    saved = data.get("evaluation", {})
+
+    def pick(value, key, default):
+        return value if value is not None else saved.get(key, default)
+
+    evaluator = VideoSceneGraphEvaluator(
+        dataset_name=dataset, output_dir=_output_dir(args), mode=data["mode"],
+        constraints=tuple(pick(args.constraints, "constraints", ("with", "semi", "no"))),
+        ks=tuple(pick(args.ks, "ks", (10, 20, 50))), iou_threshold=pick(args.iou_threshold, "iou_threshold", 0.5),
+        semi_threshold=pick(args.semi_threshold, "semi_threshold", 0.9),
+        branches=tuple(pick(args.branches, "branches", ())), mr_variant=pick(args.mr_variant, "mr_variant", "tempura"),
+        distributed=False)
+    for video_id, frames in data["videos"].items():
+        evaluator.add_video_predictions(video_id, frames)
+    results = evaluator.evaluate()
+    _write_results(results, _output_dir(args))
+    return results
+
+
+def _evaluate(args) -> dict:
+    import sgg.data  # noqa: F401  (registers the built-in datasets)
+    from sgg.evaluation.scene_graph import (
+        RANKED_FORMAT,
+        SceneGraphEvaluator,
+        load_predictions_file,
+        read_predictions_payload,
+    )
+    from sgg.evaluation.video_scene_graph import VIDEO_PREDICTIONS_FORMAT
+
+    payload = read_predictions_payload(args.predictions)
+    if isinstance(payload, dict) and payload.get("format") == VIDEO_PREDICTIONS_FORMAT:
+        return _evaluate_videos(args, payload)
+    if any(v is not None for v in (args.constraints, args.semi_threshold, args.mr_variant, args.branches)):
+        raise ValueError("--constraints / --semi-threshold / --mr-variant / --branches apply to video SGG files only; "
+                         f"'{args.predictions}' holds image SGG predictions.")
+    data = load_predictions_file(args.predictions, payload)
     dataset = args.dataset or data.get("dataset")
     if not dataset:
         raise ValueError(f"'{args.predictions}' records no dataset name; pass --dataset NAME.")
@@ -113,9 +186,10 @@ def _evaluate(args) -> dict:
         raise ValueError(f"'{args.predictions}' was saved in {data['mode']} mode; it cannot be evaluated as {mode} "
                          "(rerun inference with TEST.RELATION.MODE instead).")
     ks = tuple(args.ks or data.get("ks") or (20, 50, 100))
-    output_dir = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(args.predictions)), "reeval")
+    output_dir = _output_dir(args)
+    iou_threshold = 0.5 if args.iou_threshold is None else args.iou_threshold
     evaluator = SceneGraphEvaluator(
-        dataset_name=dataset, output_dir=output_dir, mode=mode, ks=ks, iou_threshold=args.iou_threshold,
+        dataset_name=dataset, output_dir=output_dir, mode=mode, ks=ks, iou_threshold=iou_threshold,
         topk=max(ks), zeroshot_file=args.zeroshot_file, save_predictions=False, box_ap=not args.no_box_ap,
         num_predicates=args.num_predicates, distributed=False,
     )
@@ -125,13 +199,7 @@ def _evaluate(args) -> dict:
         else:
             evaluator.add_prediction(record["image_id"], record)
     results = evaluator.evaluate()
-    text = print_csv_format(results)
-    print(text)
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, "results.json")
-    with open(path, "w") as f:
-        json.dump(_json_safe(results), f, indent=2)
-    print(f"Wrote {path}")
+    _write_results(results, output_dir)
     return results
 
 

@@ -899,20 +899,28 @@ def save_predictions_file(path: str, records: List[dict], *, mode: Optional[str]
     os.replace(tmp, path)
 
 
-def load_predictions_file(path: str) -> dict:
-    """Read a predictions file: ``{"format", "mode", "dataset", "ks", "predictions": [...]}``.
-
-    Accepts files written by :class:`SceneGraphEvaluator` (ranked records) and, for hand-made files, a plain list of
-    raw prediction dicts (each with ``image_id``), returned with ``format`` ``"raw"``. Loads with ``weights_only``.
-    """
+def read_predictions_payload(path: str):
+    """The raw content of a ``predictions.pth`` (image or video SGG), loaded with ``weights_only`` (numpy arrays
+    allowed), or a clear error when the file is missing or unreadable."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Predictions file '{path}' does not exist (written as inference/<dataset>/"
                                 "predictions.pth when TEST.SAVE_PREDICTIONS is True).")
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"Cannot read predictions file '{path}' (corrupt, or not written by sgg): {e}") from e
+
+
+def load_predictions_file(path: str, data=None) -> dict:
+    """Read an image SGG predictions file: ``{"format", "mode", "dataset", "ks", "predictions": [...]}``.
+
+    Accepts files written by :class:`SceneGraphEvaluator` (ranked records) and, for hand-made files, a plain list of
+    raw prediction dicts (each with ``image_id``), returned with ``format`` ``"raw"``. Loads with ``weights_only``;
+    ``data`` = the file's content when already read by :func:`read_predictions_payload`.
+    """
+    if data is None:
+        data = read_predictions_payload(path)
     if isinstance(data, list):
         data = {"format": "raw", "mode": None, "dataset": None, "ks": None, "predictions": data}
     if not isinstance(data, dict) or "predictions" not in data:

@@ -55,10 +55,12 @@ from sgg.utils import comm
 
 from .build import EVALUATOR_REGISTRY
 from .evaluator import DatasetEvaluator
+from .scene_graph import read_predictions_payload
 
 __all__ = [
     "evaluate_video_scene_graphs", "evaluate_video_scene_graphs_per_frame", "VideoSceneGraphEvaluator",
     "CONSTRAINTS", "PREDICATE_GROUPS", "NUM_PREDICATES", "NO_CONSTRAINT_TOPK", "MR_VARIANTS",
+    "VIDEO_PREDICTIONS_FORMAT", "save_video_predictions_file", "load_video_predictions_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ _GROUNDTRUTH_KEYS = ("boxes", "labels", "relations")
 # Optional per-pair outputs kept when a model gives them (TEMPURA: mean aleatoric + epistemic uncertainty, and the
 # flag of pairs above MODEL.TEMPURA.UNCERTAINTY_THRESHOLD); summarised under ``uncertainty/*`` in the results.
 _OPTIONAL_PAIR_KEYS = ("uncertainty", "uncertain")
+VIDEO_PREDICTIONS_FORMAT = "sgg-video-sgg-v1"  # the "format" of a saved video predictions.pth
 
 
 # ----------------------------------------------------------------------------------------------- input handling
@@ -616,6 +619,40 @@ def evaluate_video_scene_graphs_per_frame(groundtruths: Sequence[Mapping], predi
     return out
 
 
+# ------------------------------------------------------------------------------------------- predictions file
+def save_video_predictions_file(path: str, predictions: Mapping[str, Sequence[Mapping]], *, dataset_name: str,
+                                mode: str, evaluation: Optional[Mapping] = None) -> None:
+    """Write per-video predictions ``{video_id: [frame dict of arrays, ...]}`` to ``path`` atomically.
+
+    Arrays are stored as torch tensors with their dtypes (so the file loads with ``weights_only``, and the protocol's
+    float32 products are unchanged), with the dataset's options in effect (``DATASETS.AG.*``: the GT a re-evaluation
+    must read) and ``evaluation``, the evaluator options the run used (constraints, ks, thresholds, branches, ...).
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    group = DatasetCatalog.option_group_of(dataset_name)
+    options = {group: dict(DatasetCatalog.options(group))} if group else {}
+    videos = {str(video_id): [{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in frame.items()}
+                              for frame in frames] for video_id, frames in predictions.items()}
+    payload = {"format": VIDEO_PREDICTIONS_FORMAT, "dataset": dataset_name, "mode": mode,
+               "evaluation": dict(evaluation or {}), "dataset_options": options, "videos": videos}
+    tmp = path + ".tmp"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_video_predictions_file(path: str, data=None) -> dict:
+    """Read a file written by :func:`save_video_predictions_file`: ``{"format", "dataset", "mode", "evaluation",
+    "dataset_options", "videos": {video_id: [frame dict of numpy arrays]}}`` (loaded with ``weights_only``);
+    ``data`` = the file's content when already read by :func:`~sgg.evaluation.scene_graph.read_predictions_payload`."""
+    if data is None:
+        data = read_predictions_payload(path)
+    if not isinstance(data, dict) or data.get("format") != VIDEO_PREDICTIONS_FORMAT:
+        raise ValueError(f"'{path}' is not a video SGG predictions file (format '{VIDEO_PREDICTIONS_FORMAT}').")
+    data["videos"] = {video_id: [{k: v.numpy() for k, v in frame.items()} for frame in frames]
+                      for video_id, frames in data["videos"].items()}
+    return data
+
+
 # ------------------------------------------------------------------------------------------------- evaluator
 def _compact_prediction_frame(frame: Mapping, branches: Sequence[str] = ()) -> Dict[str, np.ndarray]:
     """One predicted frame as small CPU numpy arrays (what the evaluator keeps between ``process`` and ``evaluate``)."""
@@ -661,7 +698,7 @@ class VideoSceneGraphEvaluator(DatasetEvaluator):
     def __init__(self, *, dataset_name: str, output_dir: Optional[str] = None, mode: str = "predcls",
                  constraints: Sequence[str] = CONSTRAINTS, ks: Sequence[int] = (10, 20, 50),
                  iou_threshold: float = 0.5, semi_threshold: float = 0.9, distributed: bool = True,
-                 branches: Sequence[str] = (), mr_variant: str = "tempura"):
+                 branches: Sequence[str] = (), mr_variant: str = "tempura", save_predictions: bool = False):
         for c in constraints:
             _validate_options(c, ks, iou_threshold, semi_threshold, mr_variant)
         bad = [b for b in branches if not b or "/" in b or b in CONSTRAINTS]
@@ -678,6 +715,7 @@ class VideoSceneGraphEvaluator(DatasetEvaluator):
         self.iou_threshold = float(iou_threshold)
         self.semi_threshold = float(semi_threshold)
         self.distributed = distributed
+        self.save_predictions = bool(save_predictions)
         self._predictions: Dict[str, List[dict]] = {}
 
     @classmethod
@@ -691,6 +729,7 @@ class VideoSceneGraphEvaluator(DatasetEvaluator):
             "iou_threshold": cfg.TEST.RELATION.IOU_THRESHOLD,
             "semi_threshold": cfg.TEST.VIDEO_RELATION.SEMI_THRESHOLD,
             "branches": tuple(cfg.TEST.VIDEO_RELATION.BRANCHES), "mr_variant": cfg.TEST.VIDEO_RELATION.MR_VARIANT,
+            "save_predictions": cfg.TEST.SAVE_PREDICTIONS,
         }
 
     def reset(self) -> None:
@@ -708,6 +747,15 @@ class VideoSceneGraphEvaluator(DatasetEvaluator):
                 raise ValueError(f"Model returned {len(frames)} frames for video '{video_id}', which has "
                                  f"{len(inp['frames'])}; return one prediction dict per input frame.")
             self._predictions[video_id] = [_compact_prediction_frame(f, self.branches) for f in frames]
+
+    def add_video_predictions(self, video_id: str, frames: Sequence[Mapping]) -> None:
+        """Queue one video's per-frame predictions (e.g. read back from a saved ``predictions.pth``)."""
+        self.process([{"video_id": video_id}], [{"frames": list(frames)}])
+
+    def _evaluation_options(self) -> dict:
+        return {"constraints": list(self.constraints), "ks": list(self.ks), "iou_threshold": self.iou_threshold,
+                "semi_threshold": self.semi_threshold, "branches": list(self.branches),
+                "mr_variant": self.mr_variant}
 
     def _gather(self) -> Optional[Dict[str, List[dict]]]:
         if not self.distributed or comm.get_world_size() == 1:
@@ -766,6 +814,11 @@ class VideoSceneGraphEvaluator(DatasetEvaluator):
                     "STKET's per-frame mean (avgR@K = the aggregate)" if self.mr_variant == "stket"
                     else "TEMPURA's aggregate over frames")
         self._save(metrics, per_predicate, len(predictions), gt.num_frames, skipped)
+        if self.save_predictions and self.output_dir:
+            path = os.path.join(self.output_dir, "predictions.pth")
+            save_video_predictions_file(path, predictions, dataset_name=self.dataset_name, mode=self.mode,
+                                        evaluation=self._evaluation_options())
+            logger.info("Saved the predictions of %d videos to %s", len(predictions), path)
         return {"video_sgg": metrics}
 
     def _save(self, metrics, per_predicate, num_videos, num_frames, skipped) -> None:

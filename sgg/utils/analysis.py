@@ -15,12 +15,18 @@ inference fast path: the same plus the q / k / v / output projections). The rest
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Callable, Dict, List, Tuple
 
 import torch
-from fvcore.nn import FlopCountAnalysis
-from fvcore.nn.jit_handles import get_shape
 from torch import nn
+
+with warnings.catch_warnings():
+    # fvcore.nn scripts its focal losses at import; torch 2.15 deprecates torch.jit.script with a FutureWarning that
+    # every sgg CLI would otherwise print (nothing of sgg's uses those losses).
+    warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
+    from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn.jit_handles import get_shape
 
 __all__ = ["flatten_tensors", "TensorsOnlyAdapter", "sdpa_flop_handle", "native_mha_flop_handle", "count_flops"]
 

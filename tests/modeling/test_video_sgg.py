@@ -6,6 +6,9 @@ import pytest
 import torch
 
 from sgg.config import get_cfg
+from sgg.data.datasets.action_genome import AG_OBJECT_CLASSES, AG_PREDICATES
+from sgg.data.stket_priors import compute_stket_priors, save_stket_priors
+from sgg.modeling import build_model
 from sgg.modeling.backbone.small_cnn import SmallCNN
 from sgg.modeling.video_sgg import (
     BackboneRoIFeatures,
@@ -23,6 +26,7 @@ from sgg.modeling.video_sgg import (
     training_pairs,
     video_relation_targets,
 )
+from tests.modeling.meta_arch.test_sttran import make_video, tiny_cfg
 
 
 def test_pair_box_masks_exact_coverage():
@@ -173,3 +177,41 @@ def test_box_mask_rules_and_class_prior():
             return f[:, :3].softmax(1)
 
     assert torch.allclose(class_prior(WithDistribution(), feats, 3), feats[:, :3].softmax(1))
+
+
+@pytest.mark.parametrize("arch", ["STTran", "TEMPURA", "STKET", "DSGDETR"])
+def test_every_sgcls_model_starts_from_the_feature_sources_class_distribution(arch, tmp_path, one_thread):
+    """With a feature source that has its own class distribution (the AG Faster R-CNN), each model's SGCls object
+    classifier receives it, in training and inference — not a uniform one."""
+    cfg = tiny_cfg("sgcls")
+    cfg.MODEL.META_ARCHITECTURE = arch
+    if arch == "STKET":
+        cfg.MODEL.STTRAN.ENC_LAYERS = cfg.MODEL.STTRAN.DEC_LAYERS = 2
+        cfg.MODEL.STKET.PRIOR_FILE = str(tmp_path / "priors.json")
+        save_stket_priors(compute_stket_priors([make_video(num_frames=4)], AG_OBJECT_CLASSES, AG_PREDICATES),
+                          cfg.MODEL.STKET.PRIOR_FILE)
+    if arch == "TEMPURA":
+        cfg.MODEL.TEMPURA.NUM_MIXTURES, cfg.MODEL.TEMPURA.TRACKING_HEADS = 3, 4
+        cfg.MODEL.TEMPURA.MEMORY.EPOCH_VIDEOS = 2
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    seen = []
+
+    def class_distribution(feats):
+        dist = torch.linspace(1.0, 2.0, model.num_classes).softmax(0).expand(len(feats), -1)
+        seen.append(len(feats))
+        return dist
+
+    model.features.class_distribution = class_distribution
+    classifier_inputs = []
+    hook = model.object_classifier if arch != "DSGDETR" else model.prior_classifier
+    hook.register_forward_hook(lambda module, args, out: classifier_inputs.append(args[1].detach().clone()))
+    video = make_video(num_frames=3)
+    model.train()
+    model([video])
+    model.eval()
+    with torch.no_grad():
+        model([video])
+    assert seen == [9, 9]  # 3 frames x 3 GT boxes, once in training and once in inference
+    expected = torch.linspace(1.0, 2.0, model.num_classes).softmax(0)
+    assert len(classifier_inputs) == 2 and all(torch.allclose(x, expected.expand_as(x)) for x in classifier_inputs)

@@ -10,6 +10,7 @@ import torch
 
 from sgg.data.catalog import DatasetCatalog, MetadataCatalog
 from sgg.evaluation.scene_graph import SceneGraphEvaluator, evaluate_scene_graphs
+from tests.seeit_models import shared_datasets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -165,3 +166,70 @@ def test_gt_is_read_with_the_dataset_options_of_the_run(tmp_path, capsys):
     assert other["sgg"]["R@20"] != first["sgg"]["R@20"]
     assert TOOL.main(["--predictions", path, "DATASETS.VG.NUM_VAL_IMAGES", "6"]) == 2
     assert "need --config-file" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------- video SGG files
+def _noisy_video_prediction(frame, rng):
+    """A PredCls-style prediction for an AG GT frame: every person-object pair, random probabilities."""
+    n = len(frame["boxes"])
+    pairs = np.stack([np.zeros(n - 1, np.int64), np.arange(1, n)], 1)
+    probs = rng.random((n - 1, 26)).astype(np.float32)
+    for sub, obj, pred in frame["relations"]:
+        probs[max(sub, obj) - 1, pred] += 0.5  # better than chance, not perfect
+    attention = probs[:, :3] / probs[:, :3].sum(1, keepdims=True)
+    boxes = frame["boxes"] + rng.normal(0, 3, frame["boxes"].shape).astype(np.float32)
+    return {"boxes": boxes, "labels": frame["labels"], "scores": np.ones(n, np.float32), "pairs": pairs,
+            "attention": attention, "spatial": probs[:, 3:9], "contacting": probs[:, 9:]}
+
+
+@pytest.fixture
+def saved_videos(tmp_path, tmp_path_factory, monkeypatch):
+    """demo_ag_test, noisy predictions, and the predictions.pth the registered evaluator wrote."""
+    from sgg.config import get_cfg
+    from sgg.evaluation import build_evaluator
+
+    monkeypatch.setenv("SGG_DATASETS", shared_datasets(tmp_path_factory))  # the demo is generated once per session
+    cfg = get_cfg()
+    cfg.TEST.RELATION.MODE = "predcls"
+    cfg.TEST.VIDEO_RELATION.CONSTRAINTS = ("with", "no")
+    evaluator = build_evaluator(cfg, "demo_ag_test", str(tmp_path / "run"))
+    rng = np.random.default_rng(0)
+    videos = DatasetCatalog.get("demo_ag_test")
+    predictions = {v["video_id"]: [_noisy_video_prediction(f, rng) for f in v["frames"]] for v in videos}
+    evaluator.reset()
+    for video in videos:
+        evaluator.process([video], [{"frames": predictions[video["video_id"]]}])
+    return predictions, tmp_path / "run" / "predictions.pth", evaluator.evaluate()["video_sgg"]
+
+
+def test_video_predictions_are_saved_and_reevaluated(saved_videos, tmp_path, capsys):
+    from sgg.evaluation.video_scene_graph import VideoSceneGraphEvaluator
+
+    predictions, path, first = saved_videos
+    assert path.is_file()
+    # the defaults re-evaluate with the options the run used: the same numbers, float for float
+    assert TOOL.main(["--predictions", str(path)]) == 0
+    again = json.loads((path.parent / "reeval" / "results.json").read_text())["video_sgg"]
+    assert again == first and set(k.split("/")[0] for k in again) == {"with", "no"}
+    assert 0 < first["with/R@20"] < 100
+    # other options: equal to evaluating the in-memory predictions directly with them
+    out = tmp_path / "semi"
+    assert TOOL.main(["--predictions", str(path), "--constraints", "semi", "--iou-threshold", "0.7",
+                      "--mr-variant", "stket", "--ks", "5", "--output-dir", str(out)]) == 0
+    assert "copypaste: Task: video_sgg" in capsys.readouterr().out
+    direct = VideoSceneGraphEvaluator(dataset_name="demo_ag_test", constraints=("semi",), ks=(5,),
+                                      iou_threshold=0.7, mr_variant="stket", distributed=False)
+    for video_id, frames in predictions.items():
+        direct.add_video_predictions(video_id, frames)
+    assert json.loads((out / "results.json").read_text())["video_sgg"] == direct.evaluate()["video_sgg"]
+    # image-only flags on a video file, and a different mode, are refused with the reason
+    assert TOOL.main(["--predictions", str(path), "--zeroshot-file", "zs.npy"]) == 2
+    assert "apply to image SGG files only" in capsys.readouterr().err
+    assert TOOL.main(["--predictions", str(path), "--mode", "sgdet"]) == 2
+    assert "saved in predcls mode; it cannot be evaluated as sgdet" in capsys.readouterr().err
+
+
+def test_video_only_flags_on_an_image_file_are_refused(saved, capsys):
+    _, path, _ = saved
+    assert TOOL.main(["--predictions", str(path), "--constraints", "with"]) == 2
+    assert "apply to video SGG files only" in capsys.readouterr().err

@@ -56,6 +56,7 @@ from ..video_sgg import (
     VideoSGGModel,
     assign_person_labels,
     check_video_images,
+    class_prior,
     gather_gt_boxes,
     inference_boxes,
     load_word_vectors,
@@ -244,8 +245,8 @@ class DSGDETR(VideoSGGModel):
             dist = F.one_hot(gt_labels, self.num_classes).to(feats.dtype)
             track_labels = gt_labels
         else:
-            if base_dist is None:  # no detector scores: start from a uniform distribution, as sgg's STTran
-                base_dist = torch.full((len(boxes), self.num_classes), 1.0 / self.num_classes, device=feats.device)
+            if base_dist is None:  # no detector scores (GT boxes): the feature source's distribution, as STTran
+                base_dist = class_prior(self.features, feats, self.num_classes)
             prior_logits = self.prior_classifier(feats, base_dist, norm) if len(boxes) else \
                 feats.new_zeros((0, self.num_classes))
             dist = prior_logits.softmax(1)

@@ -61,6 +61,7 @@ from ..video_sgg import (
     VideoSGGModel,
     assign_person_labels,
     check_video_images,
+    class_prior,
     gather_gt_boxes,
     inference_boxes,
     load_word_vectors,
@@ -423,8 +424,8 @@ class STKET(VideoSGGModel):
             losses.update(self.detector.losses(fmap, images.shape[-2:], gt.boxes, gt.labels, gt.frame_idx))
         obj_feats = self.features.object_features(fmap, gt.boxes, gt.frame_idx)
         if self.object_classifier is not None:
-            uniform = torch.full((len(gt.boxes), self.num_classes), 1.0 / self.num_classes, device=self.device)
-            logits = self.object_classifier(obj_feats, uniform, normalized_boxes(gt.boxes, video))
+            prior = class_prior(self.features, obj_feats, self.num_classes)
+            logits = self.object_classifier(obj_feats, prior, normalized_boxes(gt.boxes, video))
             losses["loss_object"] = self.object_loss_weight * F.cross_entropy(logits, gt.labels)
         pairs = training_pairs(gt)
         targets = video_relation_targets(video, gt, pairs, self.groups)
@@ -448,8 +449,7 @@ class STKET(VideoSGGModel):
             scores = torch.ones(len(boxes), device=self.device)
             person, is_person = predcls_persons(frame_idx, num_frames)
         else:
-            prior = det_dist if self.mode == "sgdet" else \
-                torch.full((len(boxes), self.num_classes), 1.0 / self.num_classes, device=self.device)
+            prior = det_dist if self.mode == "sgdet" else class_prior(self.features, obj_feats, self.num_classes)
             logits = self.object_classifier(obj_feats, prior, normalized_boxes(boxes, video)) if len(boxes) else \
                 boxes.new_zeros((0, self.num_classes))
             labels, scores, person, is_person = assign_person_labels(logits.softmax(1), frame_idx, num_frames)

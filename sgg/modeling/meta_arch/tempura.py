@@ -54,6 +54,7 @@ from ..video_sgg import (
     VideoSGGModel,
     assign_person_labels,
     check_video_images,
+    class_prior,
     gather_gt_boxes,
     inference_boxes,
     load_word_vectors,
@@ -535,8 +536,7 @@ class TEMPURA(VideoSGGModel):
         return (self.attention_head(h), self.spatial_head(h), self.contacting_head(h)), stored
 
     def _classify_objects(self, obj_feats, boxes, frame_idx, video, det_dist=None):
-        prior = det_dist if det_dist is not None else \
-            torch.full((len(boxes), self.num_classes), 1.0 / self.num_classes, device=self.device)
+        prior = det_dist if det_dist is not None else class_prior(self.features, obj_feats, self.num_classes)
         # Tracks follow the object classifier's trained group predictor in both modes: upstream groups by its frozen
         # detector's class, but sgg trains SGDet on GT boxes (no detector distribution there), and grouping the same
         # way in training and inference keeps the tracking branch's input consistent.
