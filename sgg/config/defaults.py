@@ -531,6 +531,9 @@ _C.MODEL.SCENELLM.VQ_HIDDEN_DIM = 0  # encoder / decoder MLP width; 0 = CODE_DIM
 _C.MODEL.SCENELLM.COMMITMENT_COST = 0.25  # beta of the commitment loss (m3sgg -commitment_cost 0.25)
 _C.MODEL.SCENELLM.VQ_LOSS_WEIGHT = 1.0  # weight of the VQ losses in stage1 / stage2 (when the VQ-VAE still trains)
 _C.MODEL.SCENELLM.FREEZE_VQVAE = False  # stage1 / stage2 keep the vqvae stage's VQ-VAE fixed (no VQ losses)
+# In training, move codes with a running assignment share < 0.01 / K onto current encoder outputs (against codebook
+# collapse, seen on the demo without it; also initialises the codebook from data at the first training step)
+_C.MODEL.SCENELLM.VQ_RESTART_DEAD_CODES = False
 _C.MODEL.SCENELLM.SIA_LAYERS = 2  # GCN layers over the intra-cluster graph of each frame
 _C.MODEL.SCENELLM.SIA_HEADS = 4  # heads of the attention among a frame's clusters
 _C.MODEL.SCENELLM.CLUSTER_RATIO = 0.5  # Ward clusters per frame = max(1, round(ratio x boxes)) (m3sgg: N / 2)

@@ -13,6 +13,12 @@ SceneLLM (sgg/modeling/meta_arch/scenellm.py) maps each object's RoI feature to 
 Each loss is returned once, under its own key, so a trainer that sums a loss dict counts each exactly once (the
 m3sgg version returned their sum *and* the parts, counting every term twice). Codebook usage (fraction of codes
 chosen at least once) and perplexity (``exp`` of the entropy of the code histogram) are returned with every call.
+
+Codebook collapse (all inputs on one or a few codes, the others never chosen again) is the classic VQ failure; the
+SceneLLM demo showed it (3 of 128 codes used, perplexity 1). ``restart_dead_codes`` is the usual remedy: in training,
+a running average of every code's share of the assignments is kept (a persistent buffer, so it survives checkpoints),
+and codes whose share falls below ``dead_threshold / K`` are moved onto randomly drawn encoder outputs of the current
+batch before assignment — which also initialises the whole codebook from data at the first training call.
 """
 
 from __future__ import annotations
@@ -57,7 +63,8 @@ class VectorQuantizer(nn.Module):
     ``prefix``). The codebook is learned by the codebook loss (gradient), initialised U(-1/K, 1/K) as the VQ-VAE paper.
     """
 
-    def __init__(self, *, num_codes: int, dim: int, commitment_cost: float = 0.25, prefix: str = "loss_vq"):
+    def __init__(self, *, num_codes: int, dim: int, commitment_cost: float = 0.25, prefix: str = "loss_vq",
+                 restart_dead_codes: bool = False, usage_decay: float = 0.9, dead_threshold: float = 0.01):
         super().__init__()
         if num_codes < 1 or dim < 1:
             raise ValueError(f"VectorQuantizer: num_codes and dim must be >= 1, got {num_codes}, {dim}.")
@@ -66,6 +73,25 @@ class VectorQuantizer(nn.Module):
         self.prefix = prefix
         self.codebook = nn.Embedding(self.num_codes, self.dim)
         nn.init.uniform_(self.codebook.weight, -1.0 / self.num_codes, 1.0 / self.num_codes)
+        self.restart_dead_codes = bool(restart_dead_codes)
+        self.usage_decay, self.dead_threshold = float(usage_decay), float(dead_threshold)
+        if self.restart_dead_codes:
+            # running share of the assignments per code; 0 at the start = every code "dead": data initialisation
+            self.register_buffer("usage_ema", torch.zeros(self.num_codes))
+
+    @torch.no_grad()
+    def _restart(self, z: torch.Tensor) -> None:
+        """Move the dead codes onto random rows of ``z`` (N, dim) (a little noise keeps duplicates apart)."""
+        dead = torch.nonzero(self.usage_ema < self.dead_threshold / self.num_codes).squeeze(1)
+        if len(dead):
+            picks = z[torch.randint(len(z), (len(dead),), device=z.device)]
+            noise = torch.randn_like(picks) * (z.std() * 1e-2 + 1e-6)
+            self.codebook.weight[dead] = picks + noise
+
+    @torch.no_grad()
+    def _count(self, codes: torch.Tensor) -> None:
+        share = torch.bincount(codes, minlength=self.num_codes).to(self.usage_ema) / max(len(codes), 1)
+        self.usage_ema.mul_(self.usage_decay).add_(share, alpha=1.0 - self.usage_decay)
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """Index ``(N,)`` of the closest code (squared L2) of every row of ``z`` ``(N, dim)``."""
@@ -76,7 +102,12 @@ class VectorQuantizer(nn.Module):
     def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
         if z_e.ndim != 2 or z_e.shape[1] != self.dim:
             raise ValueError(f"VectorQuantizer: expected (N, {self.dim}) inputs, got {tuple(z_e.shape)}.")
+        learning = self.restart_dead_codes and self.training and torch.is_grad_enabled() and len(z_e) > 0
+        if learning:
+            self._restart(z_e.detach())
         codes = self.nearest(z_e.detach())
+        if learning:
+            self._count(codes)
         z_q = self.codebook(codes)
         if len(z_e):
             losses = {f"{self.prefix}_codebook": F.mse_loss(z_q, z_e.detach()),
@@ -101,11 +132,12 @@ class VQVAE(nn.Module):
     """
 
     def __init__(self, *, in_dim: int, dim: int, num_codes: int, hidden_dim: int = 0, commitment_cost: float = 0.25,
-                 prefix: str = "loss_vq"):
+                 prefix: str = "loss_vq", restart_dead_codes: bool = False):
         super().__init__()
         hidden = hidden_dim or dim
         self.encoder = _mlp(in_dim, hidden, dim)
-        self.quantizer = VectorQuantizer(num_codes=num_codes, dim=dim, commitment_cost=commitment_cost, prefix=prefix)
+        self.quantizer = VectorQuantizer(num_codes=num_codes, dim=dim, commitment_cost=commitment_cost, prefix=prefix,
+                                         restart_dead_codes=restart_dead_codes)
         self.decoder = _mlp(dim, hidden, in_dim)
         self.prefix = prefix
 

@@ -68,3 +68,22 @@ def test_usage_and_perplexity():
     assert 1.0 <= out.perplexity.item() <= 8.0 and 0 < out.usage.item() <= 1.0
     with pytest.raises(ValueError, match=r"expected \(N, 2\)"):
         vq(torch.randn(3, 5))
+
+
+def test_dead_codes_restart_on_encoder_outputs_and_the_usage_is_a_buffer():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(num_codes=8, dim=2, restart_dead_codes=True).train()
+    assert "usage_ema" in vq.state_dict()
+    z = torch.randn(6, 2) * 3 + 10  # far from the U(-1/8, 1/8) initial codes
+    out = vq(z)
+    # first training call: every code was "dead" -> all moved next to encoder outputs, several codes get used
+    assert (torch.cdist(vq.codebook.weight, z).min(1).values < 0.5).all()
+    assert len(torch.unique(out.codes)) > 1 and torch.isclose(vq.usage_ema.sum(), torch.tensor(0.1))
+    without = VectorQuantizer(num_codes=8, dim=2)
+    without.load_state_dict({"codebook.weight": torch.zeros(8, 2) + torch.arange(8.0)[:, None] * 1e-3})
+    assert len(torch.unique(without(z).codes)) == 1  # the collapse the restart prevents
+    before = vq.codebook.weight.detach().clone()
+    with torch.no_grad():
+        vq(z)
+    vq.eval()(z)
+    assert torch.equal(vq.codebook.weight, before)  # no restart outside training
