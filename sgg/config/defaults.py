@@ -187,7 +187,10 @@ _C.SEED = -1  # < 0 = random, recorded in the log
 _C.CUDNN_BENCHMARK = False
 _C.DETERMINISTIC = False  # torch.use_deterministic_algorithms + fixed seeds; needed for bit-exact resume
 _C.LOG_PERIOD = 20
+# Every VIS_PERIOD iterations (0 = never), the predictions on the first VIS_SAMPLES test inputs are drawn into
+# TensorBoard (images "vis/<dataset>/<i>"; image and video SGG models; docs/engine.md, "Monitoring").
 _C.VIS_PERIOD = 0
+_C.VIS_SAMPLES = 2
 
 # ---------------------------------------------------------------------------- text-to-video (seed 004)
 # ModelScope-style latent video diffusion: UNet3DConditionModel + AutoencoderKL + CLIP text encoder (diffusers).
@@ -397,6 +400,11 @@ _C.MODEL.STTRAN.BOX_MASK_RULE = "exact"  # box masks: "exact" area, or "sttran" 
 _C.MODEL.STTRAN.OBJ_BOX_POSITION = "normalized"  # object-classifier box input: "normalized" or "pixels" (center_size)
 _C.MODEL.STTRAN.SGDET_LABELS = "classifier"  # SGDet eval labels: object "classifier" or "detector" (the reference)
 _C.MODEL.STTRAN.SGCLS_DEDUP = False  # SGCls eval: the reference's duplicate-class suppression per frame
+# SGDet training boxes: "gt" (sgg's default: the GT boxes) or "detections" (the reference: each GT box's assigned
+# detection, IoU > SGDET_ASSIGN_IOU; GT boxes no detection found are supplied when SGDET_SUPPLY, upstream's use_SUPPLY).
+_C.MODEL.STTRAN.SGDET_TRAIN_BOXES = "gt"
+_C.MODEL.STTRAN.SGDET_SUPPLY = True
+_C.MODEL.STTRAN.SGDET_ASSIGN_IOU = 0.5
 # Feature source of the STTran-family models (sgg/modeling/video_sgg.py, VIDEO_FEATURES_REGISTRY): frame maps, object
 # features of boxes and union-box features of pairs. "BackboneRoIFeatures" = MODEL.BACKBONE + RoIAlign + a linear box
 # head (MODEL.STTRAN.OBJ_FEATURE_DIM wide).

@@ -34,7 +34,7 @@ from sgg.utils.errors import FileReadError, MissingFileError, one_line
 from .build import MAPPER_REGISTRY, multi_dataset_enabled
 from .catalog import DatasetCatalog, MetadataCatalog
 from .datasets.visual_genome import filter_duplicate_relations
-from .transforms import Augmentation, apply_augmentations, build_scene_graph_augmentations
+from .transforms import Augmentation, apply_augmentations, build_scene_graph_augmentations, flips_horizontally
 
 __all__ = ["SceneGraphMapper", "read_image", "predicate_flip_permutation"]
 
@@ -151,12 +151,12 @@ class SceneGraphMapper:
 
         image, transforms = self._augment(image)
         h, w = image.shape[:2]
-        boxes = transforms.apply_boxes(boxes)
+        boxes = transforms.apply_box(boxes)
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
         if self.is_train:
             boxes, labels, relations = _drop_empty_boxes(boxes, labels, relations)
-        if transforms.flips_horizontally and len(relations):
+        if flips_horizontally(transforms) and len(relations):
             pairs = self._pairs_for(d.get("dataset_name", ""))
             if pairs:
                 perm = predicate_flip_permutation(pairs, max(int(relations[:, 2].max()) + 1,

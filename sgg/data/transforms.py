@@ -1,9 +1,13 @@
-"""Image + box augmentations (detectron2's ``Augmentation`` -> ``Transform`` split, on numpy HWC uint8 images).
+"""Image + box augmentations: fvcore's ``Transform`` classes (the ones detectron2's ``T.*`` build on) drawn by
+detectron2-style ``Augmentation`` classes, on numpy HWC uint8 images.
 
 An *augmentation* draws random parameters (from numpy's global RNG, which the train loader seeds per sample, so
-augmentations are reproducible and resumable) and returns a deterministic *transform* that is then applied to the
-image and to its xyxy boxes. :func:`build_scene_graph_augmentations` reproduces SpeaQ / DETR's recipe: random flip,
-then (with probability ``INPUT.CROP.PROB``) resize-shortest-edge + random crop, then resize-shortest-edge.
+augmentations are reproducible and resumable) and returns a deterministic fvcore *transform* that is then applied to
+the image (``apply_image``) and to its xyxy boxes (``apply_box``). Flip, crop and transform lists are fvcore's own;
+:class:`ResizeTransform` is sgg's because fvcore's ``ScaleTransform`` resizes with ``torch.nn.functional.interpolate``,
+while detectron2 (and so SpeaQ / DETR's recipe) resizes with PIL's bilinear filter, which gives other pixels.
+:func:`build_scene_graph_augmentations` reproduces SpeaQ / DETR's recipe: random flip, then (with probability
+``INPUT.CROP.PROB``) resize-shortest-edge + random crop, then resize-shortest-edge.
 """
 
 from __future__ import annotations
@@ -12,108 +16,51 @@ import logging
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+from fvcore.transforms.transform import (
+    CropTransform,
+    HFlipTransform,
+    NoOpTransform,
+    Transform,
+    TransformList,
+)
 from PIL import Image
 
 __all__ = [
-    "Transform", "ResizeTransform", "CropTransform", "HFlipTransform", "TransformList", "Augmentation",
-    "ResizeShortestEdge", "RandomFlip", "RandomCrop", "apply_augmentations", "build_scene_graph_augmentations",
+    "Transform", "ResizeTransform", "CropTransform", "HFlipTransform", "NoOpTransform", "TransformList",
+    "flips_horizontally", "Augmentation", "ResizeShortestEdge", "RandomFlip", "RandomCrop", "apply_augmentations",
+    "build_scene_graph_augmentations",
 ]
 
 logger = logging.getLogger(__name__)
 
 
-class Transform:
-    """A deterministic image + box transformation."""
-
-    #: True if the transform mirrors the image left-right (the mapper then swaps left/right-type predicates).
-    flips_horizontally: bool = False
-
-    def apply_image(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, C) uint8 -> transformed (H', W', C) uint8."""
-        raise NotImplementedError
-
-    def apply_boxes(self, boxes: np.ndarray) -> np.ndarray:
-        """(N, 4) float32 xyxy pixel boxes -> boxes in the transformed image (not clipped)."""
-        raise NotImplementedError
-
-
 class ResizeTransform(Transform):
-    """Resize an ``h x w`` image to ``new_h x new_w`` (bilinear)."""
+    """Resize an ``h x w`` image to ``new_h x new_w`` with PIL's bilinear filter (detectron2's ``ResizeTransform``)."""
 
     def __init__(self, h: int, w: int, new_h: int, new_w: int):
-        self.h, self.w, self.new_h, self.new_w = int(h), int(w), int(new_h), int(new_w)
+        super().__init__()
+        self._set_attributes({"h": int(h), "w": int(w), "new_h": int(new_h), "new_w": int(new_w)})
 
-    def apply_image(self, image: np.ndarray) -> np.ndarray:
-        """Bilinear resize via PIL."""
-        if (image.shape[0], image.shape[1]) != (self.h, self.w):
-            raise ValueError(f"ResizeTransform expected a {self.h}x{self.w} image, got {image.shape[:2]}.")
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        """(h, w, C) uint8 -> (new_h, new_w, C) uint8."""
+        if (img.shape[0], img.shape[1]) != (self.h, self.w):
+            raise ValueError(f"ResizeTransform expected a {self.h}x{self.w} image, got {img.shape[:2]}.")
         if (self.h, self.w) == (self.new_h, self.new_w):
-            return image
-        return np.asarray(Image.fromarray(image).resize((self.new_w, self.new_h), Image.BILINEAR))
+            return img
+        return np.asarray(Image.fromarray(img).resize((self.new_w, self.new_h), Image.BILINEAR))
 
-    def apply_boxes(self, boxes: np.ndarray) -> np.ndarray:
-        """Scale x by new_w / w and y by new_h / h."""
-        scale = np.array([self.new_w / self.w, self.new_h / self.h] * 2, dtype=np.float32)
-        return boxes * scale
-
-
-class CropTransform(Transform):
-    """Keep the window ``[x0, x0 + w) x [y0, y0 + h)``."""
-
-    def __init__(self, x0: int, y0: int, w: int, h: int):
-        self.x0, self.y0, self.w, self.h = int(x0), int(y0), int(w), int(h)
-
-    def apply_image(self, image: np.ndarray) -> np.ndarray:
-        """Slice the window."""
-        return image[self.y0: self.y0 + self.h, self.x0: self.x0 + self.w]
-
-    def apply_boxes(self, boxes: np.ndarray) -> np.ndarray:
-        """Shift by the window origin."""
-        return boxes - np.array([self.x0, self.y0, self.x0, self.y0], dtype=np.float32)
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        """(N, 2) x, y: x scaled by new_w / w, y by new_h / h."""
+        coords[:, 0] = coords[:, 0] * (self.new_w / self.w)
+        coords[:, 1] = coords[:, 1] * (self.new_h / self.h)
+        return coords
 
 
-class HFlipTransform(Transform):
-    """Mirror an image of width ``width`` left-right."""
-
-    flips_horizontally = True
-
-    def __init__(self, width: int):
-        self.width = int(width)
-
-    def apply_image(self, image: np.ndarray) -> np.ndarray:
-        """Reverse the columns."""
-        return image[:, ::-1]
-
-    def apply_boxes(self, boxes: np.ndarray) -> np.ndarray:
-        """x1' = W - x2, x2' = W - x1."""
-        out = boxes.copy()
-        out[:, 0] = self.width - boxes[:, 2]
-        out[:, 2] = self.width - boxes[:, 0]
-        return out
-
-
-class TransformList(Transform):
-    """Transforms applied in order."""
-
-    def __init__(self, transforms: Sequence[Transform]):
-        self.transforms = list(transforms)
-
-    @property
-    def flips_horizontally(self) -> bool:  # type: ignore[override]
-        """True when an odd number of horizontal flips is applied."""
-        return sum(t.flips_horizontally for t in self.transforms) % 2 == 1
-
-    def apply_image(self, image: np.ndarray) -> np.ndarray:
-        """Apply every transform to the image."""
-        for t in self.transforms:
-            image = t.apply_image(image)
-        return image
-
-    def apply_boxes(self, boxes: np.ndarray) -> np.ndarray:
-        """Apply every transform to the boxes."""
-        for t in self.transforms:
-            boxes = t.apply_boxes(boxes)
-        return boxes
+def flips_horizontally(transform: Transform) -> bool:
+    """True when ``transform`` (a single transform or a list) mirrors the image left-right an odd number of times
+    (the mapper then swaps left / right-type predicates)."""
+    parts = transform.transforms if isinstance(transform, TransformList) else [transform]
+    return sum(isinstance(t, HFlipTransform) for t in parts) % 2 == 1
 
 
 class Augmentation:
@@ -165,8 +112,8 @@ class RandomFlip(Augmentation):
         self.prob = float(prob)
 
     def get_transform(self, height: int, width: int) -> Transform:
-        """:class:`HFlipTransform` or an empty :class:`TransformList`."""
-        return HFlipTransform(width) if np.random.rand() < self.prob else TransformList([])
+        """:class:`HFlipTransform` or a :class:`NoOpTransform`."""
+        return HFlipTransform(width) if np.random.rand() < self.prob else NoOpTransform()
 
 
 class RandomCrop(Augmentation):

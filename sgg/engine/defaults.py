@@ -377,6 +377,8 @@ class DefaultTrainer(TrainerBase):
                 out.append(hooks.EarlyStopping(e.METRIC, e.MODE, e.PATIENCE, e.MIN_DELTA))
             if cfg.SOLVER.LR_SCHEDULER_NAME == "WarmupPlateau" and cfg.SOLVER.PLATEAU.METRIC:
                 out.append(hooks.PlateauLR(self.scheduler, cfg.SOLVER.PLATEAU.METRIC))
+        if cfg.VIS_PERIOD > 0:
+            out.append(hooks.VisualizationHook(cfg, cfg.VIS_PERIOD, num_samples=cfg.VIS_SAMPLES))
         out.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD,
                                               before_save=self._gather_rng_states))
         if cfg.MODEL.T2V.EXPORT_DIFFUSERS:

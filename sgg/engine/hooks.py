@@ -8,25 +8,30 @@ import fnmatch
 import logging
 import math
 import os
+import random
 import re
 import shutil
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-from sgg.config import configurable
+from sgg.config import ConfigError, configurable
+from sgg.data import DatasetCatalog
 from sgg.evaluation.testing import flatten_results_dict
 from sgg.utils import comm
-from sgg.utils.events import EventWriter
+from sgg.utils.events import EventWriter, get_event_storage
+from sgg.utils.visualizer import SceneGraphVisualizer, best_frame, frame_title
 
 from .ema import EMAHook, unwrap_model
+from .predictor import Predictor
 from .train_loop import HookBase
 
 __all__ = [
     "CallbackHook", "IterationTimer", "LRScheduler", "PeriodicCheckpointer", "EvalHook", "BestCheckpointer",
-    "EarlyStopping", "PlateauLR", "TwoStageTraining", "DiffusersExportHook", "PeriodicWriter",
+    "EarlyStopping", "PlateauLR", "TwoStageTraining", "DiffusersExportHook", "VisualizationHook", "PeriodicWriter",
 ]
 
 logger = logging.getLogger(__name__)
@@ -410,6 +415,66 @@ class DiffusersExportHook(HookBase):
         if self.trainer.completed:
             self.export("final")
         comm.synchronize()
+
+
+class VisualizationHook(HookBase):
+    """``VIS_PERIOD``: every ``period`` iterations, the model's current predictions on the first ``num_samples``
+    inputs of its test dataset, drawn by :class:`~sgg.utils.visualizer.SceneGraphVisualizer` (boxes, relation arrows,
+    graph and triplet panel; a video's best frame) and put into the event storage as images
+    ``vis/<dataset>/<index>`` (TensorBoard's "Images" tab). Main process only; the model is put in eval mode for
+    the drawing and back after. Image and video SGG models (the :class:`~sgg.engine.predictor.Predictor`'s tasks
+    "image" / "video"); ``topk`` triplets per picture with no score threshold, so an early model shows its best guesses.
+    """
+
+    def __init__(self, cfg, period: int, num_samples: int = 2, topk: int = 10):
+        self.cfg, self.period, self.num_samples, self.topk = cfg, int(period), int(num_samples), int(topk)
+        self._predictor: Optional[Predictor] = None
+        self._visualizer = SceneGraphVisualizer(min_height=240, max_height=360)
+
+    def before_train(self):
+        if comm.is_main_process():  # config problems surface before the first step, not at iteration VIS_PERIOD
+            try:
+                self._predictor = Predictor(self.cfg, model=unwrap_model(self.trainer.model), topk=self.topk,
+                                            threshold=0.0)
+            except ConfigError as e:
+                raise ConfigError(f"VIS_PERIOD draws scene graphs and cannot draw this model ({e}) Set VIS_PERIOD "
+                                  "0.") from e
+            if self._predictor.task not in ("image", "video"):
+                raise ConfigError(f"VIS_PERIOD draws scene graphs; {self.cfg.MODEL.META_ARCHITECTURE} is a "
+                                  f"{self._predictor.task} model. Set VIS_PERIOD 0.")
+
+    def after_step(self):
+        if self.period > 0 and (self.trainer.iter + 1) % self.period == 0 and comm.is_main_process():
+            self.visualize()
+
+    def visualize(self) -> List[str]:
+        """Draw and queue the images now; returns their names. The RNG states are restored afterwards, so a run
+        with ``VIS_PERIOD`` trains exactly as one without (and resumes exactly)."""
+        predictor = self._predictor
+        model = predictor.model
+        samples = DatasetCatalog.get(predictor.dataset_name)[: self.num_samples]
+        was_training = model.training
+        model.eval()
+        names = []
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        np_state, py_state = np.random.get_state(), random.getstate()
+        try:
+            with torch.random.fork_rng(devices=devices):
+                for index, sample in enumerate(samples):
+                    self._visualizer.reset_colors()
+                    if predictor.task == "image":
+                        picture = self._visualizer.draw(predictor.predict_image(sample))
+                    else:
+                        vsg = predictor.predict_video(sample)
+                        t = best_frame(vsg)
+                        picture = self._visualizer.draw(vsg.frames[t], title=frame_title(vsg, t))
+                    names.append(f"vis/{predictor.dataset_name}/{index}")
+                    get_event_storage().put_image(names[-1], picture)
+        finally:
+            model.train(was_training)
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+        return names
 
 
 class PeriodicWriter(HookBase):

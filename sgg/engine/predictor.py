@@ -193,13 +193,15 @@ class Predictor:
         keyframe_selection: ``"topk"`` (the ``TEST.KEYFRAME.SUMMARY_RATIO`` best steps) or ``"shots"`` (the
             protocol's KTS + knapsack summary, one keyframe per chosen shot; video files only).
         require_weights: refuse to run without ``MODEL.WEIGHTS`` (an untrained model predicts noise).
+        model: use this (already built, e.g. the one being trained) instead of building ``cfg``'s and loading
+            ``MODEL.WEIGHTS``; its train / eval mode is left to the caller.
 
     Attributes: ``task`` (``"image"``, ``"video"`` or ``"keyframe"``), ``model``, ``mapper``, ``class_names``,
     ``predicate_names``, ``dataset_name``.
     """
 
     def __init__(self, cfg, *, topk: int = 20, threshold: float = 0.3, keyframe_selection: str = "topk",
-                 require_weights: bool = True):
+                 require_weights: bool = True, model: Optional[torch.nn.Module] = None):
         if keyframe_selection not in ("topk", "shots"):
             raise ValueError(f"keyframe_selection must be 'topk' or 'shots', got {keyframe_selection!r}.")
         self.cfg = cfg.clone()
@@ -217,13 +219,16 @@ class Predictor:
             raise ConfigError(f"The predictor handles image / video scene graph and keyframe models; "
                               f"{cfg.MODEL.META_ARCHITECTURE} on {self.dataset_name} uses {type(self.mapper).__name__}"
                               " (text-to-video: tools/generate_video.py).")
-        self.model = build_model(cfg)
-        if cfg.MODEL.WEIGHTS:
-            load_matching_weights(self.model, cfg.MODEL.WEIGHTS)
-        elif require_weights and any(True for _ in self.model.parameters()):
-            raise ConfigError("The predictor needs MODEL.WEIGHTS (a trained checkpoint, e.g. "
-                              "output/<run>/model_final.pth).")
-        self.model.eval()
+        if model is not None:
+            self.model = model
+        else:
+            self.model = build_model(cfg)
+            if cfg.MODEL.WEIGHTS:
+                load_matching_weights(self.model, cfg.MODEL.WEIGHTS)
+            elif require_weights and any(True for _ in self.model.parameters()):
+                raise ConfigError("The predictor needs MODEL.WEIGHTS (a trained checkpoint, e.g. "
+                                  "output/<run>/model_final.pth).")
+            self.model.eval()
         if self.task == "keyframe" and not hasattr(self.model, "backbone"):
             raise ConfigError(f"{cfg.MODEL.META_ARCHITECTURE} scores precomputed h5 features; a video needs the "
                               "pixel model (KeyframeDetector, configs/quick/keyframe_demo.yaml).")
@@ -232,7 +237,7 @@ class Predictor:
         self.predicate_names: List[str] = list(meta.get("predicate_classes", []) or [])
         self.image_format = cfg.INPUT.FORMAT
         logger.info("Predictor: %s (%s task) with %s, preprocessing of %s", cfg.MODEL.META_ARCHITECTURE, self.task,
-                    cfg.MODEL.WEIGHTS or "no weights", self.dataset_name)
+                    "the given model" if model is not None else cfg.MODEL.WEIGHTS or "no weights", self.dataset_name)
 
     @property
     def needs_gt_boxes(self) -> bool:

@@ -34,20 +34,32 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from sgg.config import configurable
-from sgg.structures.boxes import box_xyxy_to_cxcywh, union_box
+from sgg.structures.boxes import box_xyxy_to_cxcywh, pairwise_iou, union_box
 
 from .build import VIDEO_FEATURES_REGISTRY, build_backbone
 
 __all__ = ["MODES", "VideoSGGModel", "pair_box_masks", "load_word_vectors", "relation_targets",
            "BackboneRoIFeatures", "BoxMaskConv", "RelationFeatures", "ObjectClassifier", "VideoBoxes",
            "check_video_images", "gather_gt_boxes", "inference_boxes", "class_prior", "normalized_boxes",
-           "training_pairs",
+           "training_pairs", "sgdet_training_boxes", "detected_training_boxes", "SGDET_TRAIN_BOXES",
+           "sgdet_training_options",
            "video_relation_targets", "predcls_persons", "assign_person_labels", "pairs_of_persons", "split_frames",
            "multi_label_loss", "relation_losses", "attention_loss"]
 
 logger = logging.getLogger(__name__)
 
 MODES = ("predcls", "sgcls", "sgdet")
+SGDET_TRAIN_BOXES = ("gt", "detections")  # MODEL.STTRAN.SGDET_TRAIN_BOXES
+
+
+def sgdet_training_options(cfg) -> dict:
+    """``sgdet_train_boxes`` / ``sgdet_supply`` / ``sgdet_assign_iou`` from ``MODEL.STTRAN.SGDET_*`` (checked)."""
+    s = cfg.MODEL.STTRAN
+    if s.SGDET_TRAIN_BOXES not in SGDET_TRAIN_BOXES:
+        raise ValueError(f"MODEL.STTRAN.SGDET_TRAIN_BOXES must be one of {SGDET_TRAIN_BOXES}, got "
+                         f"{s.SGDET_TRAIN_BOXES!r}.")
+    return {"sgdet_train_boxes": s.SGDET_TRAIN_BOXES, "sgdet_supply": bool(s.SGDET_SUPPLY),
+            "sgdet_assign_iou": float(s.SGDET_ASSIGN_IOU)}
 
 
 class VideoSGGModel(nn.Module):
@@ -443,10 +455,102 @@ def normalized_boxes(boxes: torch.Tensor, video: dict) -> torch.Tensor:
 
 
 def training_pairs(gt: VideoBoxes) -> torch.Tensor:
-    """(person, object) pairs ``(P, 2)`` (rows into ``gt``): the person of each frame with every other box of it."""
+    """(person, object) pairs ``(P, 2)`` (rows into ``gt``): the person of each frame with every other box of it
+    (a frame without its person, e.g. dropped by :func:`sgdet_training_boxes`, has no pair)."""
     person = torch.nonzero(gt.rows == 0).squeeze(1)
     objects = torch.nonzero(gt.rows > 0).squeeze(1)
-    return torch.stack([person[gt.frame_idx[objects]], objects], 1)
+    if len(gt.frame_idx) == 0:
+        return objects.new_zeros((0, 2))
+    person_of_frame = torch.full((int(gt.frame_idx.max()) + 1,), -1, dtype=torch.long, device=gt.frame_idx.device)
+    person_of_frame[gt.frame_idx[person]] = person
+    subject = person_of_frame[gt.frame_idx[objects]]
+    return torch.stack([subject, objects], 1)[subject >= 0]
+
+
+def _assign_detections(iou: torch.Tensor, threshold: float) -> List[int]:
+    """Per GT box (columns of ``iou`` ``(D, G)``, column 0 = the person), the detection it is assigned to or -1.
+
+    Upstream's ``assign_relations``: the person takes its best detection above ``threshold``; each object, in GT order,
+    takes its best one above ``threshold``, or, when that one is already taken, its next best untaken one — above
+    ``threshold`` here (upstream takes the next in IoU order even below it, which pairs a GT object with a box that
+    does not overlap it)."""
+    taken: set = set()
+    out = []
+    for g in range(iou.shape[1]):
+        column = iou[:, g]
+        found = -1
+        if len(column) and bool((column > threshold).any()):
+            order = torch.argsort(-column, stable=True).tolist()
+            for d in order[:1] if g == 0 else order:
+                if float(column[d]) <= threshold:
+                    break
+                if g == 0 or d not in taken:
+                    found = d
+                    break
+        if found >= 0:
+            taken.add(found)
+        out.append(found)
+    return out
+
+
+def sgdet_training_boxes(gt: VideoBoxes, det_boxes: torch.Tensor, det_frame_idx: torch.Tensor,
+                         det_feats: Optional[torch.Tensor], gt_feats_fn, *, image_scale: float,
+                         iou_threshold: float = 0.5, supply: bool = True) -> Tuple[VideoBoxes, torch.Tensor]:
+    """The boxes an SGDet model trains its relations on, as upstream STTran (``object_detector.py`` in training):
+    each GT box takes the detection assigned to it (:func:`_assign_detections`, IoU in original pixels with the
+    reference's +1 convention) and uses that detection's box and features; a GT box no detection found is
+    *supplied* (``use_SUPPLY``: its own box and features ``gt_feats_fn(boxes, frame_idx)``) or, with
+    ``supply=False``, dropped (with its relations; a frame whose person is dropped loses all its pairs).
+
+    Args:
+        gt: the video's GT boxes; det_boxes ``(D, 4)`` resized-frame pixels, det_frame_idx ``(D,)``, det_feats
+            ``(D, F)`` or None (then every kept box's features come from ``gt_feats_fn`` on its box).
+    Returns ``(boxes, feats)``: a :class:`VideoBoxes` with the GT labels / frames / rows (so :func:`training_pairs`
+    and :func:`video_relation_targets` apply unchanged) and the kept boxes (detections' or GT), and their features.
+    Detections assigned to no GT box are left out: they carry no relation, and sgg's 36-way object classifier has no
+    background class for upstream's label 0 (documented in docs/sttran.md).
+    """
+    keep, source = [], []
+    for t in torch.unique(gt.frame_idx).tolist():
+        g_index = torch.nonzero(gt.frame_idx == t).squeeze(1)
+        d_index = torch.nonzero(det_frame_idx == t).squeeze(1)
+        iou = pairwise_iou(det_boxes[d_index] / image_scale, gt.original[g_index], plus_one=True) \
+            if len(d_index) else det_boxes.new_zeros((0, len(g_index)))
+        assigned = _assign_detections(iou, iou_threshold)
+        if not supply and assigned[0] < 0:
+            continue  # no person: no pair of this frame can be trained
+        for g, d in zip(g_index.tolist(), assigned):
+            if d >= 0 or supply:
+                keep.append(g)
+                source.append(int(d_index[d]) if d >= 0 else -1)
+    device = gt.boxes.device
+    keep_t = torch.tensor(keep, dtype=torch.long, device=device)
+    source_t = torch.tensor(source, dtype=torch.long, device=device)
+    found = source_t >= 0
+    boxes = gt.boxes[keep_t].clone()
+    boxes[found] = det_boxes[source_t[found]]
+    kept = VideoBoxes(boxes, boxes / image_scale, gt.labels[keep_t], gt.frame_idx[keep_t], gt.rows[keep_t])
+    if det_feats is None:
+        return kept, gt_feats_fn(kept.boxes, kept.frame_idx)
+    feats = det_feats.new_zeros((len(keep), det_feats.shape[1]))
+    feats[found] = det_feats[source_t[found]]
+    if bool((~found).any()):
+        feats[~found] = gt_feats_fn(kept.boxes[~found], kept.frame_idx[~found])
+    return kept, feats
+
+
+def detected_training_boxes(video: dict, images: torch.Tensor, fmap: torch.Tensor, gt: VideoBoxes, detector: nn.Module,
+                            features: nn.Module, *, iou_threshold: float = 0.5,
+                            supply: bool = True) -> Tuple[VideoBoxes, torch.Tensor]:
+    """:func:`sgdet_training_boxes` on the ``detector``'s detections of the video's frames (computed without
+    gradients, as upstream's frozen detector), supplied boxes' features from ``features.object_features``."""
+    with torch.no_grad():
+        boxes, frame_idx, _, det_feats = detector.detections(fmap, images.shape[-2:],
+                                                             float(video.get("image_scale", 1.0)))
+    return sgdet_training_boxes(gt, boxes, frame_idx, det_feats,
+                                lambda b, f: features.object_features(fmap, b, f),
+                                image_scale=float(video.get("image_scale", 1.0)), iou_threshold=iou_threshold,
+                                supply=supply)
 
 
 def video_relation_targets(video: dict, gt: VideoBoxes, pairs: torch.Tensor,

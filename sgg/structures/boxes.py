@@ -3,6 +3,12 @@
 All boxes are ``(..., 4)`` tensors. ``xyxy`` = (x1, y1, x2, y2) in pixels; ``cxcywh`` = (centre x, centre y, width,
 height). ``plus_one=True`` selects the legacy convention of Scene-Graph-Benchmark / Faster R-CNN era code, where a box
 covering pixels x1..x2 inclusive has width ``x2 - x1 + 1``; evaluators that must reproduce that code's numbers pass it.
+
+Format conversions are torchvision's ``box_convert`` (bit-identical to the formulas DETR's ``box_ops`` writes out),
+under DETR's names. IoU, GIoU and areas stay sgg's: torchvision has no ``+1`` convention, divides without a floor
+(a zero-area union or hull — two degenerate boxes, which sigmoid box heads produce early in training — gives NaN
+where sgg gives 0 / a finite GIoU) and does not clip negative widths; on regular boxes the numbers are the same
+(tests/structures/test_boxes.py compares them).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from typing import Union
 
 import numpy as np
 import torch
+from torchvision.ops import box_convert
 
 __all__ = [
     "box_cxcywh_to_xyxy", "box_xyxy_to_cxcywh", "box_xywh_to_xyxy", "box_area", "pairwise_iou",
@@ -30,20 +37,17 @@ def as_tensor(x: ArrayLike, dtype: torch.dtype = torch.float32) -> torch.Tensor:
 
 def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     """(cx, cy, w, h) -> (x1, y1, x2, y2)."""
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
+    return box_convert(boxes, "cxcywh", "xyxy")
 
 
 def box_xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
     """(x1, y1, x2, y2) -> (cx, cy, w, h)."""
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dim=-1)
+    return box_convert(boxes, "xyxy", "cxcywh")
 
 
 def box_xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     """(x, y, w, h) with (x, y) the top-left corner -> (x1, y1, x2, y2)."""
-    x, y, w, h = boxes.unbind(-1)
-    return torch.stack([x, y, x + w, y + h], dim=-1)
+    return box_convert(boxes, "xywh", "xyxy")
 
 
 def box_area(boxes: ArrayLike, plus_one: bool = False) -> ArrayLike:

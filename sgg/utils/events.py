@@ -9,6 +9,7 @@ import time
 from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 from fvcore.common.history_buffer import HistoryBuffer
 
@@ -41,6 +42,26 @@ class EventStorage:
         self._latest: Dict[str, Tuple[float, int]] = {}
         self._iter = start_iter
         self.start_iter = start_iter  # values from before it (restored on resume) were written by the earlier run
+        self._vis_data: List[Tuple[str, np.ndarray, int]] = []
+
+    def put_image(self, name: str, image) -> None:
+        """Queue an image summary ``name`` at the current iteration: ``(3, H, W)`` uint8 RGB (or a PIL image / an
+        ``(H, W, 3)`` array); the TensorBoard writer writes and then drops it (images are not kept in the history)."""
+        array = np.asarray(image)
+        if array.ndim == 3 and array.shape[-1] == 3 and array.shape[0] != 3:
+            array = array.transpose(2, 0, 1)
+        if array.ndim != 3 or array.shape[0] != 3:
+            raise ValueError(f"put_image('{name}') expects (3, H, W) or (H, W, 3) RGB, got shape {array.shape}.")
+        self._vis_data.append((name, np.ascontiguousarray(array, dtype=np.uint8), self._iter))
+
+    @property
+    def vis_data(self) -> List[Tuple[str, np.ndarray, int]]:
+        """The queued ``(name, (3, H, W) uint8, iteration)`` image summaries."""
+        return self._vis_data
+
+    def clear_images(self) -> None:
+        """Drop the queued image summaries (after a writer wrote them)."""
+        self._vis_data = []
 
     def put_scalar(self, name: str, value, smoothing_hint: bool = True) -> None:
         """Record ``value`` for ``name`` at the current iteration."""
@@ -169,6 +190,9 @@ class TensorboardXWriter(EventWriter):
                 self._writer.add_scalar(k, v, itr)
                 new_last = max(new_last, itr)
         self._last_write = new_last
+        for name, image, itr in storage.vis_data:
+            self._writer.add_image(name, image, itr, dataformats="CHW")
+        storage.clear_images()
         self._writer.flush()
 
     def close(self) -> None:

@@ -1,12 +1,13 @@
 """Two-stage training, best checkpoint, early stopping and TensorBoard output, through the real trainer."""
 
 import glob
+import os
 import shutil
 
 import torch
 
 from sgg.engine.hooks import BestCheckpointer
-from tests.engine.helpers import TOY_CFG, load_model_state, read_metrics, run_cli
+from tests.engine.helpers import REPO, TOY_CFG, load_model_state, read_metrics, run_cli
 
 STAGE2 = ["MODEL.BACKBONE.FREEZE_AT", "1", "SOLVER.STAGE2.ENABLED", "True", "SOLVER.STAGE2.START_ITER", "10",
           "SOLVER.STAGE2.UNFREEZE", '["backbone"]', "SOLVER.STAGE2.LR_FACTOR", "0.1", "SOLVER.CHECKPOINT_PERIOD", "5",
@@ -85,3 +86,44 @@ def test_best_checkpointer_state_round_trip():
     assert (other.best_value, other.best_iter, other.extra["a/y"][:2]) == (0.5, 3, [0.7, 5])
     other.load_state_dict({"best_value": 0.1, "best_iter": 1})  # a checkpoint from before EXTRA_METRICS existed
     assert other.best_value == 0.1 and other.extra["a/y"][:2] == [0.7, 5]
+
+
+# ------------------------------------------------------------------------------------------------- VIS_PERIOD
+VIS_TINY = ["MODEL.BACKBONE.OUT_CHANNELS", "8", "MODEL.STTRAN.OBJ_FEATURE_DIM", "16", "MODEL.STTRAN.UNION_DIM", "8",
+            "MODEL.STTRAN.VISUAL_DIM", "8", "MODEL.STTRAN.EMBED_DIM", "4", "MODEL.STTRAN.DIM_FEEDFORWARD", "16",
+            "MODEL.STTRAN.OBJ_CLASSIFIER_HIDDEN", "8", "MODEL.STTRAN.POS_DIM", "4", "INPUT.MIN_SIZE_TEST", "64",
+            "INPUT.MAX_SIZE_TEST", "96", "LOG_PERIOD", "1", "SOLVER.MAX_ITER", "4", "SOLVER.WARMUP_ITERS", "0",
+            "TEST.EVAL_PERIOD", "0", "SOLVER.BEST_CHECKPOINT.METRIC", "", "SOLVER.PLATEAU.METRIC", "",
+            "SOLVER.CHECKPOINT_PERIOD", "100"]
+
+
+def _tensorboard_images(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"images": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.width, e.height) for e in acc.Images(tag)] for tag in acc.Tags()["images"]}
+
+
+def test_vis_period_draws_predictions_into_tensorboard_without_changing_training(tmp_path):
+    cfg = os.path.join(REPO, "configs", "quick", "sttran_demo.yaml")
+    drawn, plain = tmp_path / "vis", tmp_path / "plain"
+    r = run_cli("--config-file", cfg, "OUTPUT_DIR", str(drawn), *VIS_TINY, "VIS_PERIOD", "2", "VIS_SAMPLES", "2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    images = _tensorboard_images(drawn)
+    assert set(images) == {"vis/demo_ag_test/0", "vis/demo_ag_test/1"}
+    assert [step for step, _, _ in images["vis/demo_ag_test/0"]] == [1, 3]  # after iterations 2 and 4
+    assert all(w > h >= 240 for _, w, h in images["vis/demo_ag_test/0"])  # picture + graph panel beside it
+    r = run_cli("--config-file", cfg, "OUTPUT_DIR", str(plain), *VIS_TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert _tensorboard_images(plain) == {}
+    losses = lambda folder: [{k: v for k, v in row.items() if k.startswith("loss")}  # noqa: E731
+                             for row in read_metrics(folder)]
+    assert losses(drawn) == losses(plain)  # the drawing restores the RNG states and the train mode
+
+
+def test_vis_period_refuses_models_it_cannot_draw(tmp_path):
+    r = run_cli("--config-file", TOY_CFG, "OUTPUT_DIR", str(tmp_path), "VIS_PERIOD", "1", "SOLVER.MAX_ITER", "2")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "VIS_PERIOD draws scene graphs and cannot draw this model (The predictor handles" in r.stderr
+    assert not (tmp_path / "model_final.pth").exists()  # refused before the first step

@@ -215,3 +215,88 @@ def test_every_sgcls_model_starts_from_the_feature_sources_class_distribution(ar
     assert seen == [9, 9]  # 3 frames x 3 GT boxes, once in training and once in inference
     expected = torch.linspace(1.0, 2.0, model.num_classes).softmax(0)
     assert len(classifier_inputs) == 2 and all(torch.allclose(x, expected.expand_as(x)) for x in classifier_inputs)
+
+
+# --------------------------------------------------------------------------------------- SGDet training boxes
+def test_detections_are_assigned_to_gt_boxes_as_upstream():
+    from sgg.modeling.video_sgg import _assign_detections
+
+    # 3 detections x (person, obj A, obj B): the person takes its best; A's best (det 0) is the person's, so A takes its
+    # next best above 0.5 (det 2); B's only overlap above 0.5 is det 2, already A's: B is unfound (upstream would take
+    # det 1 below the threshold).
+    iou = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.3, 0.4], [0.0, 0.6, 0.7]])
+    assert _assign_detections(iou, 0.5) == [0, 2, -1]
+    assert _assign_detections(torch.zeros((0, 2)), 0.5) == [-1, -1]
+    assert _assign_detections(torch.tensor([[0.5, 0.51]]), 0.5) == [-1, 0]  # strictly above the threshold
+
+
+def test_sgdet_training_boxes_use_detections_and_supply_the_unfound():
+    from sgg.modeling.video_sgg import sgdet_training_boxes
+
+    video = make_video(num_frames=2)  # per frame: person, object 1, object 2 (resized = original * 0.5)
+    gt = gather_gt_boxes(video, torch.device("cpu"))
+    # frame 0: person and object 1 detected (shifted 1 px); frame 1: only object 2 detected
+    det_boxes = torch.stack([gt.boxes[0] + 1, gt.boxes[1] + 1, gt.boxes[5] + 0.5])
+    det_frames = torch.tensor([0, 0, 1])
+    det_feats = torch.arange(3 * 4, dtype=torch.float32).reshape(3, 4)
+    calls = []
+
+    def gt_feats(boxes, frame_idx):
+        calls.append(len(boxes))
+        return torch.full((len(boxes), 4), -1.0)
+
+    kept, feats = sgdet_training_boxes(gt, det_boxes, det_frames, det_feats, gt_feats, image_scale=0.5)
+    assert torch.equal(kept.rows, gt.rows) and torch.equal(kept.labels, gt.labels)  # every GT box kept
+    assert torch.equal(kept.boxes[[0, 1, 5]], det_boxes) and torch.equal(kept.boxes[[2, 3, 4]], gt.boxes[[2, 3, 4]])
+    assert torch.equal(feats[[0, 1, 5]], det_feats) and (feats[[2, 3, 4]] == -1).all() and calls == [3]
+    torch.testing.assert_close(kept.original, kept.boxes / 0.5)
+    pairs = training_pairs(kept)
+    assert pairs.tolist() == [[0, 1], [0, 2], [3, 4], [3, 5]]
+    # without supply: frame 1 lost its person (all its pairs go), frame 0 keeps person + object 1
+    kept, feats = sgdet_training_boxes(gt, det_boxes, det_frames, det_feats, gt_feats, image_scale=0.5,
+                                       supply=False)
+    assert kept.rows.tolist() == [0, 1] and kept.frame_idx.tolist() == [0, 0] and torch.equal(feats, det_feats[:2])
+    assert training_pairs(kept).tolist() == [[0, 1]]
+    targets = video_relation_targets(video, kept, training_pairs(kept), (3, 6, 17))
+    assert [len(t) for t in targets] == [1, 1, 1]
+
+
+def test_sttran_sgdet_trains_on_assigned_detections(one_thread):
+    cfg = tiny_cfg("sgdet")
+    cfg.MODEL.STTRAN.SGDET_TRAIN_BOXES = "detections"
+    cfg.MODEL.VIDEO_DETECTOR.TRAIN = False
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.train()
+    losses = model([make_video(num_frames=3)])
+    assert {"loss_object", "loss_attention", "loss_spatial", "loss_contacting"} <= set(losses)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.attention_head.weight.grad is not None
+    cfg.MODEL.STTRAN.SGDET_TRAIN_BOXES = "nope"
+    with pytest.raises(ValueError, match="SGDET_TRAIN_BOXES must be one of"):
+        build_model(cfg)
+
+
+@pytest.mark.parametrize("arch", ["TEMPURA", "STKET"])
+def test_tempura_and_stket_sgdet_train_on_assigned_detections(arch, tmp_path, one_thread):
+    cfg = tiny_cfg("sgdet")
+    cfg.MODEL.META_ARCHITECTURE = arch
+    cfg.MODEL.STTRAN.SGDET_TRAIN_BOXES = "detections"
+    cfg.MODEL.VIDEO_DETECTOR.TRAIN = False
+    if arch == "STKET":
+        cfg.MODEL.STTRAN.ENC_LAYERS = cfg.MODEL.STTRAN.DEC_LAYERS = 2
+        cfg.MODEL.STKET.PRIOR_FILE = str(tmp_path / "priors.json")
+        save_stket_priors(compute_stket_priors([make_video(num_frames=4)], AG_OBJECT_CLASSES, AG_PREDICATES),
+                          cfg.MODEL.STKET.PRIOR_FILE)
+    else:
+        cfg.MODEL.TEMPURA.NUM_MIXTURES, cfg.MODEL.TEMPURA.TRACKING_HEADS = 3, 4
+        cfg.MODEL.TEMPURA.MEMORY.EPOCH_VIDEOS = 2
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert model.sgdet_train_boxes == "detections"
+    model.train()
+    total = sum(model([make_video(num_frames=3)]).values())
+    assert torch.isfinite(total)
+    total.backward()

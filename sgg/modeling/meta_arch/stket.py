@@ -62,6 +62,7 @@ from ..video_sgg import (
     assign_person_labels,
     check_video_images,
     class_prior,
+    detected_training_boxes,
     gather_gt_boxes,
     inference_boxes,
     load_word_vectors,
@@ -69,6 +70,7 @@ from ..video_sgg import (
     pairs_of_persons,
     predcls_persons,
     relation_losses,
+    sgdet_training_options,
     split_frames,
     training_pairs,
     video_relation_targets,
@@ -143,11 +145,14 @@ class STKET(VideoSGGModel):
                  not_contacting: int = 8, use_spatial_prior: bool = True, use_temporal_prior: bool = True,
                  spatial_prior_loss: bool = True, temporal_prior_loss: bool = True, output_branch: str = "ensemble",
                  mask_size: int = 27, multi_label_loss: str = "bce", obj_classifier_hidden: int = 1024,
-                 pos_dim: int = 128, object_loss_weight: float = 1.0, detector: Optional[nn.Module] = None):
+                 pos_dim: int = 128, object_loss_weight: float = 1.0, detector: Optional[nn.Module] = None,
+                 sgdet_train_boxes: str = "gt", sgdet_supply: bool = True, sgdet_assign_iou: float = 0.5):
         """
         Args:
             features: the feature source (``MODEL.VIDEO_FEATURES.NAME``).
             mode: ``"predcls"``, ``"sgcls"`` or ``"sgdet"``.
+            sgdet_train_boxes / sgdet_supply / sgdet_assign_iou: SGDet training boxes, as STTran's
+                (``MODEL.STTRAN.SGDET_*``: GT boxes, or the detections assigned to them + supplied GT boxes).
             initial_prior: ``(num_classes, 26)`` marginal priors (needed when a prior is used).
             specific_prior: ``(num_classes, 17, 26)`` transition priors (needed with the temporal prior).
             enc_layers / dec_layers / ensemble_layers: depths of the spatial encoder, temporal decoder and ensemble
@@ -182,6 +187,9 @@ class STKET(VideoSGGModel):
         self.num_predicates = sum(self.groups)
         self.multi_label_loss = multi_label_loss
         self.object_loss_weight = object_loss_weight
+        # SGDet training boxes (MODEL.STTRAN.SGDET_*, as STTran): GT boxes, or the detections assigned to them
+        self.sgdet_train_boxes, self.sgdet_supply = sgdet_train_boxes, bool(sgdet_supply)
+        self.sgdet_assign_iou = float(sgdet_assign_iou)
         self.n_layer, self.temporal_window, self.window_size, self.max_gap = n_layer, temporal_window, window_size, \
             max_gap
         self.contact_threshold, self.not_contacting = float(contact_threshold), int(not_contacting)
@@ -268,7 +276,7 @@ class STKET(VideoSGGModel):
             "spatial_prior_loss": k.SPATIAL_PRIOR_LOSS, "temporal_prior_loss": k.TEMPORAL_PRIOR_LOSS,
             "output_branch": k.OUTPUT_BRANCH, "mask_size": s.MASK_SIZE, "multi_label_loss": s.MULTI_LABEL_LOSS,
             "obj_classifier_hidden": s.OBJ_CLASSIFIER_HIDDEN, "pos_dim": s.POS_DIM,
-            "object_loss_weight": s.OBJECT_LOSS_WEIGHT, "detector": detector,
+            "object_loss_weight": s.OBJECT_LOSS_WEIGHT, "detector": detector, **sgdet_training_options(cfg),
         }
 
     # ------------------------------------------------------------------------------------------ per video
@@ -422,7 +430,11 @@ class STKET(VideoSGGModel):
         losses: Dict[str, torch.Tensor] = {}
         if self.detector is not None and self.detector.trainable:
             losses.update(self.detector.losses(fmap, images.shape[-2:], gt.boxes, gt.labels, gt.frame_idx))
-        obj_feats = self.features.object_features(fmap, gt.boxes, gt.frame_idx)
+        if self.mode == "sgdet" and self.sgdet_train_boxes == "detections":
+            gt, obj_feats = detected_training_boxes(video, images, fmap, gt, self.detector, self.features,
+                                                    iou_threshold=self.sgdet_assign_iou, supply=self.sgdet_supply)
+        else:
+            obj_feats = self.features.object_features(fmap, gt.boxes, gt.frame_idx)
         if self.object_classifier is not None:
             prior = class_prior(self.features, obj_feats, self.num_classes)
             logits = self.object_classifier(obj_feats, prior, normalized_boxes(gt.boxes, video))

@@ -54,6 +54,7 @@ from ..video_sgg import (
     assign_person_labels,
     check_video_images,
     class_prior,
+    detected_training_boxes,
     gather_gt_boxes,
     inference_boxes,
     load_word_vectors,
@@ -61,6 +62,7 @@ from ..video_sgg import (
     pairs_of_persons,
     predcls_persons,
     relation_losses,
+    sgdet_training_options,
     split_frames,
     training_pairs,
     video_relation_targets,
@@ -116,7 +118,8 @@ class STTran(VideoSGGModel):
                  temporal_window: int = 2, mask_size: int = 27, multi_label_loss: str = "margin",
                  obj_classifier_hidden: int = 1024, pos_dim: int = 128, object_loss_weight: float = 1.0,
                  detector: Optional[nn.Module] = None, box_mask_rule: str = "exact",
-                 obj_box_position: str = "normalized", sgdet_labels: str = "classifier", sgcls_dedup: bool = False):
+                 obj_box_position: str = "normalized", sgdet_labels: str = "classifier", sgcls_dedup: bool = False,
+                 sgdet_train_boxes: str = "gt", sgdet_supply: bool = True, sgdet_assign_iou: float = 0.5):
         """
         Args:
             features: the feature source (``MODEL.VIDEO_FEATURES.NAME``, e.g.
@@ -142,6 +145,10 @@ class STTran(VideoSGGModel):
                 ``"detector"``'s distribution, with the person rule.
             sgcls_dedup: SGCls evaluation with the reference's duplicate-class suppression (per frame, the boxes of
                 the most frequent label but its most confident one move to their next-best class).
+            sgdet_train_boxes: SGDet training on the ``"gt"`` boxes, or (the reference) on the ``"detections"``
+                assigned to them (IoU > ``sgdet_assign_iou``), GT boxes no detection found being supplied
+                (``sgdet_supply``, upstream's ``use_SUPPLY``) or dropped
+                (:func:`~sgg.modeling.video_sgg.sgdet_training_boxes`).
         """
         super().__init__()
         if mode not in MODES:
@@ -152,12 +159,15 @@ class STTran(VideoSGGModel):
             raise ValueError(f"MODEL.STTRAN.MULTI_LABEL_LOSS must be 'margin' or 'bce', got {multi_label_loss!r}.")
         for name, value, allowed in (("BOX_MASK_RULE", box_mask_rule, ("exact", "sttran")),
                                      ("OBJ_BOX_POSITION", obj_box_position, ("normalized", "pixels")),
-                                     ("SGDET_LABELS", sgdet_labels, ("classifier", "detector"))):
+                                     ("SGDET_LABELS", sgdet_labels, ("classifier", "detector")),
+                                     ("SGDET_TRAIN_BOXES", sgdet_train_boxes, ("gt", "detections"))):
             if value not in allowed:
                 raise ValueError(f"MODEL.STTRAN.{name} must be one of {allowed}, got {value!r}.")
         self.obj_box_position = obj_box_position
         self.sgdet_labels = sgdet_labels
         self.sgcls_dedup = bool(sgcls_dedup)
+        self.sgdet_train_boxes, self.sgdet_supply = sgdet_train_boxes, bool(sgdet_supply)
+        self.sgdet_assign_iou = float(sgdet_assign_iou)
         if len(predicate_groups) != 3:
             raise ValueError(f"MODEL.STTRAN.PREDICATE_GROUPS needs 3 sizes (attention, spatial, contacting), "
                              f"got {tuple(predicate_groups)}.")
@@ -217,6 +227,7 @@ class STTran(VideoSGGModel):
             "obj_classifier_hidden": s.OBJ_CLASSIFIER_HIDDEN, "pos_dim": s.POS_DIM,
             "object_loss_weight": s.OBJECT_LOSS_WEIGHT, "detector": detector, "box_mask_rule": s.BOX_MASK_RULE,
             "obj_box_position": s.OBJ_BOX_POSITION, "sgdet_labels": s.SGDET_LABELS, "sgcls_dedup": s.SGCLS_DEDUP,
+            **sgdet_training_options(cfg),
         }
 
     # ------------------------------------------------------------------------------------------ per video
@@ -243,8 +254,12 @@ class STTran(VideoSGGModel):
         losses: Dict[str, torch.Tensor] = {}
         if self.detector is not None and self.detector.trainable:
             losses.update(self.detector.losses(fmap, images.shape[-2:], gt.boxes, gt.labels, gt.frame_idx))
-        obj_feats = self.features.object_features(fmap, gt.boxes, gt.frame_idx)
-        if self.object_classifier is not None:
+        if self.mode == "sgdet" and self.sgdet_train_boxes == "detections":
+            gt, obj_feats = detected_training_boxes(video, images, fmap, gt, self.detector, self.features,
+                                                    iou_threshold=self.sgdet_assign_iou, supply=self.sgdet_supply)
+        else:
+            obj_feats = self.features.object_features(fmap, gt.boxes, gt.frame_idx)
+        if self.object_classifier is not None and len(gt.boxes):
             prior = class_prior(self.features, obj_feats, self.num_classes)
             logits = self.object_classifier(obj_feats, prior, self._box_position(gt.boxes, gt.original, video))
             losses["loss_object"] = self.object_loss_weight * F.cross_entropy(logits, gt.labels)

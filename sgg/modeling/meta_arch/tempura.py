@@ -55,12 +55,14 @@ from ..video_sgg import (
     assign_person_labels,
     check_video_images,
     class_prior,
+    detected_training_boxes,
     gather_gt_boxes,
     inference_boxes,
     load_word_vectors,
     normalized_boxes,
     pairs_of_persons,
     predcls_persons,
+    sgdet_training_options,
     split_frames,
     training_pairs,
     video_relation_targets,
@@ -387,6 +389,7 @@ class TEMPURA(VideoSGGModel):
                  enc_layers: int = 1, dec_layers: int = 3, num_heads: int = 8, dim_feedforward: int = 2048,
                  dropout: float = 0.1, temporal_window: int = 2, mask_size: int = 27,
                  obj_classifier_hidden: int = 1024, pos_dim: int = 128, object_loss_weight: float = 1.0,
+                 sgdet_train_boxes: str = "gt", sgdet_supply: bool = True, sgdet_assign_iou: float = 0.5,
                  num_mixtures: int = 6, rel_head: str = "gmm", obj_head: str = "linear", sampling: bool = True,
                  multi_label_loss: str = "bce", gmm_regularization: float = 0.0, uncertainty_threshold: float = 0.5,
                  rel_loss_weighting: str = "none", obj_loss_weighting: str = "none", obj_con_loss: str = "none",
@@ -445,6 +448,9 @@ class TEMPURA(VideoSGGModel):
         self.mode, self.num_classes = mode, num_classes
         self.groups = tuple(int(g) for g in predicate_groups)
         self.multi_label_loss, self.object_loss_weight = multi_label_loss, object_loss_weight
+        # SGDet training boxes (MODEL.STTRAN.SGDET_*, as STTran): GT boxes, or the detections assigned to them
+        self.sgdet_train_boxes, self.sgdet_supply = sgdet_train_boxes, bool(sgdet_supply)
+        self.sgdet_assign_iou = float(sgdet_assign_iou)
         self.gmm_regularization, self.uncertainty_threshold = float(gmm_regularization), float(uncertainty_threshold)
         self.rel_loss_weighting, self.obj_loss_weighting = rel_loss_weighting, obj_loss_weighting
         self.obj_con_loss, self.lambda_con, self.eos_coef = obj_con_loss, float(lambda_con), float(eos_coef)
@@ -503,7 +509,7 @@ class TEMPURA(VideoSGGModel):
             "enc_layers": s.ENC_LAYERS, "dec_layers": s.DEC_LAYERS, "num_heads": s.NUM_HEADS,
             "dim_feedforward": s.DIM_FEEDFORWARD, "dropout": s.DROPOUT, "temporal_window": s.TEMPORAL_WINDOW,
             "mask_size": s.MASK_SIZE, "obj_classifier_hidden": s.OBJ_CLASSIFIER_HIDDEN, "pos_dim": s.POS_DIM,
-            "object_loss_weight": s.OBJECT_LOSS_WEIGHT,
+            "object_loss_weight": s.OBJECT_LOSS_WEIGHT, **sgdet_training_options(cfg),
             "num_mixtures": t.NUM_MIXTURES, "rel_head": t.REL_HEAD, "obj_head": t.OBJ_HEAD, "sampling": t.SAMPLING,
             "multi_label_loss": t.MULTI_LABEL_LOSS, "gmm_regularization": t.GMM_REGULARIZATION,
             "uncertainty_threshold": t.UNCERTAINTY_THRESHOLD, "rel_loss_weighting": t.REL_LOSS_WEIGHTING,
@@ -550,7 +556,11 @@ class TEMPURA(VideoSGGModel):
         losses: Dict[str, torch.Tensor] = {}
         if self.detector is not None and self.detector.trainable:
             losses.update(self.detector.losses(fmap, images.shape[-2:], gt.boxes, gt.labels, gt.frame_idx))
-        obj_feats = self.features.object_features(fmap, gt.boxes, gt.frame_idx)
+        if self.mode == "sgdet" and self.sgdet_train_boxes == "detections":
+            gt, obj_feats = detected_training_boxes(video, images, fmap, gt, self.detector, self.features,
+                                                    iou_threshold=self.sgdet_assign_iou, supply=self.sgdet_supply)
+        else:
+            obj_feats = self.features.object_features(fmap, gt.boxes, gt.frame_idx)
         variances = []
         if self.object_classifier is not None:
             obj, hidden, group_logits = self._classify_objects(obj_feats, gt.boxes, gt.frame_idx, video)
