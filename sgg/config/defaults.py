@@ -542,6 +542,9 @@ _C.MODEL.SCENELLM.FREEZE_VQVAE = False  # stage1 / stage2 keep the vqvae stage's
 # In training, move codes with a running assignment share < 0.01 / K onto current encoder outputs (against codebook
 # collapse, seen on the demo without it; also initialises the codebook from data at the first training step)
 _C.MODEL.SCENELLM.VQ_RESTART_DEAD_CODES = False
+# l2-normalised encoder outputs and codes (cosine assignment, losses bounded): against the codebook / commitment losses
+# growing without bound when the straight-through gradient pushes the encoder outputs (seen in the SGCls / SGDet demos)
+_C.MODEL.SCENELLM.VQ_NORMALIZE = False
 _C.MODEL.SCENELLM.SIA_LAYERS = 2  # GCN layers over the intra-cluster graph of each frame
 _C.MODEL.SCENELLM.SIA_HEADS = 4  # heads of the attention among a frame's clusters
 _C.MODEL.SCENELLM.CLUSTER_RATIO = 0.5  # Ward clusters per frame = max(1, round(ratio x boxes)) (m3sgg: N / 2)

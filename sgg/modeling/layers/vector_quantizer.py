@@ -19,6 +19,10 @@ SceneLLM demo showed it (3 of 128 codes used, perplexity 1). ``restart_dead_code
 a running average of every code's share of the assignments is kept (a persistent buffer, so it survives checkpoints),
 and codes whose share falls below ``dead_threshold / K`` are moved onto randomly drawn encoder outputs of the current
 batch before assignment — which also initialises the whole codebook from data at the first training call.
+
+``normalize`` (ViT-VQGAN's l2-normalised codes) projects encoder outputs and codes onto the unit sphere before the
+assignment and the losses: nearest code = largest cosine, codebook / commitment losses bounded by 4, so growing
+encoder outputs (the straight-through gradient of a downstream loss pushes them) cannot run away from the codebook.
 """
 
 from __future__ import annotations
@@ -64,8 +68,10 @@ class VectorQuantizer(nn.Module):
     """
 
     def __init__(self, *, num_codes: int, dim: int, commitment_cost: float = 0.25, prefix: str = "loss_vq",
-                 restart_dead_codes: bool = False, usage_decay: float = 0.9, dead_threshold: float = 0.01):
+                 restart_dead_codes: bool = False, usage_decay: float = 0.9, dead_threshold: float = 0.01,
+                 normalize: bool = False):
         super().__init__()
+        self.normalize = bool(normalize)
         if num_codes < 1 or dim < 1:
             raise ValueError(f"VectorQuantizer: num_codes and dim must be >= 1, got {num_codes}, {dim}.")
         self.num_codes, self.dim = int(num_codes), int(dim)
@@ -93,22 +99,30 @@ class VectorQuantizer(nn.Module):
         share = torch.bincount(codes, minlength=self.num_codes).to(self.usage_ema) / max(len(codes), 1)
         self.usage_ema.mul_(self.usage_decay).add_(share, alpha=1.0 - self.usage_decay)
 
-    def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """Index ``(N,)`` of the closest code (squared L2) of every row of ``z`` ``(N, dim)``."""
+    def codes_weight(self) -> torch.Tensor:
+        """The codebook ``(K, dim)`` as used (unit rows with ``normalize``)."""
         w = self.codebook.weight
+        return F.normalize(w, dim=1) if self.normalize else w
+
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """Index ``(N,)`` of the closest code (squared L2) of every row of ``z`` ``(N, dim)`` (already normalised
+        when ``normalize``)."""
+        w = self.codes_weight()
         dist = z.pow(2).sum(1, keepdim=True) - 2 * z @ w.t() + w.pow(2).sum(1)[None]
         return dist.argmin(1)
 
     def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
         if z_e.ndim != 2 or z_e.shape[1] != self.dim:
             raise ValueError(f"VectorQuantizer: expected (N, {self.dim}) inputs, got {tuple(z_e.shape)}.")
+        if self.normalize:
+            z_e = F.normalize(z_e, dim=1)
         learning = self.restart_dead_codes and self.training and torch.is_grad_enabled() and len(z_e) > 0
         if learning:
             self._restart(z_e.detach())
         codes = self.nearest(z_e.detach())
         if learning:
             self._count(codes)
-        z_q = self.codebook(codes)
+        z_q = self.codes_weight()[codes]
         if len(z_e):
             losses = {f"{self.prefix}_codebook": F.mse_loss(z_q, z_e.detach()),
                       f"{self.prefix}_commitment": self.commitment_cost * F.mse_loss(z_e, z_q.detach())}
@@ -132,12 +146,12 @@ class VQVAE(nn.Module):
     """
 
     def __init__(self, *, in_dim: int, dim: int, num_codes: int, hidden_dim: int = 0, commitment_cost: float = 0.25,
-                 prefix: str = "loss_vq", restart_dead_codes: bool = False):
+                 prefix: str = "loss_vq", restart_dead_codes: bool = False, normalize: bool = False):
         super().__init__()
         hidden = hidden_dim or dim
         self.encoder = _mlp(in_dim, hidden, dim)
         self.quantizer = VectorQuantizer(num_codes=num_codes, dim=dim, commitment_cost=commitment_cost, prefix=prefix,
-                                         restart_dead_codes=restart_dead_codes)
+                                         restart_dead_codes=restart_dead_codes, normalize=normalize)
         self.decoder = _mlp(dim, hidden, in_dim)
         self.prefix = prefix
 

@@ -103,6 +103,7 @@ class SceneLLM(VideoSGGModel):
                  pos_dim: int = 128, object_loss_weight: float = 1.0, detector: Optional[nn.Module] = None,
                  code_dim: int = 256, num_codes: int = 512, vq_hidden_dim: int = 0, commitment_cost: float = 0.25,
                  vq_loss_weight: float = 1.0, freeze_vqvae: bool = False, restart_dead_codes: bool = False,
+                 vq_normalize: bool = False,
                  sia_layers: int = 2, sia_heads: int = 4,
                  cluster_ratio: float = 0.5, ot_frames_per_token: int = 2, ot_eps: float = 0.05, ot_iters: int = 50,
                  ot_time_weight: float = 1.0, llm_feature_dim: int = 256):
@@ -121,6 +122,7 @@ class SceneLLM(VideoSGGModel):
             freeze_vqvae: stage 1 / 2 keep the VQ-VAE of the vqvae stage fixed (no VQ losses).
             restart_dead_codes: move rarely used codes onto current encoder outputs in training (against codebook
                 collapse; ``VQ_RESTART_DEAD_CODES``).
+            vq_normalize: l2-normalised encoder outputs and codes (``VQ_NORMALIZE``).
             sia_layers / sia_heads / cluster_ratio: SIA's GCN depth, cluster attention heads, clusters per box.
             ot_frames_per_token / ot_eps / ot_iters / ot_time_weight: the OT fusion.
             llm_feature_dim: width of the LLM part of each pair feature.
@@ -164,7 +166,8 @@ class SceneLLM(VideoSGGModel):
         pair_dim = self.relation.dim
         if self.use_llm:
             self.vqvae = VQVAE(in_dim=features.object_dim, dim=code_dim, num_codes=num_codes, hidden_dim=vq_hidden_dim,
-                               commitment_cost=commitment_cost, restart_dead_codes=restart_dead_codes)
+                               commitment_cost=commitment_cost, restart_dead_codes=restart_dead_codes,
+                               normalize=vq_normalize)
             self.sia = SpatialInformationAggregation(dim=code_dim, layers=sia_layers, num_heads=sia_heads,
                                                      cluster_ratio=cluster_ratio)
             self.fusion = OTTemporalFusion(frames_per_token=ot_frames_per_token, eps=ot_eps, iters=ot_iters,
@@ -219,7 +222,7 @@ class SceneLLM(VideoSGGModel):
             "object_loss_weight": s.OBJECT_LOSS_WEIGHT, "detector": detector,
             "code_dim": c.CODE_DIM, "num_codes": c.CODEBOOK_SIZE, "vq_hidden_dim": c.VQ_HIDDEN_DIM,
             "commitment_cost": c.COMMITMENT_COST, "vq_loss_weight": c.VQ_LOSS_WEIGHT, "freeze_vqvae": c.FREEZE_VQVAE,
-            "restart_dead_codes": c.VQ_RESTART_DEAD_CODES,
+            "restart_dead_codes": c.VQ_RESTART_DEAD_CODES, "vq_normalize": c.VQ_NORMALIZE,
             "sia_layers": c.SIA_LAYERS, "sia_heads": c.SIA_HEADS, "cluster_ratio": c.CLUSTER_RATIO,
             "ot_frames_per_token": c.OT_FRAMES_PER_TOKEN, "ot_eps": c.OT_EPS, "ot_iters": c.OT_ITERS,
             "ot_time_weight": c.OT_TIME_WEIGHT, "llm_feature_dim": c.LLM_FEATURE_DIM,

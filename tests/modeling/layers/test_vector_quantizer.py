@@ -87,3 +87,15 @@ def test_dead_codes_restart_on_encoder_outputs_and_the_usage_is_a_buffer():
         vq(z)
     vq.eval()(z)
     assert torch.equal(vq.codebook.weight, before)  # no restart outside training
+
+
+def test_normalized_codes_bound_the_losses():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(num_codes=8, dim=4, normalize=True)
+    z = torch.randn(10, 4) * 1000  # huge encoder outputs: plain VQ losses would be ~1e6
+    out = vq(z)
+    assert torch.allclose(out.quantized.norm(dim=1), torch.ones(10), atol=1e-5)
+    assert all(0 <= v.item() <= 4 for v in out.losses.values())
+    cosine = torch.nn.functional.normalize(z, dim=1) @ torch.nn.functional.normalize(vq.codebook.weight, dim=1).t()
+    assert torch.equal(out.codes, cosine.argmax(1))  # nearest unit code = largest cosine
+    assert vq(z * 0.001).codes.tolist() == out.codes.tolist()  # scale-free
