@@ -71,6 +71,7 @@ MODELS = {
     "stket": "STKET",
     "dsg-detr": "DSGDETR",
     "oed": "OED",
+    "scenellm": "SceneLLM",
 }
 # Config-file stem of each model: configs/action_genome/<stem>_<mode>.yaml and, with -data_path demo,
 # configs/quick/<stem>_demo.yaml (PredCls) / <stem>_<mode>_demo.yaml. The frequency baseline runs on STTran's configs.
@@ -81,14 +82,7 @@ CONFIG_STEMS = {
     "stket": "stket",
     "dsg-detr": "dsgdetr",
     "oed": "oed",
-}
-UNBUILT_MODELS = {
-    "scenellm": "SceneLLM",
-}
-# Flags of the seed's docs that only configure models sgg does not implement yet.
-UNBUILT_FLAGS = {
-    "llm_lr": "SceneLLM",
-    "freeze_llm_epochs": "SceneLLM",
+    "scenellm": "scenellm",
 }
 # TEMPURA's flags -> MODEL.TEMPURA keys (values as given; "None" spellings of upstream map to "none").
 TEMPURA_FLAGS = {
@@ -109,6 +103,19 @@ TEMPURA_FLAGS = {
     "obj_loss_weighting": "MODEL.TEMPURA.OBJ_LOSS_WEIGHTING",
     "tracking": "MODEL.TEMPURA.TRACKING",
 }
+# SceneLLM's flags of m3sgg with a plain config key (-scenellm_training_stage, -freeze_llm_epochs and -llm_lr are
+# translated in scenellm_overrides); -llm_name must be a local folder here (nothing is downloaded).
+SCENELLM_FLAGS = {
+    "llm_name": "MODEL.SCENELLM.LLM_PATH",
+    "embed_dim": "MODEL.SCENELLM.CODE_DIM",
+    "codebook_size": "MODEL.SCENELLM.CODEBOOK_SIZE",
+    "commitment_cost": "MODEL.SCENELLM.COMMITMENT_COST",
+    "lora_r": "MODEL.SCENELLM.LORA_R",
+    "lora_alpha": "MODEL.SCENELLM.LORA_ALPHA",
+    "lora_dropout": "MODEL.SCENELLM.LORA_DROPOUT",
+}
+SCENELLM_ALL_FLAGS = (*SCENELLM_FLAGS, "scenellm_training_stage", "freeze_llm_epochs", "llm_lr")
+LORA_PATTERN = "llm.*lora_*"  # SOLVER.STAGE2.UNFREEZE entry selecting only the LoRA adapters
 # Flags of one implemented model (flag -> its -model value); other models refuse them.
 MODEL_FLAGS = {
     "tracker": "dsg-detr",
@@ -292,8 +299,21 @@ def build_parser() -> argparse.ArgumentParser:
       help="OED: upstream's temporal-stage switch (= -oed_variant multi)")
     for flag, why in OED_UNBUILT_FLAGS.items():
         a(f"-{flag}", action="store_true", default=None, help=f"OED: refused ({why})")
-    for flag, model in UNBUILT_FLAGS.items():
-        a(f"-{flag}", help=f"{model} only (not implemented in sgg yet: fails)")
+    # SceneLLM (-model scenellm, docs/scenellm.md): sgg's stages and m3sgg's flags
+    a("-scenellm_training_stage", choices=("vqvae", "stage1", "stage2"),
+      help="SceneLLM: MODEL.SCENELLM.TRAINING_STAGE (vqvae: the VQ-VAE alone; stage1: LLM + LoRA frozen; stage2: "
+           "+ LoRA); without -freeze_llm_epochs the stage holds for the whole run")
+    a("-freeze_llm_epochs", type=float, help="SceneLLM: stage 1 for N epochs, then stage 2 (the LoRA adapters "
+                                             "train) through SOLVER.STAGE2 (START_ITER = N epochs)")
+    a("-llm_lr", type=float, help="SceneLLM: LR of the LLM's parameters (LoRA), as SOLVER.LR_MULTIPLIERS "
+                                  "['llm', llm_lr / lr]")
+    a("-llm_name", help="SceneLLM: local transformers model folder (MODEL.SCENELLM.LLM_PATH; no download)")
+    a("-embed_dim", type=int, help="SceneLLM: VQ code width (MODEL.SCENELLM.CODE_DIM)")
+    a("-codebook_size", type=int, help="SceneLLM: MODEL.SCENELLM.CODEBOOK_SIZE")
+    a("-commitment_cost", type=float, help="SceneLLM: MODEL.SCENELLM.COMMITMENT_COST")
+    a("-lora_r", type=int, help="SceneLLM: MODEL.SCENELLM.LORA_R")
+    a("-lora_alpha", type=float, help="SceneLLM: MODEL.SCENELLM.LORA_ALPHA")
+    a("-lora_dropout", type=float, help="SceneLLM: MODEL.SCENELLM.LORA_DROPOUT")
     add_local_rank_argument(p)  # python -m torch.distributed.launch passes --local-rank N
     a("opts", nargs=argparse.REMAINDER, help="trailing KEY VALUE config overrides")
     return p
@@ -354,17 +374,8 @@ def check_flags(args) -> None:
         raise SeedFlagError(f"-mode {args.mode} is an EASG mode, but -dataset {args.dataset} is not EASG.")
     elif args.data_path == "demo_easg":
         raise SeedFlagError("-data_path demo_easg is the EASG twin; drop -dataset action_genome.")
-    if name in UNBUILT_MODELS and not easg:
-        raise SeedFlagError(f"-model {args.model}: {UNBUILT_MODELS[name]} is not implemented in sgg yet. "
-                            f"Available models: {', '.join(MODELS)}.")
     if name not in MODELS and not easg:
-        raise SeedFlagError(f"-model {args.model}: unknown model. Available models: {', '.join(MODELS)} "
-                            f"(planned: {', '.join(UNBUILT_MODELS)}).")
-    for flag, model in UNBUILT_FLAGS.items():
-        if getattr(args, flag) is not None:
-            raise SeedFlagError(f"-{flag} configures {model}, which is not implemented in sgg yet; it would be "
-                                f"ignored by -model {args.model}, so it is refused. Available models: "
-                                f"{', '.join(MODELS)}.")
+        raise SeedFlagError(f"-model {args.model}: unknown model. Available models: {', '.join(MODELS)}.")
     if name != "tempura":
         for flag in (*TEMPURA_FLAGS, "mlm"):
             if getattr(args, flag) is not None:
@@ -392,6 +403,19 @@ def check_flags(args) -> None:
     if name == "oed" and args.mode == "sgcls":
         raise SeedFlagError("-model oed -mode sgcls: OED's SGCls variant is not built in sgg (upstream has no "
                             "script or published number for it); use -mode predcls or -mode sgdet.")
+    scenellm_given = [f"-{flag}" for flag in SCENELLM_ALL_FLAGS if getattr(args, flag) is not None]
+    if scenellm_given and name != "scenellm":
+        raise SeedFlagError(f"{', '.join(scenellm_given)} configure(s) SceneLLM; -model {args.model} would ignore "
+                            "them, so they are refused. Use -model scenellm (available models: "
+                            f"{', '.join(MODELS)}).")
+    if args.freeze_llm_epochs is not None:
+        if args.freeze_llm_epochs < 0:
+            raise SeedFlagError(f"-freeze_llm_epochs must be >= 0, got {args.freeze_llm_epochs}.")
+        if args.scenellm_training_stage == "vqvae":
+            raise SeedFlagError("-freeze_llm_epochs schedules stage 1 -> stage 2; the vqvae stage trains the VQ-VAE "
+                                "alone. Drop one of them.")
+    if args.llm_lr is not None and args.llm_lr < 0:
+        raise SeedFlagError(f"-llm_lr must be >= 0, got {args.llm_lr}.")
     for flag, model in MODEL_FLAGS.items():
         if getattr(args, flag) is not None and name != model:
             raise SeedFlagError(f"-{flag} configures -model {model}; -model {args.model} would ignore it, so it is "
@@ -460,6 +484,7 @@ def static_overrides(args) -> List[Tuple[str, object]]:
               "weight_decay": "SOLVER.WEIGHT_DECAY", "warmup_steps": "SOLVER.WARMUP_ITERS", "seed": "SEED",
               "device": "MODEL.DEVICE", "save_path": "OUTPUT_DIR", "resume_from": "MODEL.WEIGHTS"}
     simple.update(STKET_FLAGS)
+    simple.update(SCENELLM_FLAGS)
     for flag, key in simple.items():
         value = getattr(args, flag)
         if value is not None and value != "":
@@ -547,10 +572,34 @@ def epoch_overrides(args, cfg, num_videos: int) -> List[Tuple[str, object]]:
             o.append(("SOLVER.CHECKPOINT_PERIOD", iters_per_epoch))
     if args.eval_freq is not None:
         o.append(("TEST.EVAL_PERIOD", max(round(args.eval_freq * iters_per_epoch), 1)))
+    if args.freeze_llm_epochs:
+        o.append(("SOLVER.STAGE2.START_ITER", max(math.ceil(args.freeze_llm_epochs * num_videos / per_step), 1)))
     if args.save_freq is not None:
         o.append(("SOLVER.CHECKPOINT_PERIOD", max(round(args.save_freq * iters_per_epoch), 1)))
     if cfg.SOLVER.LR_SCHEDULER_NAME == "WarmupMultiStepLR" and args.scheduler == "step":
         o.append(("SOLVER.STEPS", (max(int(0.7 * max_iter), 1),)))
+    return o
+
+
+def scenellm_overrides(args, cfg) -> List[Tuple[str, object]]:
+    """SceneLLM's stage and LLM-LR flags. ``-freeze_llm_epochs N`` (N > 0): stage 1, and SOLVER.STAGE2 unfreezes the
+    LoRA adapters after N epochs (START_ITER from :func:`epoch_overrides`); N = 0: stage 2 from the start.
+    ``-scenellm_training_stage`` alone: that stage for the whole run (the stage hook off). ``-llm_lr``: the LLM's
+    LR as a multiplier of ``SOLVER.BASE_LR`` in ``SOLVER.LR_MULTIPLIERS`` (an earlier ``llm`` entry is replaced)."""
+    o: List[Tuple[str, object]] = []
+    if args.freeze_llm_epochs is not None:
+        stage = "stage1" if args.freeze_llm_epochs > 0 else "stage2"
+        o += [("MODEL.SCENELLM.TRAINING_STAGE", stage), ("SOLVER.STAGE2.ENABLED", args.freeze_llm_epochs > 0)]
+        if args.freeze_llm_epochs > 0:
+            o += [("SOLVER.STAGE2.UNFREEZE", (LORA_PATTERN,)), ("SOLVER.STAGE2.LR_FACTOR", 1.0)]
+    elif args.scenellm_training_stage is not None:
+        o += [("MODEL.SCENELLM.TRAINING_STAGE", args.scenellm_training_stage), ("SOLVER.STAGE2.ENABLED", False)]
+    if args.llm_lr is not None:
+        if cfg.SOLVER.BASE_LR <= 0:
+            raise SeedFlagError(f"-llm_lr {args.llm_lr}: SOLVER.BASE_LR is {cfg.SOLVER.BASE_LR}; give -lr > 0 (the "
+                                "LLM's LR is a multiple of it).")
+        kept = [tuple(item) for item in cfg.SOLVER.LR_MULTIPLIERS if str(item[0]) != "llm"]
+        o.append(("SOLVER.LR_MULTIPLIERS", tuple(kept) + (("llm", args.llm_lr / cfg.SOLVER.BASE_LR),)))
     return o
 
 
@@ -567,7 +616,10 @@ def translate(argv: Optional[List[str]] = None) -> Dict[str, object]:
     num_videos = None
     # TEMPURA refreshes its predicate memory once per epoch: it needs the epoch's size in videos.
     memory = args.model.lower() == "tempura" and cfg.MODEL.TEMPURA.MEMORY.COMPUTE != "none"
-    if args.epochs is not None or args.eval_freq is not None or args.save_freq is not None or memory:
+    if args.model.lower() == "scenellm":
+        overrides += scenellm_overrides(args, cfg)
+    if (args.epochs is not None or args.eval_freq is not None or args.save_freq is not None or memory
+            or args.freeze_llm_epochs):
         num_videos = count_train_videos(cfg)
         if num_videos == 0:
             raise SeedFlagError(f"The training set {cfg.DATASETS.TRAIN} is empty after the loader's filters; "

@@ -176,7 +176,7 @@ _C.SOLVER.BEST_CHECKPOINT.EXTRA_METRICS = ()
 _C.SOLVER.STAGE2 = CN()
 _C.SOLVER.STAGE2.ENABLED = False
 _C.SOLVER.STAGE2.START_ITER = 0
-_C.SOLVER.STAGE2.UNFREEZE = []
+_C.SOLVER.STAGE2.UNFREEZE = []  # prefixes, or fnmatch patterns on the full name when they hold * ? [ ("llm.*lora_*")
 _C.SOLVER.STAGE2.LR_FACTOR = 0.1
 
 # ---------------------------------------------------------------------------- test
@@ -582,6 +582,38 @@ _C.MODEL.DSGDETR.BOX_DIM = 128  # box-position MLP width of the object vector (u
 _C.MODEL.DSGDETR.TRACKLET_CHUNK = 400
 _C.MODEL.DSGDETR.PREDICTED_LABELS_IN_TRAINING = True  # SGCls/SGDet training: relation embeddings use the predicted
 #                                                      labels (upstream); False = GT labels (STTran)
+# SceneLLM (sgg/modeling/meta_arch/scenellm.py, docs/scenellm.md): VQ-VAE scene tokens -> spatial aggregation per
+# frame -> optimal-transport temporal fusion -> a local LLM with LoRA -> STTran's decoder (MODEL.STTRAN widths / heads).
+_C.MODEL.SCENELLM = CN()
+_C.MODEL.SCENELLM.USE_LLM = True  # False: no VQ-VAE / SIA / OT / LLM, the decoder on the relation vector alone (A/B)
+_C.MODEL.SCENELLM.TRAINING_STAGE = "stage2"  # vqvae | stage1 (LLM, LoRA frozen) | stage2 (+ LoRA) (CLI flag)
+_C.MODEL.SCENELLM.LLM_PATH = ""  # local transformers model folder (nothing is downloaded; tools/make_tiny_llm.py DIR)
+_C.MODEL.SCENELLM.LLM_DTYPE = "float32"  # float32 | bfloat16 (CPU, or CUDA with bf16) | int8 (CUDA + bitsandbytes)
+_C.MODEL.SCENELLM.LORA_R = 16  # LoRA rank (m3sgg -lora_r 16); 0 = no adapters, the LLM stays frozen
+_C.MODEL.SCENELLM.LORA_ALPHA = 32.0  # LoRA scaling alpha (m3sgg -lora_alpha 32)
+_C.MODEL.SCENELLM.LORA_DROPOUT = 0.05  # (m3sgg -lora_dropout 0.05)
+_C.MODEL.SCENELLM.LORA_TARGET_MODULES = ["q_proj", "v_proj"]  # names of the LLM's linear modules that get adapters
+_C.MODEL.SCENELLM.CODE_DIM = 256  # VQ code width (m3sgg -embed_dim 1024)
+_C.MODEL.SCENELLM.CODEBOOK_SIZE = 512  # codes K (REFERENCE.md: 512; m3sgg 8192; the paper's value is unverified)
+_C.MODEL.SCENELLM.VQ_HIDDEN_DIM = 0  # encoder / decoder MLP width; 0 = CODE_DIM
+_C.MODEL.SCENELLM.COMMITMENT_COST = 0.25  # beta of the commitment loss (m3sgg -commitment_cost 0.25)
+_C.MODEL.SCENELLM.VQ_LOSS_WEIGHT = 1.0  # weight of the VQ losses in stage1 / stage2 (when the VQ-VAE still trains)
+_C.MODEL.SCENELLM.FREEZE_VQVAE = False  # stage1 / stage2 keep the vqvae stage's VQ-VAE fixed (no VQ losses)
+# In training, move codes with a running assignment share < 0.01 / K onto current encoder outputs (against codebook
+# collapse, seen on the demo without it; also initialises the codebook from data at the first training step)
+_C.MODEL.SCENELLM.VQ_RESTART_DEAD_CODES = False
+# l2-normalised encoder outputs and codes (cosine assignment, losses bounded): against the codebook / commitment losses
+# growing without bound when the straight-through gradient pushes the encoder outputs (seen in the SGCls / SGDet demos)
+_C.MODEL.SCENELLM.VQ_NORMALIZE = False
+_C.MODEL.SCENELLM.SIA_LAYERS = 2  # GCN layers over the intra-cluster graph of each frame
+_C.MODEL.SCENELLM.SIA_HEADS = 4  # heads of the attention among a frame's clusters
+_C.MODEL.SCENELLM.CLUSTER_RATIO = 0.5  # Ward clusters per frame = max(1, round(ratio x boxes)) (m3sgg: N / 2)
+_C.MODEL.SCENELLM.OT_FRAMES_PER_TOKEN = 2  # OT fusion: T frame tokens -> ceil(T / this) LLM tokens
+_C.MODEL.SCENELLM.OT_EPS = 0.05  # entropic regularisation of the Sinkhorn plan
+_C.MODEL.SCENELLM.OT_ITERS = 50  # Sinkhorn iterations (fixed: deterministic, differentiable)
+_C.MODEL.SCENELLM.OT_TIME_WEIGHT = 1.0  # weight of the squared temporal distance in the transport cost
+_C.MODEL.SCENELLM.LLM_FEATURE_DIM = 256  # width of the LLM part of each pair feature (added to the relation vector)
+
 
 # OED (sgg/modeling/meta_arch/oed.py, docs/oed.md): one-stage DETR video SGG (pair queries, instance + relation
 # decoders) with a progressive refinement module over reference frames. Classes, predicate groups and the PredCls word

@@ -4,6 +4,7 @@ training, diffusers-folder export, metric writers. Hooks with state save it thro
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import math
 import os
@@ -302,7 +303,9 @@ class PlateauLR(HookBase):
 class TwoStageTraining(HookBase):
     """Stage 2 from ``start_iter``: unfreeze parameters under ``prefixes`` and scale every LR by ``lr_factor``.
 
-    Generic (used by the keyframe detector: frozen EfficientNet first, then its last blocks at a 10x lower LR).
+    Generic (used by the keyframe detector: frozen EfficientNet first, then its last blocks at a 10x lower LR; and by
+    SceneLLM: LLM adapters frozen first, then trained). A prefix with a wildcard is an ``fnmatch`` pattern on the
+    full parameter name (``llm.*lora_*``).
     Resuming past ``start_iter`` re-applies stage 2 before the first step. ``on_unfreeze(trainer)`` lets the trainer
     re-wrap a DDP model, since DDP only synchronises parameters that required grad when it was built.
     """
@@ -319,15 +322,24 @@ class TwoStageTraining(HookBase):
         model = self.trainer.model
         return model.module if hasattr(model, "module") else model
 
+    @staticmethod
+    def _selects(name: str, prefix: str) -> bool:
+        """A parameter name under ``prefix``; an entry with a wildcard (``*?[``, e.g. ``llm.*lora_*``: only the
+        LoRA adapters of SceneLLM's LLM) is matched against the whole name with ``fnmatch`` instead."""
+        if any(c in prefix for c in "*?["):
+            return fnmatch.fnmatchcase(name, prefix)
+        return name == prefix or name.startswith(prefix if prefix.endswith(".") else prefix + ".")
+
     def _activate(self):
         names = []
         for name, param in self._module().named_parameters():
-            if any(name == p or name.startswith(p if p.endswith(".") else p + ".") for p in self.prefixes):
+            if any(self._selects(name, p) for p in self.prefixes):
                 if not param.requires_grad:
                     param.requires_grad_(True)
                     names.append(name)
         if not names and not any(
-            any(n.startswith(p) for p in self.prefixes) for n, _ in self._module().named_parameters()
+            any(n.startswith(p) or self._selects(n, p) for p in self.prefixes)
+            for n, _ in self._module().named_parameters()
         ):
             raise ValueError(f"SOLVER.STAGE2.UNFREEZE prefixes {self.prefixes} match no parameter of the model.")
         self.scheduler.set_stage_scale(self.lr_factor)

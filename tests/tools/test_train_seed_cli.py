@@ -69,10 +69,9 @@ def test_epochs_become_iterations_from_the_dataset_size():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["-model", "scenellm"], "SceneLLM is not implemented"),
     (["-model", "foo"], "unknown model"),
     (["-model", "sttran", "-num_mixtures", "3"], "-num_mixtures configures TEMPURA"),
-    (["-model", "sttran", "-freeze_llm_epochs", "10"], "-freeze_llm_epochs configures SceneLLM"),
+    (["-model", "sttran", "-freeze_llm_epochs", "10"], "-freeze_llm_epochs configure(s) SceneLLM"),
     (["-batch_size", "0"], "-batch_size must be >= 1"),
     (["-eval_only"], "-eval_only needs the checkpoint"),
     (["-distributed", "True"], "-num_gpus N"),

@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     frequency_baseline,  # FrequencyBaseline (image SGG)
     keyframe_detector,  # KeyframeDetector, KeyframeFeatureDetector
     oed,  # OED
+    scenellm,  # SceneLLM
     speaq,  # SpeaQ, IterativeSG
     stket,  # STKET
     sttran,  # STTran
