@@ -26,7 +26,7 @@ try:  # POSIX
 except ImportError:  # pragma: no cover - Windows: the pid check below is the fallback
     fcntl = None
 
-__all__ = ["OutputDirError", "OutputDirInUseError", "OutputDirLockedError", "OutputDirLock", "LOCK_FILE",
+__all__ = ["pid_alive", "OutputDirError", "OutputDirInUseError", "OutputDirLockedError", "OutputDirLock", "LOCK_FILE",
            "check_output_dir", "existing_checkpoints", "acquire_output_dir_lock", "release_output_dir_lock"]
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,8 @@ def check_output_dir(output_dir: str, *, resume: bool = False, eval_only: bool =
                               "OUTPUT_DIR to a new folder; nothing was overwritten.")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True when a process ``pid`` exists on this host (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -199,7 +200,7 @@ class OutputDirLock:
             except FileExistsError:
                 with open(self.path, encoding="utf-8", errors="replace") as f:
                     holder = _parse_holder(f.read())
-                if "pid" in holder and _pid_alive(holder["pid"]):
+                if "pid" in holder and pid_alive(holder["pid"]):
                     self._refuse(holder)
                 os.remove(self.path)
                 logger.warning("Removed the stale lock file '%s' of pid %s (not running).", self.path,

@@ -41,7 +41,7 @@ from sgg.utils.errors import SGGError
 
 from .defaults import DefaultTrainer, default_setup
 from .hooks import _fresh_metric
-from .output_dir import release_output_dir_lock
+from .output_dir import pid_alive, release_output_dir_lock
 from .train_loop import HookBase
 
 __all__ = [
@@ -411,16 +411,6 @@ def open_study(storage_url: str, study_name: str, *, direction: str, sampler=Non
     return study
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def fail_orphaned_trials(study, *, retry: bool = True) -> List[int]:
     """Fail the study's RUNNING trials whose process on this machine is gone (killed search); with ``retry`` each
     one's parameters are queued again (once). Trials of other machines are left to the heartbeat check. Returns the
@@ -434,7 +424,7 @@ def fail_orphaned_trials(study, *, retry: bool = True) -> List[int]:
     for t in study.get_trials(deepcopy=False, states=(state.RUNNING,)):
         worker = str(t.user_attrs.get(WORKER_ATTR, ""))
         name, _, pid = worker.rpartition(":")
-        if name != host or not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+        if name != host or not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         storage.set_trial_user_attr(trial_id, "sgg_failed", f"process {worker} was gone (killed search)")

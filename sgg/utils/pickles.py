@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import os
 import pickle
+from typing import Type
 
 import numpy as np
 
 from .errors import SGGError
 
-__all__ = ["DATA_GLOBALS", "RefusedPickleError", "DataOnlyUnpickler"]
+__all__ = ["DATA_GLOBALS", "RefusedPickleError", "DataOnlyUnpickler", "unpickle_file"]
 
 # The globals a pickle of dicts / lists / strings / numbers / numpy arrays references (numpy 1.x and 2.x names).
 DATA_GLOBALS = frozenset({
@@ -46,3 +49,19 @@ class DataOnlyUnpickler(pickle.Unpickler):
         if module.startswith("numpy.core.") and int(np.__version__.split(".")[0]) >= 2:
             module = "numpy._core." + module[len("numpy.core."):]
         return super().find_class(module, name)
+
+
+def unpickle_file(path: str, unpickler: Type[DataOnlyUnpickler], *, error: Type[Exception], missing: str,
+                  corrupt: str):
+    """Load the pickle at ``path`` with ``unpickler``. A missing file raises ``error(missing)``; a truncated or corrupt
+    one ``error("Could not unpickle 'path' (Type: message); " + corrupt)``; :class:`RefusedPickleError` passes as is."""
+    if not os.path.isfile(path):
+        raise error(missing)
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return unpickler(io.BytesIO(data), source=path).load()
+    except RefusedPickleError:
+        raise
+    except Exception as e:  # truncated / corrupt files raise all sorts of errors
+        raise error(f"Could not unpickle '{path}' ({type(e).__name__}: {e}); {corrupt}") from e

@@ -35,7 +35,6 @@ are person -> object, spatial ones object -> person (AG's convention).
 from __future__ import annotations
 
 import functools
-import io
 import logging
 import os
 from collections import OrderedDict
@@ -44,7 +43,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from sgg.utils.errors import SGGError
-from sgg.utils.pickles import DataOnlyUnpickler, RefusedPickleError
+from sgg.utils.pickles import DataOnlyUnpickler, RefusedPickleError, unpickle_file
 
 from ..catalog import DatasetCatalog, MetadataCatalog, datasets_root
 
@@ -102,18 +101,11 @@ class RestrictedUnpickler(DataOnlyUnpickler):
 
 def load_restricted_pickle(path: str):
     """Load ``path`` with :class:`RestrictedUnpickler`; errors name the file."""
-    if not os.path.isfile(path):
-        raise ActionGenomeFormatError(f"Action Genome file not found: '{path}'. See datasets/README_action_genome.md "
-                                      "for the expected layout (set DATASETS.AG.ROOT or $SGG_DATASETS).")
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        return RestrictedUnpickler(io.BytesIO(data), source=path).load()
-    except RefusedPickleError:
-        raise
-    except Exception as e:  # truncated / corrupt files raise all sorts of errors
-        raise ActionGenomeFormatError(f"Could not unpickle '{path}' ({type(e).__name__}: {e}); the file is corrupt "
-                                      "or not an Action Genome annotation pickle.") from e
+    return unpickle_file(
+        path, RestrictedUnpickler, error=ActionGenomeFormatError,
+        missing=f"Action Genome file not found: '{path}'. See datasets/README_action_genome.md for the expected layout "
+                "(set DATASETS.AG.ROOT or $SGG_DATASETS).",
+        corrupt="the file is corrupt or not an Action Genome annotation pickle.")
 
 
 # ----------------------------------------------------------------------------------------------------- options

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from sgg.utils.errors import SGGError
-from sgg.utils.pickles import DataOnlyUnpickler, RefusedPickleError
+from sgg.utils.pickles import DataOnlyUnpickler, unpickle_file
 
 from ..catalog import DatasetCatalog, MetadataCatalog, datasets_root
 
@@ -125,18 +125,11 @@ class _TensorUnpickler(DataOnlyUnpickler):
 
 
 def _unpickle(path: str, unpickler, what: str):
-    if not os.path.isfile(path):
-        raise EASGFormatError(f"EASG file not found: '{path}' ({what}). See docs/easg.md for the layout; set "
-                              "DATASETS.EASG.ROOT (or $SGG_DATASETS/easg).")
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        return unpickler(io.BytesIO(data), source=path).load()
-    except RefusedPickleError:
-        raise
-    except Exception as e:  # truncated / corrupt files raise all sorts of errors
-        raise EASGFormatError(f"Could not unpickle '{path}' ({type(e).__name__}: {e}); expected {what}. The file is "
-                              "corrupt or not an EASG file: re-download it.") from e
+    return unpickle_file(
+        path, unpickler, error=EASGFormatError,
+        missing=f"EASG file not found: '{path}' ({what}). See docs/easg.md for the layout; set DATASETS.EASG.ROOT "
+                "(or $SGG_DATASETS/easg).",
+        corrupt=f"expected {what}. The file is corrupt or not an EASG file: re-download it.")
 
 
 def load_easg_pickle(path: str) -> dict:
