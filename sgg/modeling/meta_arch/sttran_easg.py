@@ -187,7 +187,12 @@ class STTranEASG(nn.Module):
             if "roi_frame_features" not in graph:
                 raise ValueError(f"STTranEASG (MODEL.EASG.OBJECT_FEATURES roi): graph '{graph.get('graph_id')}' has "
                                  "no RoI features; put roi_feats_{split}.pkl in the dataset root.")
-            return graph["roi_frame_features"].to(self.device)[frame, obj]
+            roi = graph["roi_frame_features"]
+            if roi.shape[-1] != self.relation.obj_fc.in_features:
+                raise ValueError(f"STTranEASG: the RoI features of graph '{graph.get('graph_id')}' are "
+                                 f"{roi.shape[-1]}-d, the model expects MODEL.EASG.ROI_FEATURE_DIM "
+                                 f"{self.relation.obj_fc.in_features}; set it to the width of roi_feats_{{split}}.pkl.")
+            return roi.to(self.device)[frame, obj]
         if "images" not in graph:
             raise ValueError(f"STTranEASG (MODEL.EASG.OBJECT_FEATURES frames): graph '{graph.get('graph_id')}' has no "
                              "images; keep INPUT.EASG.LOAD_FRAMES True and the frames/ folder in the dataset root.")
@@ -207,7 +212,12 @@ class STTranEASG(nn.Module):
         if graph.get("verb_feature") is None:
             raise ValueError(f"STTranEASG: graph '{graph.get('graph_id')}' has no verb feature; put "
                              "verb_features.pt in the dataset root (or DATASETS.EASG.FEATURES_DIR).")
-        return graph["verb_feature"].to(self.device).reshape(-1)
+        verb = graph["verb_feature"].reshape(-1)
+        if verb.numel() != self.relation.verb_fc.in_features:
+            raise ValueError(f"STTranEASG: the verb feature of graph '{graph.get('graph_id')}' is {verb.numel()}-d, "
+                             f"the model expects MODEL.EASG.VERB_FEATURE_DIM {self.relation.verb_fc.in_features}; "
+                             "set it to the width of verb_features.pt (EASG's SlowFast features: 2304).")
+        return verb.to(self.device)
 
     def _classify_objects(self, feats: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         # Uniform prior: a feature source's own class distribution (the AG detector's 36 classes) is not EASG's.

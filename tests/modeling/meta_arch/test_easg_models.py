@@ -50,6 +50,17 @@ def test_sttran_easg_on_roi_features(mapped, mode):
         assert out[0]["object_scores"].argmax(1).tolist() == [1, 2] and out[0]["verb_scores"][0] == 1.0
 
 
+@pytest.mark.parametrize("verb_dim, roi_dim, key", [(DIM + 1, DIM, "MODEL.EASG.VERB_FEATURE_DIM"),
+                                                     (DIM, DIM + 1, "MODEL.EASG.ROI_FEATURE_DIM")])
+def test_sttran_easg_refuses_features_of_another_width(mapped, verb_dim, roi_dim, key):
+    graphs, _ = mapped
+    model = STTranEASG(mode="sgcls", features=None, object_source="roi", num_objects=5, num_relations=4, num_verbs=3,
+                       verb_dim=verb_dim, roi_dim=roi_dim, visual_dim=8, embed_dim=4, dim_feedforward=16,
+                       obj_classifier_hidden=8, pos_dim=4, verb_hidden=8, multi_label_loss="margin")
+    with pytest.raises(ValueError, match=f"graph '.*' (is|are) {DIM}-d, the model expects {key} {DIM + 1}"):
+        model(graphs[:2])
+
+
 def test_linear_baseline_and_frequency_tables(mapped):
     graphs, raw = mapped
     model = EASGLinear(num_verbs=3, num_objects=5, num_relations=4, verb_dim=DIM, object_dim=DIM)
